@@ -1,0 +1,181 @@
+"""Shared fixtures: a real daemon as a subprocess on real temporary folders."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "") -> Any:
+    """Poll until predicate() is truthy; fail the test with `what` after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what or predicate}")
+        time.sleep(0.05)
+
+
+def thumbd(
+    *args: str, cwd: Path | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """Run the thumbd command line to completion."""
+    return subprocess.run(
+        [sys.executable, "-m", "thumbd", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=_env(),
+    )
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env.pop("NOTIFY_SOCKET", None)
+    return env
+
+
+class Daemon:
+    """`thumbd run` in its own process group, with its log in a file."""
+
+    def __init__(self, tmp: Path, settings: dict[str, dict[str, Any]] | None = None) -> None:
+        self.tmp = tmp
+        self.incoming = tmp / "incoming"
+        self.outgoing = tmp / "outgoing"
+        self.incoming.mkdir(exist_ok=True)
+        self.config = tmp / "thumbd.toml"
+        self.log = tmp / "thumbd.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.write_config(settings or {})
+
+    def write_config(self, settings: dict[str, dict[str, Any]]) -> None:
+        merged: dict[str, dict[str, Any]] = {
+            "resize": {"workers": 2},
+            "watch": {"settle_seconds": 0.1, "quiet_seconds": 1.0},
+            "daemon": {"shutdown_timeout": 20},
+        }
+        for section, values in settings.items():
+            merged.setdefault(section, {}).update(values)
+        lines = []
+        for section, values in merged.items():
+            lines.append(f"[{section}]")
+            lines += [f"{k} = {json.dumps(v)}" for k, v in values.items()]
+        self.config.write_text("\n".join(lines) + "\n")
+
+    def start(self, *, ready: bool = True) -> Daemon:
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "thumbd", "run", "-c", str(self.config)],
+                stdout=log,
+                stderr=log,
+                env=_env(),
+                start_new_session=True,
+            )
+        if ready:
+            wait_until(
+                lambda: "thumbd started" in self.read_log() or self.proc.poll() is not None,
+                30,
+                "the daemon to start",
+            )
+            assert self.proc.poll() is None, self.read_log()
+        return self
+
+    def read_log(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def send(self, signum: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signum)
+
+    def stop(self, signum: int = signal.SIGTERM, timeout: float = 60) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signum)
+        try:
+            return self.proc.wait(timeout=timeout)
+        finally:
+            self.kill_group()
+
+    def kill_group(self) -> None:
+        """SIGKILL the daemon and everything in its process group (what systemd does last)."""
+        if self.proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=30)
+        _reap_group(self.proc.pid)
+
+    def status(self) -> dict[str, Any]:
+        r = thumbd("status", "-c", str(self.config), "--json")
+        assert r.returncode == 0, r.stderr
+        return json.loads(r.stdout)  # type: ignore[no-any-return]
+
+    def thumbs(
+        self, rel: str, widths: tuple[int, ...] = (200, 64, 32), ext: str = "jpg"
+    ) -> list[Path]:
+        p = Path(rel)
+        return [self.outgoing / p.parent / f"{p.stem}_{w}.{ext}" for w in widths]
+
+    def done(self, rel: str, widths: tuple[int, ...] = (200, 64, 32), ext: str = "jpg") -> bool:
+        return all(t.exists() for t in self.thumbs(rel, widths, ext))
+
+
+def _reap_group(pgid: int) -> None:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[Daemon]:
+    d = Daemon(tmp_path)
+    yield d
+    if d.proc is not None and d.proc.poll() is None:
+        d.stop()
+    d.kill_group()
+
+
+@pytest.fixture(autouse=True)
+def no_thread_leaks() -> Iterator[None]:
+    """A test that starts threads in this process must stop them."""
+    before = set(threading.enumerate())
+    yield
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        leaked = [t for t in threading.enumerate() if t not in before and t.is_alive()]
+        if not leaked:
+            return
+        time.sleep(0.05)
+    pytest.fail(f"threads leaked: {leaked}")
+
+
+def all_files(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.is_file())
+
+
+def temp_files(root: Path) -> list[Path]:
+    """Anything in outgoing/ that is not a finished thumbnail."""
+    return [
+        p for p in all_files(root) if p.suffix not in (".jpg", ".png") or ".thumbd-tmp" in p.parts
+    ]

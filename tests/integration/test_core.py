@@ -1,0 +1,241 @@
+"""The core promises, against the real daemon on real folders with real signals."""
+
+from __future__ import annotations
+
+import io
+import os
+import random
+import re
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from tests.conftest import Daemon, all_files, temp_files, thumbd, wait_until
+
+
+def photo(size: tuple[int, int] = (480, 360), seed: int = 0) -> Image.Image:
+    """A picture with some structure, so that JPEG sizes and resizes are realistic."""
+    rnd = random.Random(seed)
+    base = Image.effect_mandelbrot(size, (-2.0 + rnd.random() * 0.2, -1.2, 0.8, 1.2), 60)
+    return Image.merge(
+        "RGB", (base, base.rotate(90, expand=False), Image.linear_gradient("L").resize(size))
+    )
+
+
+def jpeg_bytes(size: tuple[int, int] = (480, 360), seed: int = 0) -> bytes:
+    buf = io.BytesIO()
+    photo(size, seed).save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+def write_jpegs(
+    folder: Path, n: int, size: tuple[int, int] = (480, 360), prefix: str = "img"
+) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    data = jpeg_bytes(size)
+    paths = []
+    for i in range(n):
+        p = folder / f"{prefix}{i:04d}.jpg"
+        p.write_bytes(data)
+        paths.append(p)
+    return paths
+
+
+def done_lines(log: str, rel: str) -> int:
+    return len(re.findall(rf"done {re.escape(rel)}: ", log))
+
+
+def test_chunked_writer_gives_the_same_thumbnails_as_the_complete_file(daemon: Daemon) -> None:
+    daemon.start()
+    data = jpeg_bytes((900, 600), seed=3)
+    (daemon.incoming / "ref").mkdir()
+    shutil.copyfile(_stage(daemon, data), daemon.incoming / "ref" / "x.jpg")
+    target = daemon.incoming / "x.jpg"
+    chunks = [data[i * len(data) // 20 : (i + 1) * len(data) // 20] for i in range(20)]
+    with target.open("wb") as f:
+        for chunk in chunks:
+            f.write(chunk)
+            f.flush()
+            time.sleep(0.15)
+    wait_until(lambda: daemon.done("x.jpg") and daemon.done("ref/x.jpg"), 30, "both thumbnail sets")
+    for mine, ref in zip(daemon.thumbs("x.jpg"), daemon.thumbs("ref/x.jpg"), strict=False):
+        assert mine.read_bytes() == ref.read_bytes()
+    status = daemon.status()
+    assert status["failed"] == 0 and status["failures"] == []
+    assert done_lines(daemon.read_log(), "x.jpg") == 1
+
+
+def _stage(daemon: Daemon, data: bytes) -> Path:
+    staged = daemon.tmp / "staged.jpg"
+    staged.write_bytes(data)
+    return staged
+
+
+@pytest.mark.skipif(
+    shutil.which("rsync") is None, reason="rsync is not installed (make system-deps)"
+)
+def test_rsync_files_are_processed_once_and_temp_names_never(daemon: Daemon) -> None:
+    daemon.start()
+    src = daemon.tmp / "src"
+    for i in range(30):
+        (src).mkdir(exist_ok=True)
+        (src / f"r{i:02d}.jpg").write_bytes(jpeg_bytes((320, 240), seed=i))
+    subprocess.run(["rsync", "-a", f"{src}/", f"{daemon.incoming}/sync/"], check=True)
+    wait_until(
+        lambda: all(daemon.done(f"sync/r{i:02d}.jpg") for i in range(30)), 60, "30 rsynced files"
+    )
+    time.sleep(1.5)  # anything from a temp name would have arrived by now
+    log = daemon.read_log()
+    for i in range(30):
+        assert done_lines(log, f"sync/r{i:02d}.jpg") == 1
+    names = [p.name for p in all_files(daemon.outgoing)]
+    assert len(names) == 90
+    assert not [n for n in names if n.startswith(".")]
+
+
+def test_many_files_moved_in_from_outside_are_all_processed(daemon: Daemon) -> None:
+    daemon.start()
+    outside = daemon.tmp / "outside"
+    paths = write_jpegs(outside, 300, (160, 120))
+    target = daemon.incoming / "moved"
+    target.mkdir()
+    subprocess.run(["mv", *map(str, paths), str(target)], check=True)
+    wait_until(lambda: all(daemon.done(f"moved/{p.name}") for p in paths), 120, "300 moved files")
+    assert daemon.status()["done"] == 300
+
+
+def test_files_written_into_a_new_folder_are_not_missed(daemon: Daemon) -> None:
+    daemon.start()
+    data = jpeg_bytes((200, 150))
+    deep = daemon.incoming / "new" / "deeper"
+    deep.mkdir(parents=True)
+    for i in range(50):
+        (deep / f"n{i}.jpg").write_bytes(data)
+    wait_until(
+        lambda: all(daemon.done(f"new/deeper/n{i}.jpg") for i in range(50)), 60, "new folder files"
+    )
+
+
+def test_restart_rewrites_nothing_and_a_replaced_source_is_redone(daemon: Daemon) -> None:
+    write_jpegs(daemon.incoming / "a", 5)
+    daemon.start()
+    wait_until(lambda: all(daemon.done(f"a/img{i:04d}.jpg") for i in range(5)), 30, "first pass")
+    assert daemon.stop() == 0
+    before = {p: p.stat().st_mtime_ns for p in all_files(daemon.outgoing)}
+    daemon.start()
+    wait_until(lambda: "scan of" in daemon.read_log().split("thumbd started")[-1], 30, "the scan")
+    time.sleep(1.0)
+    assert {p: p.stat().st_mtime_ns for p in all_files(daemon.outgoing)} == before
+    old = daemon.thumbs("a/img0002.jpg")[0].read_bytes()
+    replacement = daemon.tmp / "replacement.jpg"
+    replacement.write_bytes(jpeg_bytes((480, 360), seed=42))
+    os.replace(replacement, daemon.incoming / "a" / "img0002.jpg")
+    wait_until(lambda: daemon.thumbs("a/img0002.jpg")[0].read_bytes() != old, 30, "new thumbnails")
+    others = [p for p in before if "img0002" not in p.name]
+    assert all(p.stat().st_mtime_ns == before[p] for p in others)
+
+
+def test_bad_files_fail_with_reasons_and_the_daemon_goes_on(daemon: Daemon) -> None:
+    daemon.start()
+    good = jpeg_bytes()
+    (daemon.incoming / "zero.jpg").write_bytes(b"")
+    (daemon.incoming / "truncated.jpg").write_bytes(good[: len(good) // 2])
+    (daemon.incoming / "garbage.jpg").write_bytes(os.urandom(5000))
+    (daemon.incoming / "notes.txt").write_text("not an image, not named as one")
+    for i in range(3):
+        (daemon.incoming / f"good{i}.jpg").write_bytes(good)
+    wait_until(lambda: daemon.status()["failed"] == 3, 30, "three failures")
+    wait_until(lambda: all(daemon.done(f"good{i}.jpg") for i in range(3)), 30, "the good ones")
+    status = daemon.status()
+    reasons = {f["source"]: f["reason"] for f in status["failures"]}
+    assert set(reasons) == {"zero.jpg", "truncated.jpg", "garbage.jpg"}
+    assert all(reasons.values())
+    assert "empty" in reasons["zero.jpg"]
+    assert "truncated" in reasons["truncated.jpg"]
+    assert status["done"] == 3 and status["pending"] == 0
+    assert daemon.proc is not None and daemon.proc.poll() is None
+    time.sleep(1.0)  # a failure is not retried while the file is unchanged
+    assert daemon.read_log().count("failed garbage.jpg") == 1
+
+
+def test_sigterm_drains_and_a_restart_completes_the_rest(daemon: Daemon) -> None:
+    daemon.write_config({"resize": {"workers": 1}})
+    daemon.start()
+    paths = write_jpegs(daemon.tmp / "burst", 100, (1600, 1200))
+    for p in paths:
+        os.rename(p, daemon.incoming / p.name)
+    wait_until(lambda: "done img" in daemon.read_log(), 30, "the first file")
+    started = time.monotonic()
+    assert daemon.stop(signal.SIGTERM) == 0
+    assert time.monotonic() - started < 20
+    assert temp_files(daemon.outgoing) == []
+    done_before = sum(daemon.done(p.name) for p in paths)
+    assert done_before < 100, "the burst finished before SIGTERM; nothing was queued"
+    assert "◆" in daemon.read_log().splitlines()[-1]  # the summary line
+    daemon.start()
+    wait_until(lambda: all(daemon.done(p.name) for p in paths), 120, "the rest after restart")
+
+
+def test_sigkill_of_the_process_group_mid_burst_loses_nothing(daemon: Daemon) -> None:
+    daemon.start()
+    paths = write_jpegs(daemon.tmp / "burst", 120, (1200, 900))
+    for p in paths:
+        os.rename(p, daemon.incoming / p.name)
+    wait_until(lambda: daemon.read_log().count("done img") >= 10, 30, "some progress")
+    daemon.kill_group()
+    daemon.start()
+    wait_until(lambda: all(daemon.done(p.name) for p in paths), 120, "everything after restart")
+    assert temp_files(daemon.outgoing) == []
+    status = daemon.status()
+    assert status["done"] == 120 and status["failed"] == 0 and status["pending"] == 0
+
+
+def test_once_exit_codes(tmp_path: Path) -> None:
+    d = Daemon(tmp_path)
+    write_jpegs(d.incoming / "x", 4)
+    ok = thumbd("once", "-c", str(d.config))
+    assert ok.returncode == 0, ok.stderr
+    assert all(d.done(f"x/img{i:04d}.jpg") for i in range(4))
+    (d.incoming / "bad.jpg").write_bytes(b"not a jpeg at all")
+    bad = thumbd("once", "-c", str(d.config))
+    assert bad.returncode == 1, bad.stderr
+    assert "bad.jpg" in bad.stderr
+    d.config.write_text(d.config.read_text() + "\n[thumbnails]\nwidht = [100]\n")
+    usage = thumbd("once", "-c", str(d.config))
+    assert usage.returncode == 2
+    assert "widht" in usage.stderr and str(d.config) in usage.stderr
+    assert "Traceback" not in usage.stderr
+
+
+def test_check_config_names_an_unknown_key(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[watch]\nsettle_seconds = 0.5\nbogus_key = 1\n")
+    r = thumbd("check-config", "-c", str(cfg))
+    assert r.returncode == 2
+    assert "bogus_key" in r.stderr and str(cfg) in r.stderr and "[watch]" in r.stderr
+    cfg.write_text("[thumbnails]\nquality = 101\n")
+    r = thumbd("check-config", "-c", str(cfg))
+    assert r.returncode == 2 and "quality" in r.stderr and "1 to 100" in r.stderr
+    cfg.write_text("[thumbnails]\nwidths = [300, 100]\n")
+    r = thumbd("check-config", "-c", str(cfg))
+    assert r.returncode == 0 and "widths = [300, 100]" in r.stdout
+    assert f'incoming = "{tmp_path / "incoming"}"' in r.stdout
+
+
+def test_missing_incoming_is_a_clear_error(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[paths]\nincoming = "nowhere"\n')
+    r = thumbd("run", "-c", str(cfg))
+    assert r.returncode == 2
+    assert "nowhere" in r.stderr and "does not exist" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_second_daemon_on_the_same_state_refuses(daemon: Daemon) -> None:
+    daemon.start()
+    r = thumbd("run", "-c", str(daemon.config), timeout=30)
+    assert r.returncode == 2 and "another thumbd" in r.stderr

@@ -1,0 +1,88 @@
+"""Acceptance: a mixed batch of real images copied into nested folders while the daemon runs."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from PIL import Image
+
+from tests import images
+from tests.conftest import Daemon, wait_until
+
+WIDTHS = (200, 64, 32)
+
+
+def expected_size(upright: tuple[int, int], width: int) -> tuple[int, int]:
+    w, h = upright
+    if w <= width:
+        return w, h
+    return width, max(1, round(h * width / w))
+
+
+def make_batch(src: Path) -> dict[str, tuple[tuple[int, int], str, bool]]:
+    """20 sources: rel -> (upright size, expected extension, is an orientation probe)."""
+    batch: dict[str, tuple[tuple[int, int], str, bool]] = {}
+    probe = images.PROBE_SIZE
+    for o in range(1, 9):
+        rel = f"phone/2024/o{o}.jpg"
+        images.make_orientation_probe(_mk(src, rel), o)
+        batch[rel] = (probe, "jpg", True)
+    for rel, size in (
+        ("cam/big.jpg", (1600, 1200)),
+        ("cam/tall.jpeg", (300, 900)),
+        ("cam/narrow.jpg", (150, 100)),
+        ("cam/wide.JPG", (2000, 500)),
+    ):
+        images.make_jpeg(_mk(src, rel), size)
+        batch[rel] = (size, "jpg", False)
+    images.make_cmyk_jpeg(_mk(src, "print/cmyk.jpg"), (400, 300))
+    batch["print/cmyk.jpg"] = ((400, 300), "jpg", False)
+    images.make_png_alpha(_mk(src, "web/alpha.png"), (400, 300))
+    batch["web/alpha.png"] = ((400, 300), "png", False)
+    images.make_png_alpha(_mk(src, "web/opaque-rgba.png"), (400, 300), opaque=True)
+    batch["web/opaque-rgba.png"] = ((400, 300), "jpg", False)
+    images.make_palette_gif(_mk(src, "web/palette.gif"), (300, 200))
+    batch["web/palette.gif"] = ((300, 200), "png", False)
+    images.make_palette_gif(_mk(src, "web/flat.gif"), (300, 200), transparent=False)
+    batch["web/flat.gif"] = ((300, 200), "jpg", False)
+    images.make_png16(_mk(src, "scan/deep.png"), (512, 64))
+    batch["scan/deep.png"] = ((512, 64), "jpg", False)
+    images.make_image(_mk(src, "scan/gray.png"), "L", "PNG", (400, 300))
+    batch["scan/gray.png"] = ((400, 300), "jpg", False)
+    images.make_image(_mk(src, "scan/bw.png"), "1", "PNG", (400, 300))
+    batch["scan/bw.png"] = ((400, 300), "jpg", False)
+    assert len(batch) == 20
+    return batch
+
+
+def _mk(src: Path, rel: str) -> Path:
+    p = src / rel
+    p.parent.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+def test_twenty_mixed_images_get_every_width_upright_in_the_right_format(daemon: Daemon) -> None:
+    batch = make_batch(daemon.tmp / "src")
+    daemon.start()
+    shutil.copytree(daemon.tmp / "src", daemon.incoming, dirs_exist_ok=True)
+    wait_until(
+        lambda: all(daemon.done(rel, WIDTHS, ext) for rel, (_, ext, _) in batch.items()),
+        60,
+        "every thumbnail of 20 images",
+    )
+    for rel, (upright, ext, probe) in batch.items():
+        for width, thumb in zip(WIDTHS, daemon.thumbs(rel, WIDTHS, ext), strict=True):
+            with Image.open(thumb) as im:
+                assert im.format == ("JPEG" if ext == "jpg" else "PNG"), thumb
+                assert im.size == expected_size(upright, width), thumb
+                assert not im.getexif(), f"{thumb} carries EXIF"
+                if probe and width >= 64:
+                    assert images.is_upright(im), f"{thumb} is not upright"
+                if ext == "png":
+                    assert im.mode in ("RGBA", "LA"), thumb
+    with Image.open(daemon.thumbs("scan/deep.png", WIDTHS)[0]) as im:
+        lo, hi = im.convert("L").getextrema()
+        assert lo < 30 and hi > 225, "16-bit gradient lost its range"
+    status = daemon.status()
+    assert status == {**status, "done": 20, "failed": 0, "pending": 0}

@@ -1,0 +1,101 @@
+"""The process pool against the two traps of Python 3.11's standard pools."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from concurrent.futures import wait
+
+import pytest
+
+from tests import workers
+from thumbd.executor import ProcessPool, RemoteError, TaskTimeout, WorkerCrashed
+
+
+def test_far_more_tasks_than_max_tasks_times_workers_all_finish() -> None:
+    # ProcessPoolExecutor(max_tasks_per_child=10) with 2 workers hangs after 20 of these.
+    pool = ProcessPool(2, max_tasks_per_child=10)
+    try:
+        futures = [pool.submit(workers.pid, i) for i in range(300)]
+        _done, not_done = wait(futures, timeout=60)
+        assert not not_done
+        pids = {f.result() for f in futures}
+        assert len(pids) >= 300 // 10  # workers really were recycled
+    finally:
+        pool.shutdown()
+
+
+def test_a_killed_worker_fails_only_its_own_task() -> None:
+    pool = ProcessPool(2, max_tasks_per_child=5)
+    try:
+        before = [pool.submit(workers.sleep, 0.01) for _ in range(10)]
+        victim = pool.submit(workers.die, 0)
+        after = [pool.submit(workers.pid, i) for i in range(20)]
+        with pytest.raises(WorkerCrashed, match="SIGKILL"):
+            victim.result(timeout=30)
+        assert all(f.result(timeout=30) for f in before + after)
+        assert pool.restarts == 1
+    finally:
+        pool.shutdown()
+
+
+def test_a_worker_killed_from_outside_is_replaced() -> None:
+    pool = ProcessPool(1, max_tasks_per_child=100)
+    try:
+        victim_pid = pool.submit(workers.pid, 0).result(timeout=30)
+        busy = pool.submit(workers.sleep, 30)
+        time.sleep(0.5)
+        os.kill(victim_pid, signal.SIGKILL)
+        with pytest.raises(WorkerCrashed):
+            busy.result(timeout=30)
+        assert pool.submit(workers.pid, 1).result(timeout=30) != victim_pid
+    finally:
+        pool.shutdown()
+
+
+def test_a_task_over_the_timeout_is_killed_and_the_rest_go_on() -> None:
+    pool = ProcessPool(2, timeout=1.0)
+    try:
+        hung = pool.submit(workers.sleep, 60)
+        quick = [pool.submit(workers.pid, i) for i in range(10)]
+        with pytest.raises(TaskTimeout, match="1 s"):
+            hung.result(timeout=30)
+        assert all(f.result(timeout=30) for f in quick)
+    finally:
+        pool.shutdown()
+
+
+def test_exceptions_come_back_as_themselves_or_as_text() -> None:
+    pool = ProcessPool(1)
+    try:
+        with pytest.raises(ValueError, match="nope"):
+            pool.submit(workers.boom, "nope").result(timeout=30)
+        with pytest.raises(RemoteError, match="cannot pickle a local class"):
+            pool.submit(workers.unpicklable_error, 0).result(timeout=30)
+    finally:
+        pool.shutdown()
+
+
+def test_shutdown_cancels_what_has_not_started() -> None:
+    pool = ProcessPool(1)
+    running = pool.submit(workers.sleep, 0.5)
+    time.sleep(0.2)
+    queued = [pool.submit(workers.sleep, 0.5) for _ in range(5)]
+    pool.shutdown(wait=True, cancel_futures=True)
+    assert running.result() == 0.5
+    assert all(f.cancelled() for f in queued)
+    with pytest.raises(RuntimeError):
+        pool.submit(workers.pid, 0)
+
+
+def test_workers_ignore_sigterm_to_the_process_group() -> None:
+    pool = ProcessPool(1)
+    try:
+        worker = pool.submit(workers.pid, 0).result(timeout=30)
+        task = pool.submit(workers.sleep, 0.5)
+        time.sleep(0.1)
+        os.kill(worker, signal.SIGTERM)
+        assert task.result(timeout=30) == 0.5
+    finally:
+        pool.shutdown()

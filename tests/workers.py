@@ -1,0 +1,31 @@
+"""Top-level task functions for the process-pool tests (they must pickle by reference)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+
+def pid(_: int) -> int:
+    return os.getpid()
+
+
+def sleep(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+def die(_: int) -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def boom(message: str) -> None:
+    raise ValueError(message)
+
+
+def unpicklable_error(_: int) -> None:
+    class Local(Exception):
+        pass
+
+    raise Local("cannot pickle a local class")

@@ -1,0 +1,90 @@
+"""The command line: sub-commands and exit codes. Wiring only; the work is elsewhere."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from thumbd import __version__
+from thumbd.config import Config, ConfigError, load_config, to_toml
+from thumbd.daemon import Daemon, StartupError
+from thumbd.state import StateError
+from thumbd.status import collect
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+log = logging.getLogger("thumbd")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="thumbd",
+        description="Thumbnail daemon: every image dropped into incoming/ gets resized copies "
+        "in outgoing/ (by default 200, 64 and 32 px wide).",
+    )
+    parser.add_argument("--version", action="version", version=f"thumbd {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help)
+        p.add_argument(
+            "-c",
+            "--config",
+            type=Path,
+            metavar="FILE",
+            help="TOML configuration (default: built-in defaults, paths relative "
+            "to the current directory)",
+        )
+        return p
+
+    command("run", "Watch incoming/ in the foreground until SIGTERM or Ctrl-C.")
+    command("once", "Process everything pending, then exit: 0 all done, 1 some failed.")
+    status = command("status", "Show what is done, failed and pending.")
+    status.add_argument("--json", action="store_true", help="print one JSON object")
+    command("check-config", "Validate the configuration and print the effective values.")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        config = load_config(args.config)
+    except ConfigError as e:
+        print(f"thumbd: configuration error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        if args.command == "check-config":
+            print(to_toml(config), end="")
+            return EXIT_OK
+        if args.command == "status":
+            return status(config, as_json=args.json)
+        setup_logging()
+        progress = sys.stderr if args.command == "once" and sys.stderr.isatty() else None
+        return Daemon(config, once=args.command == "once", progress=progress).run()
+    except (StartupError, StateError) as e:
+        print(f"thumbd: {e}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def status(config: Config, *, as_json: bool) -> int:
+    report = collect(config)
+    if as_json:
+        print(json.dumps(report, indent=2))
+        return EXIT_OK
+    print(f"done:    {report['done']}")
+    print(f"failed:  {report['failed']}")
+    print(f"pending: {report['pending']}")
+    for f in report["failures"]:
+        print(f"  {f['source']}: {f['reason']}")
+    return EXIT_OK
+
+
+def setup_logging() -> None:
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)-7s [%(threadName)s] %(message)s",
+        stream=sys.stderr,
+    )

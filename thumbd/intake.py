@@ -1,0 +1,176 @@
+"""Intake: which paths are work, and when a file is complete enough to take.
+
+An inotify close_write does not prove a file is complete (a killed wget leaves a short file under
+its final name), and a file moved in from outside the tree, or written into a folder created a
+moment ago, may arrive with no close event at all. So a path is taken only once its size, mtime
+and inode have stayed the same for `settle_seconds`, and, when no close or rename was seen, once
+nothing about it has changed for `quiet_seconds` either. The job re-checks the signature when it
+runs, and the daemon once more before it records the result.
+"""
+
+from __future__ import annotations
+
+import enum
+import fnmatch
+import heapq
+import math
+import os
+import stat
+import time
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+
+from thumbd.render import Signature
+
+IMAGE_EXTENSIONS = frozenset(
+    {
+        ".jpg",
+        ".jpeg",
+        ".jpe",
+        ".png",
+        ".gif",
+        ".webp",
+        ".tif",
+        ".tiff",
+        ".bmp",
+        ".avif",
+        ".heic",
+        ".heif",
+    }
+)
+
+# Names writers use while a file is incomplete (rsync, Syncthing, Nextcloud, browsers, rclone,
+# OneDrive, editors). Dotfiles cover rsync's `.name.XXXXXX`, Syncthing's `.syncthing.*.tmp` and
+# Nextcloud's `.name.~XXXXXXXX`; every path component is checked, so `.~tmp~/` folders are too.
+TEMP_PATTERNS = ("*.part", "*.partial", "*.crdownload", "*.tmp", "*~")
+
+
+class Kind(enum.Enum):
+    IMAGE = "image"
+
+
+def classify(rel: str, ignore: tuple[str, ...] = ()) -> Kind | None:
+    """What kind of work `rel` (relative to incoming/) is, or None to ignore it."""
+    p = PurePosixPath(rel)
+    if any(part.startswith(".") for part in p.parts):
+        return None
+    name = p.name
+    if any(fnmatch.fnmatch(name, pat) for pat in TEMP_PATTERNS):
+        return None
+    if any(fnmatch.fnmatch(name, pat) or fnmatch.fnmatch(rel, pat) for pat in ignore):
+        return None
+    if p.suffix.lower() in IMAGE_EXTENSIONS:
+        return Kind.IMAGE
+    return None
+
+
+def signature(path: str) -> Signature | None:
+    """(size, mtime_ns, inode) of a regular file, not following symlinks; None otherwise."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        return None
+    return (st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+@dataclass(slots=True)
+class _Pending:
+    closed: bool  # a close_write or a rename was seen since the last write
+    last_event: float
+    sig: Signature | None
+    stable_since: float
+    due: float
+
+
+@dataclass(order=True, slots=True)
+class _Due:
+    at: float
+    rel: str = field(compare=False)
+
+
+class Settler:
+    """Tracks paths until they are complete. Owned by the daemon's main thread."""
+
+    def __init__(self, root: str, settle: float, quiet: float) -> None:
+        self.root = root
+        self.settle = settle
+        self.quiet = quiet
+        self._pending: dict[str, _Pending] = {}
+        self._heap: list[_Due] = []
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def __contains__(self, rel: str) -> bool:
+        return rel in self._pending
+
+    def touch(self, rel: str, now: float, *, closed: bool | None) -> None:
+        """An event was seen on `rel`: a close or rename (closed=True), a write (False), or a
+        change of attributes (None: what was known about closing stays)."""
+        p = self._track(rel, now)
+        p.last_event = now
+        if closed is not None:
+            p.closed = closed
+        self._schedule(rel, p, now + self.settle)
+
+    def found(self, rel: str, now: float) -> None:
+        """A scan found `rel` with no event: its mtime alone tells how long it has been quiet."""
+        if rel not in self._pending:
+            self._schedule(rel, self._track(rel, now), now + self.settle)
+
+    def _track(self, rel: str, now: float) -> _Pending:
+        p = self._pending.get(rel)
+        if p is None:
+            sig = signature(os.path.join(self.root, rel))
+            p = _Pending(False, -math.inf, sig, now, now + self.settle)
+            self._pending[rel] = p
+        return p
+
+    def discard(self, rel: str) -> None:
+        self._pending.pop(rel, None)
+
+    def next_due(self) -> float | None:
+        while self._heap and self._heap[0].rel not in self._pending:
+            heapq.heappop(self._heap)
+        return self._heap[0].at if self._heap else None
+
+    def pop_ready(self, now: float) -> list[tuple[str, Signature]]:
+        """Paths that are complete now, with the signature they settled at."""
+        ready: list[tuple[str, Signature]] = []
+        offset = time.time() - time.monotonic()  # to compare mtimes with monotonic times
+        while self._heap and self._heap[0].at <= now:
+            rel = heapq.heappop(self._heap).rel
+            p = self._pending.get(rel)
+            if p is None or p.due > now:
+                continue  # dropped, or a later check is scheduled
+            sig = self._check(rel, p, now, offset)
+            if sig is not None:
+                del self._pending[rel]
+                ready.append((rel, sig))
+        return ready
+
+    def _check(self, rel: str, p: _Pending, now: float, offset: float) -> Signature | None:
+        sig = signature(os.path.join(self.root, rel))
+        if sig is None:
+            del self._pending[rel]  # deleted, or not a regular file: nothing to do
+            return None
+        if sig != p.sig:
+            p.sig, p.stable_since = sig, now
+            self._schedule(rel, p, now + self.settle)
+            return None
+        wait = p.stable_since + self.settle - now
+        if not p.closed:
+            # No close seen: the writer may still hold it open. Count quiet time from the last
+            # event or the file's own mtime, whichever is later.
+            last = max(p.last_event, sig[1] / 1e9 - offset)
+            wait = max(wait, last + self.quiet - now)
+        if wait > 0:
+            self._schedule(rel, p, now + wait)
+            return None
+        return sig
+
+    def _schedule(self, rel: str, p: _Pending, at: float) -> None:
+        p.due = at
+        heapq.heappush(self._heap, _Due(at, rel))

@@ -1,0 +1,92 @@
+"""Output names and atomic writes into outgoing/.
+
+A thumbnail is written under a temporary name in `outgoing/.thumbd-tmp/` (the same filesystem
+as its final place) and renamed into place, so no reader ever sees a partial file. Keeping every
+temporary file in that one folder lets start-up remove what a killed daemon left behind without
+walking the whole output tree.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import shutil
+import tempfile
+from pathlib import Path, PurePosixPath
+
+TMP_DIR = ".thumbd-tmp"
+
+# Errors that mean "no room now", not "this source is bad": the work stays pending.
+NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+class UnsafePath(Exception):
+    """An output would land outside outgoing/ (a symlinked sub-folder, say)."""
+
+
+def thumbnail_name(rel: str, width: int, ext: str) -> str:
+    """`a/b/x.jpg`, 200, `jpg` -> `a/b/x_200.jpg` (relative to outgoing/)."""
+    p = PurePosixPath(rel)
+    return str(p.with_name(f"{p.stem}_{width}.{ext}"))
+
+
+class Writer:
+    """Writes files atomically below one root folder and never outside it."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.tmp = root / TMP_DIR
+        self._real_root = ""
+        self._safe_dirs: set[Path] = set()
+        self._mode = 0o666 & ~_umask()
+
+    def prepare(self) -> None:
+        """Create the root and clear temporary files a killed daemon may have left."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        self.tmp.mkdir(exist_ok=True)
+        self._real_root = os.path.realpath(self.root)
+        self._safe_dirs.clear()
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def write(self, rel: str, data: bytes) -> int:
+        """Write `data` to root/rel atomically; return the number of bytes written."""
+        final = self._target(rel)
+        fd, tmp = tempfile.mkstemp(dir=self.tmp, prefix=final.name + ".", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                os.fchmod(f.fileno(), self._mode)
+            os.replace(tmp, final)
+        except BaseException:
+            _unlink(tmp)
+            raise
+        return len(data)
+
+    def remove(self, rel: str) -> None:
+        _unlink(str(self._target(rel)))
+
+    def _target(self, rel: str) -> Path:
+        final = self.root / rel
+        parent = final.parent
+        if parent not in self._safe_dirs:
+            parent.mkdir(parents=True, exist_ok=True)
+            real = os.path.realpath(parent)
+            if os.path.commonpath([real, self._real_root]) != self._real_root:
+                raise UnsafePath(f"{parent} leads outside {self.root} (to {real})")
+            self._safe_dirs.add(parent)
+        return final
+
+
+def _unlink(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

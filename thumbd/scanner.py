@@ -1,0 +1,79 @@
+"""Scans of incoming/: at start-up, periodically, and after events were lost.
+
+The filesystem is the queue of record, so a scan is how thumbd finds work that no event told it
+about: files left by a crash, files that arrived while it was stopped, events lost to a queue
+overflow. It walks with os.scandir (one syscall per folder, stat from the dirent where it can),
+never follows symlinks, and compares against the state in one query, so its cost grows linearly
+with the tree.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from thumbd.intake import Kind, classify, signature
+from thumbd.render import Signature
+from thumbd.state import State
+
+log = logging.getLogger("thumbd.scanner")
+
+
+def walk(root: str, ignore: tuple[str, ...] = ()) -> Iterator[tuple[str, Kind]]:
+    """Every candidate file below root as (path relative to root, kind); no symlinks."""
+    stack = [""]
+    while stack:
+        rel_dir = stack.pop()
+        try:
+            entries = list(os.scandir(os.path.join(root, rel_dir)))
+        except OSError as e:
+            log.warning("cannot list %s: %s", os.path.join(root, rel_dir), e.strerror)
+            continue
+        for entry in entries:
+            rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
+            if entry.name.startswith("."):
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                stack.append(rel)
+            elif entry.is_file(follow_symlinks=False):
+                kind = classify(rel, ignore)
+                if kind is not None:
+                    yield rel, kind
+
+
+def pending(
+    root: str, recorded: dict[str, tuple[Signature, str]], ignore: tuple[str, ...] = ()
+) -> Iterator[tuple[str, Kind]]:
+    """Candidates whose current signature has no done or failed record."""
+    for rel, kind in walk(root, ignore):
+        known = recorded.get(rel)
+        if known is None or known[0] != signature(os.path.join(root, rel)):
+            yield rel, kind
+
+
+def scan(
+    root: str,
+    db: Path,
+    ignore: tuple[str, ...],
+    emit: Callable[[list[str], bool], None],
+    stop: threading.Event,
+    batch: int = 512,
+) -> None:
+    """Post what needs work to `emit` in batches; the last call has final=True."""
+    state = State(db, readonly=True)
+    try:
+        recorded = state.signatures()
+    finally:
+        state.close()
+    found: list[str] = []
+    for rel, _ in pending(root, recorded, ignore):
+        if stop.is_set():
+            break
+        found.append(rel)
+        if len(found) >= batch:
+            emit(found, False)
+            found = []
+    emit(found, True)

@@ -1,0 +1,38 @@
+"""What is done, failed and pending: read from the state and a walk of incoming/.
+
+Works whether or not a daemon runs (SQLite WAL lets a reader in beside the writer).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from thumbd import scanner
+from thumbd.config import Config
+from thumbd.state import State
+
+
+def collect(config: Config) -> dict[str, Any]:
+    recorded: dict[str, Any] = {}
+    failures: list[dict[str, str]] = []
+    done = failed = bytes_in = bytes_out = 0
+    if config.state_db.exists():
+        state = State(config.state_db, readonly=True)
+        try:
+            recorded = state.signatures()
+            totals = state.totals()
+            done, failed = totals.done, totals.failed
+            bytes_in, bytes_out = totals.bytes_in, totals.bytes_out
+            failures = [{"source": r.path, "reason": r.reason or ""} for r in state.failures()]
+        finally:
+            state.close()
+    root = str(config.paths.incoming)
+    pending = sum(1 for _ in scanner.pending(root, recorded, config.watch.ignore))
+    return {
+        "done": done,
+        "failed": failed,
+        "pending": pending,
+        "failures": failures,
+        "bytes_in": bytes_in,
+        "bytes_out": bytes_out,
+    }
