@@ -43,6 +43,18 @@ def _quality(v: Any) -> str | None:
     return None if 1 <= v <= 100 else "an integer from 1 to 100"
 
 
+def _one_of(*choices: str) -> Check:
+    def check(v: Any) -> str | None:
+        return None if v in choices else " or ".join(f'"{c}"' for c in choices)
+
+    return check
+
+
+def _scheduler_address(v: Any) -> str | None:
+    ok = v == "" or "://" in v
+    return None if ok else 'a scheduler address such as "tcp://10.0.0.5:8786"'
+
+
 def _check(fn: Check, default: Any = dataclasses.MISSING, **kw: Any) -> Any:
     if default is dataclasses.MISSING:
         return field(metadata={"check": fn}, **kw)
@@ -85,12 +97,25 @@ class DaemonConfig:
 
 
 @dataclass(frozen=True)
+class ExecutorConfig:
+    """Where render() runs: the local process pool, or a Dask cluster (thumbd.dask_executor)."""
+
+    kind: str = _check(_one_of("local", "dask"), "local")
+    address: str = _check(_scheduler_address, "")
+    scheduler_file: Path | None = None
+    max_in_flight: int = _check(_positive, 64)
+    retries: int = _check(_non_negative, 2)
+    shared_storage: bool = False
+
+
+@dataclass(frozen=True)
 class Config:
     paths: PathsConfig = field(default_factory=PathsConfig)
     thumbnails: ThumbnailsConfig = field(default_factory=ThumbnailsConfig)
     resize: ResizeConfig = field(default_factory=ResizeConfig)
     watch: WatchConfig = field(default_factory=WatchConfig)
     daemon: DaemonConfig = field(default_factory=DaemonConfig)
+    executor: ExecutorConfig = field(default_factory=ExecutorConfig)
     source: Path | None = None  # the file this came from; None for built-in defaults
 
     @property
@@ -113,7 +138,17 @@ def load_config(path: Path | str | None) -> Config:
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML: {e}") from None
     config = _build(Config, data, path, "")
+    _check_executor(config.executor, path)
     return _resolve(config, path.resolve().parent, path)
+
+
+def _check_executor(e: ExecutorConfig, path: Path) -> None:
+    if e.address and e.scheduler_file is not None:
+        raise ConfigError(f"{path}: [executor] address and scheduler_file: set one, not both")
+    if e.kind == "dask" and not (e.address or e.scheduler_file):
+        raise ConfigError(
+            f'{path}: [executor] kind = "dask" needs address = "tcp://HOST:8786" or scheduler_file'
+        )
 
 
 def _resolve(config: Config, base: Path, source: Path | None) -> Config:
@@ -122,7 +157,12 @@ def _resolve(config: Config, base: Path, source: Path | None) -> Config:
     resolved = PathsConfig(
         **{f.name: _absolute(getattr(paths, f.name), base) for f in dataclasses.fields(paths)}
     )
-    return dataclasses.replace(config, paths=resolved, source=source)
+    executor = config.executor
+    if executor.scheduler_file is not None:
+        executor = dataclasses.replace(
+            executor, scheduler_file=_absolute(executor.scheduler_file, base)
+        )
+    return dataclasses.replace(config, paths=resolved, executor=executor, source=source)
 
 
 def _absolute(p: Path, base: Path) -> Path:
@@ -214,7 +254,11 @@ def to_toml(config: Config) -> str:
             continue
         lines.append(f"[{f.name}]")
         for sf in dataclasses.fields(section):
-            lines.append(f"{sf.name} = {_toml_value(getattr(section, sf.name))}")
+            value = getattr(section, sf.name)
+            if value is None:
+                lines.append(f"# {sf.name} is not set")
+                continue
+            lines.append(f"{sf.name} = {_toml_value(value)}")
         lines.append("")
     return "\n".join(lines)
 

@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from concurrent.futures import CancelledError, Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from thumbd import scanner
 from thumbd.config import Config
@@ -34,6 +34,9 @@ from thumbd.output import NO_SPACE, UnsafePath, Writer, thumbnail_name
 from thumbd.render import RenderResult, RenderSpec, Signature, render
 from thumbd.state import State
 from thumbd.watcher import DirArrived, FsEvent, Overflow, Watcher
+
+if TYPE_CHECKING:
+    from thumbd.dask_executor import DaskExecutor
 
 log = logging.getLogger("thumbd")
 
@@ -114,7 +117,7 @@ class Daemon:
         self.disk_full_logged = 0.0
         self._lock_fd: int | None = None
         self.state: State
-        self.pool: ProcessPool
+        self.pool: ProcessPool | DaskExecutor
         self.watcher: Watcher | None = None
 
     # -- the lifecycle ---------------------------------------------------------------------
@@ -136,11 +139,7 @@ class Daemon:
         self._take_lock()
         self.state = State(self.config.state_db)
         self.writer.prepare()
-        self.pool = ProcessPool(
-            self.config.resize.workers,
-            max_tasks_per_child=self.config.resize.max_tasks_per_child,
-            timeout=self.config.resize.timeout,
-        )
+        self.pool = self.make_pool()
         if not self.once:
             self.watcher = Watcher(self.root, self.inbox, polling=self.config.watch.polling)
             self.watcher.start()
@@ -152,6 +151,22 @@ class Daemon:
             ", ".join(map(str, self.config.thumbnails.widths)),
             self.config.resize.workers,
             " (once)" if self.once else "",
+        )
+
+    def make_pool(self) -> ProcessPool | DaskExecutor:
+        """The local process pool, or a Dask cluster ([executor] kind = "dask")."""
+        if self.config.executor.kind == "dask":
+            try:
+                from thumbd.dask_executor import DaskExecutor
+            except ImportError as e:
+                raise StartupError(
+                    f'[executor] kind = "dask" needs Dask ({e}): pip install "thumbd[dask]"'
+                ) from None
+            return DaskExecutor(self.config.executor)
+        return ProcessPool(
+            self.config.resize.workers,
+            max_tasks_per_child=self.config.resize.max_tasks_per_child,
+            timeout=self.config.resize.timeout,
         )
 
     def main_loop(self) -> None:
@@ -325,6 +340,8 @@ class Daemon:
         if self.unwritten:
             return  # outgoing/ is full: rendering more would only pile up in memory
         limit = self.config.resize.workers * 2
+        if self.config.executor.kind == "dask":
+            limit = self.config.executor.max_in_flight  # Dask would accept any number
         while self.ready and len(self.in_flight) < limit:
             job = self.ready.popleft()
             self.queued.discard(job.rel)

@@ -154,18 +154,57 @@ def render(path: str, spec: RenderSpec) -> RenderResult:
             st = os.fstat(f.fileno())
             signature = (st.st_size, st.st_mtime_ns, st.st_ino)
             _check_file(st)
-            source_size, thumbnails = _render_file(f, spec)
+            return _render_source(f, spec, signature, started)
     except _Refused as refused:
-        return RenderResult(
-            signature=signature,
-            source_size=None,
-            error=refused.reason,
-            cpu_seconds=time.process_time() - started,
-        )
+        return _refusal(refused, signature, started)
+
+
+def render_bytes(data: bytes, spec: RenderSpec, signature: Signature | None = None) -> RenderResult:
+    """render() of a source already read into memory, for a worker that cannot see the watched
+    folder (a Dask cluster). `signature` is what the reader saw; it is passed to the result."""
+    started = time.process_time()
+    try:
+        if not data:
+            raise _Refused("empty file (0 bytes)")
+        return _render_source(io.BytesIO(data), spec, signature, started)
+    except _Refused as refused:
+        return _refusal(refused, signature, started)
+
+
+def read_source(path: str) -> tuple[Signature, bytes] | RenderResult:
+    """The whole source and the signature it was read at, to ship to render_bytes(); or the
+    result render() gives for a file it cannot read."""
+    started = time.process_time()
+    signature: Signature | None = None
+    try:
+        with _open_source(path) as f:
+            st = os.fstat(f.fileno())
+            signature = (st.st_size, st.st_mtime_ns, st.st_ino)
+            _check_file(st)
+            return signature, f.read()
+    except _Refused as refused:
+        return _refusal(refused, signature, started)
+    except OSError as e:
+        return _refusal(_Refused(f"cannot read file: {e.strerror or e}"), signature, started)
+
+
+def _render_source(
+    f: IO[bytes], spec: RenderSpec, signature: Signature | None, started: float
+) -> RenderResult:
+    source_size, thumbnails = _render_file(f, spec)
     return RenderResult(
         signature=signature,
         source_size=source_size,
         thumbnails=thumbnails,
+        cpu_seconds=time.process_time() - started,
+    )
+
+
+def _refusal(refused: _Refused, signature: Signature | None, started: float) -> RenderResult:
+    return RenderResult(
+        signature=signature,
+        source_size=None,
+        error=refused.reason,
         cpu_seconds=time.process_time() - started,
     )
 

@@ -1,0 +1,93 @@
+"""A real Dask LocalCluster on 127.0.0.1 in a process of its own, for the tests and the bench.
+
+    python -m tests.dask_cluster INFO_FILE [--workers 2]
+
+starts a scheduler and worker processes (one thread each), writes INFO_FILE as JSON (the
+scheduler's address and each worker's pid) and runs until SIGTERM or SIGINT. A scheduler plugin
+measures back-pressure from the scheduler's side: the most render tasks it ever held that had
+not finished yet, written to INFO_FILE + ".probe" whenever that maximum grows.
+
+In a process of its own because Dask leaves threads behind in whatever process ran a client
+(the tests fail on leaked threads), and so that `kill -9` of a worker is a real one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+from distributed import Client, LocalCluster
+from distributed.diagnostics.plugin import SchedulerPlugin
+
+TASK_PREFIX = "thumbd-render-"
+UNFINISHED = {"released", "waiting", "no-worker", "queued", "processing"}
+
+
+class InFlightProbe(SchedulerPlugin):
+    """Counts render tasks the scheduler holds that are not finished (memory, erred) or gone."""
+
+    def __init__(self, out: str) -> None:
+        self.out = out
+        self.unfinished: set[str] = set()
+        self.ended: set[str] = set()
+        self.most = 0
+        self.seen = 0
+
+    def transition(self, key: Any, start: str, finish: str, *args: Any, **kwargs: Any) -> None:
+        if not isinstance(key, str) or not key.startswith(TASK_PREFIX) or key in self.ended:
+            return
+        if finish in UNFINISHED:
+            if key not in self.unfinished:
+                self.seen += 1
+            self.unfinished.add(key)
+        else:
+            self.unfinished.discard(key)
+            self.ended.add(key)
+        if len(self.unfinished) > self.most:
+            self.most = len(self.unfinished)
+            self._write()
+
+    def _write(self) -> None:
+        tmp = self.out + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump({"max_unfinished": self.most, "seen": self.seen}, f)
+        os.replace(tmp, self.out)
+
+
+def worker_pids(client: Client) -> dict[str, int]:
+    return dict(client.run(os.getpid))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("info", type=Path)
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    with (
+        LocalCluster(
+            n_workers=args.workers,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        client.register_plugin(InFlightProbe(str(args.info) + ".probe"))
+        info = {"address": cluster.scheduler_address, "workers": worker_pids(client)}
+        tmp = args.info.with_suffix(".tmp")
+        tmp.write_text(json.dumps(info))
+        os.replace(tmp, args.info)
+        stop.wait()
+
+
+if __name__ == "__main__":
+    main()
