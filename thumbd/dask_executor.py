@@ -50,7 +50,14 @@ from distributed.client import FutureCancelledError
 
 from thumbd.config import ExecutorConfig
 from thumbd.executor import WorkerCrashed
-from thumbd.render import RenderResult, RenderSpec, read_source, render, render_bytes
+from thumbd.render import (
+    RenderResult,
+    RenderSpec,
+    Signature,
+    read_source,
+    render,
+    render_bytes,
+)
 
 log = logging.getLogger("thumbd.dask")
 
@@ -210,19 +217,20 @@ class DaskExecutor(Executor):
             raise ConnectionError(f"cannot read scheduler file {path}: {_brief(e)}") from e
 
     async def _serve(self, client: Any) -> None:
-        """Start a coroutine per task while the client is connected; return when it is not
-        (its tasks come back to _pending) or when everything is finished."""
-        while not self._finished():
+        """Start a coroutine per task while the client is connected. Return when everything
+        is finished, or when the client gave up on the scheduler (then a new one connects)."""
+        while not self._finished() and client.status not in ("closing", "closed"):
             if client.status != "running":
-                self._trouble("lost the connection")
-                while self._running:  # their futures are cancelled; let them requeue
-                    await asyncio.wait(list(self._running.values()))
-                return
-            if time.monotonic() >= self._hold_until:
+                # Dask reconnects by itself for CONNECT_TIMEOUT seconds, then closes the
+                # client. The tasks it cancelled come back to _pending meanwhile.
+                self._trouble("lost the connection to the scheduler")
+            elif time.monotonic() >= self._hold_until:
                 while self._pending:
                     task = self._pending.popleft()
                     self._running[task] = asyncio.create_task(self._run(client, task))
             await self._pause(RETRY_DELAY)
+        while self._running:  # a closed client's tasks fail at once: let them requeue
+            await asyncio.wait(list(self._running.values()))
 
     # -- one task ----------------------------------------------------------------------------
 
@@ -256,29 +264,38 @@ class DaskExecutor(Executor):
                     handle.release()
 
     async def _attempt(self, client: Any, task: _Task, handles: list[Any]) -> RenderResult:
-        key, retries = f"{TASK_PREFIX}{uuid.uuid4().hex}", self._settings.retries
+        source = None
+        if not self._settings.shared_storage:
+            read = await asyncio.to_thread(read_source, task.path)
+            if isinstance(read, RenderResult):  # unreadable: the answer render() gives
+                return read
+            source = read
         try:
-            if self._settings.shared_storage:
-                work = client.submit(render, task.path, task.spec, key=key, retries=retries)
-            else:
-                read = await asyncio.to_thread(read_source, task.path)
-                if isinstance(read, RenderResult):  # unreadable: the answer render() gives
-                    return read
-                signature, data = read
-                scattered = await client.scatter(data, direct=True, hash=False)
-                handles.append(scattered)
-                work = client.submit(
-                    render_bytes, scattered, task.spec, signature, key=key, retries=retries
-                )
-            handles.append(work)
-        except Exception as e:  # gone again, or no workers yet
-            raise _Requeue(f"cannot send work ({_brief(e)})") from e
+            work = await self._send(client, task, source, handles)
+        except Exception as e:  # the scheduler or the worker went away, or no workers yet
+            raise _Requeue(_lost(client) or f"cannot send work ({_brief(e)})") from e
         try:
             return await self._outcome(client, task, work)
         except (OSError, TimeoutError) as e:
             if client.status == "running":
                 raise
-            raise _Requeue("lost the connection") from e
+            raise _Requeue(_lost(client)) from e
+
+    async def _send(
+        self, client: Any, task: _Task, source: tuple[Signature, bytes] | None, handles: list[Any]
+    ) -> Any:
+        key, retries = f"{TASK_PREFIX}{uuid.uuid4().hex}", self._settings.retries
+        if source is None:
+            work = client.submit(render, task.path, task.spec, key=key, retries=retries)
+        else:
+            signature, data = source
+            scattered = await client.scatter(data, direct=True, hash=False)
+            handles.append(scattered)
+            work = client.submit(
+                render_bytes, scattered, task.spec, signature, key=key, retries=retries
+            )
+        handles.append(work)
+        return work
 
     async def _outcome(self, client: Any, task: _Task, work: Any) -> RenderResult:
         try:
@@ -287,7 +304,7 @@ class DaskExecutor(Executor):
             raise WorkerCrashed(f"worker crashed ({_killed(e)})") from None
         except FutureCancelledError as e:
             if e.reason == CONNECTION_LOST or client.status != "running":
-                raise _Requeue("lost the connection") from None
+                raise _Requeue(_lost(client) or "lost the connection") from None
             # Dask's only other cancel: the scattered bytes were lost with their worker.
             task.lost += 1
             if task.lost > self._settings.retries:
@@ -315,7 +332,7 @@ class DaskExecutor(Executor):
             return
         self._down_logged = now
         log.warning(
-            "Dask scheduler %s: %s; %d files wait (nothing is failed), retrying",
+            "Dask cluster at %s: %s; %d files wait (nothing is failed), retrying",
             self._where,
             why,
             len(self._pending) + len(self._running),
@@ -325,12 +342,16 @@ class DaskExecutor(Executor):
         if self._down_since is None:
             return
         log.info(
-            "Dask cluster at %s takes work again after %.0f s; catching up on %d files",
+            "Dask cluster at %s takes work again after %.1f s; catching up on %d files",
             self._where,
             time.monotonic() - self._down_since,
             len(self._pending) + len(self._running),
         )
         self._down_since = None
+
+
+def _lost(client: Any) -> str:
+    return "" if client.status == "running" else "lost the connection to the scheduler"
 
 
 def _cancel(task: _Task) -> None:

@@ -1,0 +1,288 @@
+"""Scale out: the real daemon rendering on a real Dask cluster on 127.0.0.1.
+
+The cluster runs in processes of its own: `python -m tests.dask_cluster` (a LocalCluster with two
+worker processes of one thread each, plus a scheduler plugin that measures back-pressure) or the
+`dask scheduler` / `dask worker` commands the README documents, so that the scheduler can be
+stopped and started again on the same port.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests import images
+from tests.conftest import ROOT, Daemon, _env, _reap_group, all_files, thumbd, wait_until
+
+DASK = Path(sys.executable).with_name("dask")  # the console script next to this interpreter
+
+
+@dataclass
+class Cluster:
+    address: str
+    workers: dict[str, int]  # worker address -> pid
+    probe: Path  # written by the scheduler plugin: the most unfinished render tasks seen
+
+    def max_unfinished(self) -> int:
+        return int(json.loads(self.probe.read_text())["max_unfinished"])
+
+
+def _start(args: list[str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            args, cwd=ROOT, env=_env(), stdout=out, stderr=out, start_new_session=True
+        )
+
+
+def _stop(proc: subprocess.Popen[bytes], signum: int = signal.SIGTERM) -> None:
+    """Stop a process and everything it started (its own process group)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signum)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=20)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=10)
+    _reap_group(proc.pid)
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    info = tmp_path / "cluster.json"
+    log = tmp_path / "cluster.log"
+    proc = _start([sys.executable, "-m", "tests.dask_cluster", str(info)], log)
+    try:
+        wait_until(lambda: info.exists() or proc.poll() is not None, 90, "the Dask cluster")
+        assert proc.poll() is None, log.read_text(errors="replace")
+        data = json.loads(info.read_text())
+        yield Cluster(data["address"], data["workers"], Path(f"{info}.probe"))
+    finally:
+        _stop(proc)
+
+
+def dask_settings(address: str, **extra: Any) -> dict[str, dict[str, Any]]:
+    return {"executor": {"kind": "dask", "address": address, **extra}}
+
+
+def make_sources(folder: Path, n: int, size: tuple[int, int] = (640, 480)) -> list[str]:
+    """n JPEGs, four different pictures in turn (making a big picture takes a while)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    pictures = []
+    for seed in range(min(n, 4)):
+        buf = io.BytesIO()
+        images.natural(size, seed).save(buf, "JPEG", quality=90)
+        pictures.append(buf.getvalue())
+    rels = [f"s{i:03d}.jpg" for i in range(n)]
+    for i, rel in enumerate(rels):
+        (folder / rel).write_bytes(pictures[i % len(pictures)])
+    return rels
+
+
+def done_count(daemon: Daemon, rels: list[str]) -> int:
+    return sum(daemon.done(rel) for rel in rels)
+
+
+# -- 1. the same thumbnails ------------------------------------------------------------------
+
+
+def make_mixed(src: Path) -> int:
+    """50 sources of every kind the renderer treats differently; returns how many."""
+    for o in range(1, 9):
+        images.make_orientation_probe(_at(src, f"probe/o{o}.jpg"), o)
+    for i in range(30):
+        size = (160 + 53 * i, 120 + 31 * (i % 7))
+        images.make_jpeg(_at(src, f"photo/p{i:02d}.jpg"), size, image=images.natural(size, i))
+    images.make_orientation_probe(_at(src, "probe/png6.png"), 6, "PNG")
+    images.make_png_alpha(_at(src, "alpha/a.png"))
+    images.make_png_alpha(_at(src, "alpha/opaque.png"), opaque=True)
+    images.make_palette_gif(_at(src, "gif/g.gif"))
+    images.make_cmyk_jpeg(_at(src, "print/cmyk.jpg"))
+    images.make_png16(_at(src, "sci/g16.png"))
+    images.make_mpo(_at(src, "stereo/m.jpg"))
+    images.make_animated_webp(_at(src, "anim/w.webp"))
+    images.make_image(_at(src, "grey/l.tif"), "L", "TIFF")
+    images.make_image(_at(src, "grey/rgba.webp"), "RGBA", "WEBP")
+    images.make_empty(_at(src, "bad/empty.jpg"))
+    images.make_garbage(_at(src, "bad/garbage.jpg"))
+    return len(all_files(src))
+
+
+def _at(root: Path, rel: str) -> Path:
+    path = root / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def render_all(root: Path, src: Path, settings: dict[str, dict[str, Any]]) -> Rendered:
+    """`thumbd once` over a copy of src: every output's bytes, and the failures."""
+    root.mkdir()
+    run = Daemon(root, settings)
+    shutil.rmtree(run.incoming)
+    shutil.copytree(src, run.incoming)
+    r = thumbd("once", "-c", str(run.config))
+    assert r.returncode == 1, r.stderr  # 1: the two bad files failed, as they should
+    assert ("rendering on the Dask cluster" in r.stderr) == ("executor" in settings), r.stderr
+    outputs = {str(p.relative_to(run.outgoing)): p.read_bytes() for p in all_files(run.outgoing)}
+    status = run.status()
+    assert (status["done"], status["failed"]) == (48, 2), status
+    return Rendered(outputs, sorted((f["source"], f["reason"]) for f in status["failures"]))
+
+
+@dataclass
+class Rendered:
+    outputs: dict[str, bytes]
+    failures: list[tuple[str, str]]
+
+
+def test_local_pool_and_dask_make_identical_thumbnails(tmp_path: Path, cluster: Cluster) -> None:
+    src = tmp_path / "src"
+    assert make_mixed(src) == 50
+    local = render_all(tmp_path / "local", src, {})
+    dask = render_all(tmp_path / "dask", src, dask_settings(cluster.address))
+    assert len(local.outputs) == 48 * 3
+    assert dask.outputs.keys() == local.outputs.keys()
+    assert [rel for rel, data in local.outputs.items() if dask.outputs[rel] != data] == []
+    assert dask.failures == local.failures
+
+
+# -- 2. a worker killed mid-burst ------------------------------------------------------------
+
+
+def test_a_dask_worker_killed_mid_burst_loses_nothing(tmp_path: Path, cluster: Cluster) -> None:
+    daemon = Daemon(tmp_path, dask_settings(cluster.address, max_in_flight=8))
+    staged = tmp_path / "staged"
+    rels = make_sources(staged, 60, (1600, 1200))
+    daemon.start()
+    try:
+        for rel in rels:
+            os.rename(staged / rel, daemon.incoming / rel)
+        wait_until(lambda: done_count(daemon, rels) >= 5, 60, "the burst to get going")
+        assert done_count(daemon, rels) < len(rels)
+        victim = sorted(cluster.workers.values())[0]
+        os.kill(victim, signal.SIGKILL)
+        wait_until(lambda: done_count(daemon, rels) == len(rels), 120, "every file")
+        status = daemon.status()
+        assert (status["done"], status["failed"]) == (60, 0), status
+        assert daemon.proc is not None and daemon.proc.poll() is None
+    finally:
+        daemon.stop()
+        daemon.kill_group()
+
+
+# -- 3. the scheduler stopped and started again ----------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class CliCluster:
+    """`dask scheduler` and `dask worker` as a user starts them (README, "Scale out")."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.port = _free_port()
+        self.file = tmp / "scheduler.json"
+        self.scheduler: subprocess.Popen[bytes] | None = None
+        self.workers: subprocess.Popen[bytes] | None = None
+
+    def start_scheduler(self) -> None:
+        self.file.unlink(missing_ok=True)
+        args = ["scheduler", "--host", "127.0.0.1", "--port", str(self.port), "--no-dashboard"]
+        self.scheduler = _start(
+            [str(DASK), *args, "--scheduler-file", str(self.file)], self.tmp / "scheduler.log"
+        )
+        wait_until(self.file.exists, 60, "the scheduler file")
+
+    def start_workers(self) -> None:
+        self.workers = _start(
+            [
+                str(DASK),
+                "worker",
+                f"tcp://127.0.0.1:{self.port}",
+                *("--nworkers", "2", "--nthreads", "1", "--no-dashboard", "--host", "127.0.0.1"),
+            ],
+            self.tmp / "workers.log",
+        )
+
+    def stop(self) -> None:
+        for proc in (self.workers, self.scheduler):
+            if proc is not None:
+                _stop(proc)
+
+
+@pytest.fixture
+def cli_cluster(tmp_path: Path) -> Iterator[CliCluster]:
+    c = CliCluster(tmp_path)
+    try:
+        yield c
+    finally:
+        c.stop()
+
+
+def test_the_scheduler_stopped_for_10_s_mid_burst_loses_nothing(
+    tmp_path: Path, cli_cluster: CliCluster
+) -> None:
+    cli_cluster.start_scheduler()
+    cli_cluster.start_workers()
+    daemon = Daemon(
+        tmp_path,
+        {"executor": {"kind": "dask", "scheduler_file": str(cli_cluster.file), "max_in_flight": 6}},
+    )
+    staged = tmp_path / "staged"
+    rels = make_sources(staged, 60, (1600, 1200))
+    daemon.start()
+    try:
+        for rel in rels:
+            os.rename(staged / rel, daemon.incoming / rel)
+        wait_until(lambda: done_count(daemon, rels) >= 5, 90, "the burst to get going")
+        assert cli_cluster.scheduler is not None and cli_cluster.workers is not None
+        _stop(cli_cluster.scheduler, signal.SIGKILL)
+        # Dask workers exit when their scheduler is gone; systemd (Restart=always) starts them
+        # again, and they wait for the scheduler. Do the same.
+        cli_cluster.workers.wait(timeout=60)
+        cli_cluster.start_workers()
+        stopped_at = done_count(daemon, rels)
+        assert stopped_at < len(rels)
+        wait_until(lambda: "files wait (nothing is failed)" in daemon.read_log(), 30, "a log")
+        time.sleep(10)  # the outage itself: this is not waiting for a result
+        assert daemon.proc is not None and daemon.proc.poll() is None
+        assert daemon.status()["failed"] == 0
+        cli_cluster.start_scheduler()
+        wait_until(lambda: done_count(daemon, rels) == len(rels), 120, "every file")
+        status = daemon.status()
+        assert (status["done"], status["failed"]) == (60, 0), status
+        assert "takes work again" in daemon.read_log()
+        assert daemon.stop() == 0
+    finally:
+        daemon.kill_group()
+
+
+# -- 4. back-pressure ------------------------------------------------------------------------
+
+
+def test_max_in_flight_holds_on_the_scheduler(tmp_path: Path, cluster: Cluster) -> None:
+    # [resize] workers = 2 would allow 4 in flight with the local pool: 3 must win.
+    daemon = Daemon(tmp_path, dask_settings(cluster.address, max_in_flight=3))
+    rels = make_sources(daemon.incoming, 40, (1200, 900))
+    r = thumbd("once", "-c", str(daemon.config))
+    assert r.returncode == 0, r.stderr
+    assert done_count(daemon, rels) == 40
+    assert cluster.max_unfinished() == 3
