@@ -78,6 +78,7 @@ def main() -> None:
             processes=True,
             host="127.0.0.1",
             dashboard_address=None,
+            worker_dashboard_address=None,
         ) as cluster,
         Client(cluster) as client,
     ):

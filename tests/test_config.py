@@ -45,6 +45,7 @@ def test_the_documented_example_is_valid_and_matches_the_defaults() -> None:
     assert c.thumbnails == defaults.thumbnails
     assert c.watch == defaults.watch
     assert c.daemon == defaults.daemon
+    assert c.executor == defaults.executor
 
 
 @pytest.mark.parametrize(
@@ -82,3 +83,50 @@ def test_effective_configuration_round_trips(tmp_path: Path) -> None:
     c = load_config(write(tmp_path, '[thumbnails]\nwidths = [300]\n[watch]\nignore = ["*.raw"]\n'))
     again = load_config(write(tmp_path, to_toml(c)))
     assert again == c
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('[executor]\nkind = "ray"\n', '[executor] kind: expected "local" or "dask"'),
+        ('[executor]\nkind = "dask"\n', 'kind = "dask" needs address = "tcp://HOST:8786"'),
+        ('[executor]\naddress = "10.0.0.5:8786"\n', "[executor] address: expected a scheduler"),
+        (
+            '[executor]\naddress = "tcp://h:8786"\nscheduler_file = "s.json"\n',
+            "address and scheduler_file: set one, not both",
+        ),
+        ("[executor]\nmax_in_flight = 0\n", "[executor] max_in_flight: expected a number greater"),
+        ("[executor]\nretries = -1\n", "[executor] retries: expected a number of 0 or more"),
+        ('[executor]\nshared_storage = "yes"\n', "[executor] shared_storage: expected true"),
+    ],
+)
+def test_executor_errors_name_the_file_and_the_key(
+    tmp_path: Path, text: str, expected: str
+) -> None:
+    p = write(tmp_path, text)
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    assert str(p) in str(e.value)
+    assert expected in str(e.value)
+
+
+def test_the_executor_defaults_to_the_local_pool(tmp_path: Path) -> None:
+    e = load_config(None).executor
+    assert (e.kind, e.address, e.scheduler_file) == ("local", "", None)
+    assert (e.max_in_flight, e.retries, e.shared_storage) == (64, 2, False)
+
+
+def test_a_dask_scheduler_file_resolves_against_the_files_folder(tmp_path: Path) -> None:
+    sub = tmp_path / "etc"
+    sub.mkdir()
+    c = load_config(write(sub, '[executor]\nkind = "dask"\nscheduler_file = "../run/s.json"\n'))
+    assert c.executor.scheduler_file == tmp_path / "run" / "s.json"
+    text = to_toml(c)
+    assert f'scheduler_file = "{tmp_path / "run" / "s.json"}"' in text
+    assert load_config(write(sub, text)) == c
+
+
+def test_an_unset_scheduler_file_is_shown_as_a_comment(tmp_path: Path) -> None:
+    text = to_toml(load_config(None))
+    assert "# scheduler_file is not set" in text
+    assert load_config(write(tmp_path, text)).executor == load_config(None).executor

@@ -286,3 +286,48 @@ def test_max_in_flight_holds_on_the_scheduler(tmp_path: Path, cluster: Cluster) 
     assert r.returncode == 0, r.stderr
     assert done_count(daemon, rels) == 40
     assert cluster.max_unfinished() == 3
+
+
+# -- the local default needs no Dask ---------------------------------------------------------
+
+
+def _python(code: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", code, *args],
+        cwd=ROOT,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_the_local_pool_never_imports_dask(tmp_path: Path) -> None:
+    run = Daemon(tmp_path)
+    make_sources(run.incoming, 2)
+    r = _python(
+        "import sys\n"
+        "from thumbd.cli import main\n"
+        "rc = main(['once', '-c', sys.argv[1]])\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('dask', 'distributed')))\n"
+        "sys.exit(rc)\n",
+        str(run.config),
+    )
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]"
+    assert run.done("s000.jpg") and run.done("s001.jpg")
+
+
+def test_kind_dask_without_dask_installed_says_what_to_install(tmp_path: Path) -> None:
+    run = Daemon(tmp_path, dask_settings("tcp://127.0.0.1:9"))
+    r = _python(
+        "import sys\n"
+        "sys.modules['distributed'] = None  # what an install without thumbd[dask] looks like\n"
+        "from thumbd.cli import main\n"
+        "sys.exit(main(['once', '-c', sys.argv[1]]))\n",
+        str(run.config),
+    )
+    assert r.returncode == 2, r.stderr
+    assert 'kind = "dask" needs Dask' in r.stderr
+    assert 'pip install "thumbd[dask]"' in r.stderr
+    assert "Traceback" not in r.stderr
