@@ -1,6 +1,7 @@
 """A real Dask LocalCluster on 127.0.0.1 in a process of its own, for the tests and the bench.
 
-    python -m tests.dask_cluster INFO_FILE [--workers 2]
+    python -m tests.dask_cluster INFO_FILE [--workers 2] [--memory-limit 300MB]
+                                           [--allowed-failures N]
 
 starts a scheduler and worker processes (one thread each), writes INFO_FILE as JSON (the
 scheduler's address and each worker's pid) and runs until SIGTERM or SIGINT. A scheduler plugin
@@ -21,6 +22,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import dask
 from distributed import Client, LocalCluster
 from distributed.diagnostics.plugin import SchedulerPlugin
 
@@ -67,7 +69,10 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("info", type=Path)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--memory-limit", default="auto")
+    parser.add_argument("--allowed-failures", type=int, default=3)
     args = parser.parse_args()
+    dask.config.set({"distributed.scheduler.allowed-failures": args.allowed_failures})
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
@@ -75,6 +80,7 @@ def main() -> None:
         LocalCluster(
             n_workers=args.workers,
             threads_per_worker=1,
+            memory_limit=args.memory_limit,
             processes=True,
             host="127.0.0.1",
             dashboard_address=None,

@@ -308,8 +308,8 @@ class DaskExecutor(Executor):
             # Dask's only other cancel: the scattered bytes were lost with their worker.
             task.lost += 1
             if task.lost > self._settings.retries:
-                why = f"its Dask worker died {task.lost} times"
-                raise WorkerCrashed(f"worker crashed ({why})") from None
+                times = "once" if task.lost == 1 else f"{task.lost} times"
+                raise WorkerCrashed(f"worker crashed (its Dask worker died {times})") from None
             log.warning("%s: its Dask worker died; sending it again", task.path)
             raise _Requeue("") from None
         return result
@@ -362,9 +362,10 @@ def _cancel(task: _Task) -> None:
 
 def _killed(e: KilledWorker) -> str:
     try:
-        return f"KilledWorker: {e.allowed_failures + 1} workers died running it"
+        deaths = e.allowed_failures + 1
     except (IndexError, TypeError):
         return "KilledWorker"
+    return f"KilledWorker: {'a worker' if deaths == 1 else f'{deaths} workers'} died running it"
 
 
 def _brief(e: BaseException) -> str:

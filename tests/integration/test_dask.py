@@ -15,9 +15,11 @@ import os
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,9 +65,13 @@ def _stop(proc: subprocess.Popen[bytes], signum: int = signal.SIGTERM) -> None:
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    yield from _cluster(tmp_path)
+
+
+def _cluster(tmp_path: Path, *options: str) -> Iterator[Cluster]:
     info = tmp_path / "cluster.json"
     log = tmp_path / "cluster.log"
-    proc = _start([sys.executable, "-m", "tests.dask_cluster", str(info)], log)
+    proc = _start([sys.executable, "-m", "tests.dask_cluster", str(info), *options], log)
     try:
         wait_until(lambda: info.exists() or proc.poll() is not None, 90, "the Dask cluster")
         assert proc.poll() is None, log.read_text(errors="replace")
@@ -181,6 +187,58 @@ def test_a_dask_worker_killed_mid_burst_loses_nothing(tmp_path: Path, cluster: C
         assert daemon.proc is not None and daemon.proc.poll() is None
     finally:
         daemon.stop()
+        daemon.kill_group()
+
+
+# -- a source that kills every worker that renders it -----------------------------------------
+
+
+@pytest.fixture
+def small_cluster(tmp_path: Path) -> Iterator[Cluster]:
+    """Workers restarted by their nanny past 95% of 400 MB; Dask gives up after one death."""
+    yield from _cluster(tmp_path, "--memory-limit", "400MB", "--allowed-failures", "0")
+
+
+def make_memory_hog_png(path: Path, size: tuple[int, int] = (8000, 8000)) -> Path:
+    """A 300 KB PNG that decodes to 256 MB of RGBA: under Pillow's bomb limit and max_pixels,
+    over a 400 MB worker (Pillow and Dask take 100 MB or more before it). Made row by row."""
+    w, h = size
+    z = zlib.compressobj(9)
+    row = b"\x00" * (1 + 4 * w)  # filter byte + transparent black pixels
+    idat = b"".join(z.compress(row) for _ in range(h)) + z.flush()
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        crc = zlib.crc32(kind + body)
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
+
+    header = struct.pack(">IIBBBBB", w, h, 8, 6, 0, 0, 0)  # 8-bit RGBA
+    data = chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + data)
+    return path
+
+
+def test_a_source_that_kills_its_workers_ends_failed(
+    tmp_path: Path, small_cluster: Cluster
+) -> None:
+    # Alone on the cluster while it kills workers: with allowed-failures = 0, Dask also gives up
+    # on any other task that was queued on the same worker (each gets the daemon's second try,
+    # but two unlucky deaths in a row would fail an innocent file).
+    daemon = Daemon(tmp_path, dask_settings(small_cluster.address, retries=0))
+    daemon.start()
+    try:
+        before = make_sources(daemon.incoming / "before", 5)
+        wait_until(lambda: done_count(daemon, [f"before/{r}" for r in before]) == 5, 60, "5")
+        make_memory_hog_png(daemon.tmp / "hog.png")
+        os.rename(daemon.tmp / "hog.png", daemon.incoming / "hog.png")
+        wait_until(lambda: "failed hog.png" in daemon.read_log(), 90, "the hog to be failed")
+        [failure] = daemon.status()["failures"]
+        assert failure["source"] == "hog.png"
+        assert failure["reason"].startswith("worker crashed ("), failure
+        assert "hog.png: worker crashed" in daemon.read_log()  # the first crash, tried again
+        after = make_sources(daemon.incoming / "after", 5)
+        wait_until(lambda: done_count(daemon, [f"after/{r}" for r in after]) == 5, 60, "5 more")
+        assert daemon.stop() == 0
+    finally:
         daemon.kill_group()
 
 
