@@ -142,7 +142,13 @@ def render_all(root: Path, src: Path, settings: dict[str, dict[str, Any]]) -> Re
     shutil.copytree(src, run.incoming)
     r = thumbd("once", "-c", str(run.config))
     assert r.returncode == 1, r.stderr  # 1: the two bad files failed, as they should
-    assert ("rendering on the Dask cluster" in r.stderr) == ("executor" in settings), r.stderr
+    executor = settings.get("executor")
+    if executor is None:
+        assert "Dask" not in r.stderr, r.stderr
+    else:
+        shared = executor.get("shared_storage", False)
+        mode = "shared storage" if shared else "sources shipped"
+        assert f"rendering on the Dask cluster at {executor['address']} ({mode}" in r.stderr
     outputs = {str(p.relative_to(run.outgoing)): p.read_bytes() for p in all_files(run.outgoing)}
     status = run.status()
     assert (status["done"], status["failed"]) == (48, 2), status
@@ -159,11 +165,15 @@ def test_local_pool_and_dask_make_identical_thumbnails(tmp_path: Path, cluster: 
     src = tmp_path / "src"
     assert make_mixed(src) == 50
     local = render_all(tmp_path / "local", src, {})
-    dask = render_all(tmp_path / "dask", src, dask_settings(cluster.address))
     assert len(local.outputs) == 48 * 3
-    assert dask.outputs.keys() == local.outputs.keys()
-    assert [rel for rel, data in local.outputs.items() if dask.outputs[rel] != data] == []
-    assert dask.failures == local.failures
+    shipped = render_all(tmp_path / "dask", src, dask_settings(cluster.address))
+    shared = render_all(
+        tmp_path / "shared", src, dask_settings(cluster.address, shared_storage=True)
+    )
+    for dask in (shipped, shared):
+        assert dask.outputs.keys() == local.outputs.keys()
+        assert [rel for rel, data in local.outputs.items() if dask.outputs[rel] != data] == []
+        assert dask.failures == local.failures
 
 
 # -- 2. a worker killed mid-burst ------------------------------------------------------------
