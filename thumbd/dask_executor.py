@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import dask.config
 from distributed import Client, KilledWorker
 from distributed.client import FutureCancelledError
 
@@ -65,7 +66,8 @@ CONNECT_TIMEOUT = 5.0  # seconds for one attempt to reach the scheduler (and for
 RETRY_DELAY = 1.0  # seconds between attempts while the cluster cannot take work
 LOG_EVERY = 60.0  # seconds between repeated "still unreachable" lines
 CONNECTION_LOST = "scheduler-connection-lost"  # Dask's reason for cancelling on a lost client
-TASK_PREFIX = "thumbd-render-"  # Dask keys of render tasks (dashboard, tests)
+RESULT_TIMEOUT = 15.0  # seconds to fetch a finished task's thumbnails before rendering it again
+TASK_PREFIX = "thumbd-render-"  # keys: thumbd-render-<daemon run>-<task> (dashboard, tests)
 
 
 @dataclass(eq=False, slots=True)
@@ -97,6 +99,7 @@ class DaskExecutor(Executor):
         self._down_logged = 0.0
         self._hold_until = 0.0
         self._announced = False
+        self._keys = f"{TASK_PREFIX}{uuid.uuid4().hex[:8]}-"  # this run's tasks
         started = threading.Event()
         self._thread = threading.Thread(target=self._thread_main, args=(started,), name="dask")
         self._thread.daemon = True
@@ -141,6 +144,9 @@ class DaskExecutor(Executor):
         asyncio.run(self._main(started))
 
     async def _main(self, started: threading.Event) -> None:
+        # Dask's 30 s default to open a connection is what a result waits on a worker that has
+        # just died (SIGKILL, OOM) before the scheduler moves on; this process only needs 5 s.
+        dask.config.set({"distributed.comm.timeouts.connect": f"{CONNECT_TIMEOUT}s"})
         self._loop = asyncio.get_running_loop()
         self._wakeup = asyncio.Event()
         started.set()
@@ -198,10 +204,11 @@ class DaskExecutor(Executor):
         if not self._announced:
             self._announced = True
             log.info(
-                "rendering on the Dask cluster at %s (%s, at most %d in flight)",
+                "rendering on the Dask cluster at %s (%s, at most %d in flight, keys %s*)",
                 self._where,
                 "shared storage" if self._settings.shared_storage else "sources shipped",
                 self._settings.max_in_flight,
+                self._keys,
             )
         return client
 
@@ -264,27 +271,29 @@ class DaskExecutor(Executor):
                     handle.release()
 
     async def _attempt(self, client: Any, task: _Task, handles: list[Any]) -> RenderResult:
-        source = None
+        source: tuple[Signature, bytes] | None = None
         if not self._settings.shared_storage:
             read = await asyncio.to_thread(read_source, task.path)
             if isinstance(read, RenderResult):  # unreadable: the answer render() gives
                 return read
             source = read
+            del read
         try:
             work = await self._send(client, task, source, handles)
         except Exception as e:  # the scheduler or the worker went away, or no workers yet
             raise _Requeue(_lost(client) or f"cannot send work ({_brief(e)})") from e
+        source = None  # on a worker now: no copy here while it renders (max_in_flight of them)
         try:
             return await self._outcome(client, task, work)
-        except (OSError, TimeoutError) as e:
-            if client.status == "running":
-                raise
-            raise _Requeue(_lost(client)) from e
+        except (OSError, TimeoutError) as e:  # fetching the result failed
+            if client.status != "running":
+                raise _Requeue(_lost(client)) from e
+            raise self._worker_lost(task, _brief(e)) from e
 
     async def _send(
         self, client: Any, task: _Task, source: tuple[Signature, bytes] | None, handles: list[Any]
     ) -> Any:
-        key, retries = f"{TASK_PREFIX}{uuid.uuid4().hex}", self._settings.retries
+        key, retries = f"{self._keys}{uuid.uuid4().hex}", self._settings.retries
         if source is None:
             work = client.submit(render, task.path, task.spec, key=key, retries=retries)
         else:
@@ -299,20 +308,25 @@ class DaskExecutor(Executor):
 
     async def _outcome(self, client: Any, task: _Task, work: Any) -> RenderResult:
         try:
-            result: RenderResult = await work
+            await _finished(work)
+            result: RenderResult = await _fetch(work)
         except KilledWorker as e:
             raise WorkerCrashed(f"worker crashed ({_killed(e)})") from None
         except FutureCancelledError as e:
             if e.reason == CONNECTION_LOST or client.status != "running":
                 raise _Requeue(_lost(client) or "lost the connection") from None
             # Dask's only other cancel: the scattered bytes were lost with their worker.
-            task.lost += 1
-            if task.lost > self._settings.retries:
-                times = "once" if task.lost == 1 else f"{task.lost} times"
-                raise WorkerCrashed(f"worker crashed (its Dask worker died {times})") from None
-            log.warning("%s: its Dask worker died; sending it again", task.path)
-            raise _Requeue("") from None
+            raise self._worker_lost(task, "its Dask worker died") from None
         return result
+
+    def _worker_lost(self, task: _Task, why: str) -> Exception:
+        """Send it again (a _Requeue to raise), or, past `retries`, call it a crash."""
+        task.lost += 1
+        if task.lost > self._settings.retries:
+            times = "once" if task.lost == 1 else f"{task.lost} times"
+            return WorkerCrashed(f"worker crashed (its Dask worker died {times})")
+        log.warning("%s: %s; sending it again", task.path, why)
+        return _Requeue("")
 
     def _requeue(self, task: _Task, why: str) -> None:
         self._pending.appendleft(task)
@@ -348,6 +362,22 @@ class DaskExecutor(Executor):
             len(self._pending) + len(self._running),
         )
         self._down_since = None
+
+
+async def _finished(work: Any) -> None:
+    """Wait until the task is done (finished, erred or cancelled), without fetching anything."""
+    loop, done = asyncio.get_running_loop(), asyncio.Event()
+    work.add_done_callback(lambda _: loop.call_soon_threadsafe(done.set))  # Dask's thread
+    await done.wait()
+
+
+async def _fetch(work: Any) -> Any:
+    """The result of a finished task. A worker killed just as it finished can hold the fetch
+    for Dask's connection timeouts (30 s); past RESULT_TIMEOUT this raises TimeoutError and the
+    task is sent again. Shielded: concurrent fetches share Dask's gather, which must go on."""
+    fetch = asyncio.ensure_future(work.result())
+    fetch.add_done_callback(lambda f: f.cancelled() or f.exception())  # retrieved, not logged
+    return await asyncio.wait_for(asyncio.shield(fetch), RESULT_TIMEOUT)
 
 
 def _lost(client: Any) -> str:
