@@ -45,7 +45,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import dask.config
 from distributed import Client, KilledWorker
 from distributed.client import FutureCancelledError
 
@@ -141,12 +140,19 @@ class DaskExecutor(Executor):
     # -- the loop thread ---------------------------------------------------------------------
 
     def _thread_main(self, started: threading.Event) -> None:
-        asyncio.run(self._main(started))
+        try:
+            asyncio.run(self._main(started))
+        except BaseException as e:  # a bug here: say so, and do not leave the daemon waiting
+            log.critical("the Dask executor stopped: %r", e, exc_info=e)
+            with self._lock:
+                self._closed = True
+            for task in [*self._pending, *self._running]:
+                with contextlib.suppress(Exception):
+                    task.future.set_exception(RuntimeError(f"the Dask executor stopped: {e!r}"))
+        finally:
+            started.set()
 
     async def _main(self, started: threading.Event) -> None:
-        # Dask's 30 s default to open a connection is what a result waits on a worker that has
-        # just died (SIGKILL, OOM) before the scheduler moves on; this process only needs 5 s.
-        dask.config.set({"distributed.comm.timeouts.connect": f"{CONNECT_TIMEOUT}s"})
         self._loop = asyncio.get_running_loop()
         self._wakeup = asyncio.Event()
         started.set()
@@ -373,7 +379,7 @@ async def _finished(work: Any) -> None:
 
 async def _fetch(work: Any) -> Any:
     """The result of a finished task. A worker killed just as it finished can hold the fetch
-    for Dask's connection timeouts (30 s); past RESULT_TIMEOUT this raises TimeoutError and the
+    for a long time (30 s in the tests); past RESULT_TIMEOUT this raises TimeoutError and the
     task is sent again. Shielded: concurrent fetches share Dask's gather, which must go on."""
     fetch = asyncio.ensure_future(work.result())
     fetch.add_done_callback(lambda f: f.cancelled() or f.exception())  # retrieved, not logged
