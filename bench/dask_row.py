@@ -62,8 +62,8 @@ def dask_row(corpus: Path, work: Path, *, copies: int = 10, workers: int = 2) ->
         threads_per_worker=1,
         processes=True,
         host="127.0.0.1",
-        dashboard_address=None,
-        worker_dashboard_address=None,
+        dashboard_address=":0",  # no fixed port: runs side by side
+        worker_dashboard_address=":0",
     ) as cluster:
         dask = f'[executor]\nkind = "dask"\naddress = "{cluster.scheduler_address}"\n'
         local_seconds = _once(work / "local", sources, copies, workers, "")

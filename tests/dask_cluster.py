@@ -83,8 +83,8 @@ def main() -> None:
             memory_limit=args.memory_limit,
             processes=True,
             host="127.0.0.1",
-            dashboard_address=None,
-            worker_dashboard_address=None,
+            dashboard_address=":0",  # no fixed port: runs side by side
+            worker_dashboard_address=":0",
         ) as cluster,
         Client(cluster) as client,
     ):
