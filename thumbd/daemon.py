@@ -162,7 +162,12 @@ class Daemon:
                 raise StartupError(
                     f'[executor] kind = "dask" needs Dask ({e}): pip install "thumbd[dask]"'
                 ) from None
-            return DaskExecutor(self.config.executor)
+            pool = DaskExecutor(self.config.executor)
+            problem = pool.unreachable(timeout=30.0) if self.once else None
+            if problem is not None:  # `once` exits; `run` waits for the scheduler to appear
+                pool.shutdown()
+                raise StartupError(problem)
+            return pool
         return ProcessPool(
             self.config.resize.workers,
             max_tasks_per_child=self.config.resize.max_tasks_per_child,

@@ -25,7 +25,8 @@ Failures, and why each is handled where it is:
   daemon keeps at most `max_in_flight` jobs here, so the rest of the backlog stays on disk.
 
 Threads: one thread ("dask") runs an asyncio loop with an asynchronous Client; every task is a
-coroutine on it (read, scatter, submit, await the result), so many round trips overlap. The
+coroutine on it (read, scatter, submit, await the result), so many round trips overlap. Sources
+are read in asyncio's worker threads; Dask's callback thread only wakes a coroutine. The
 daemon's thread only hands tasks over with `call_soon_threadsafe`.
 """
 
@@ -99,6 +100,8 @@ class DaskExecutor(Executor):
         self._hold_until = 0.0
         self._announced = False
         self._keys = f"{TASK_PREFIX}{uuid.uuid4().hex[:8]}-"  # this run's tasks
+        self._first_try = threading.Event()  # the first attempt to connect has ended
+        self._first_error: str | None = None
         started = threading.Event()
         self._thread = threading.Thread(target=self._thread_main, args=(started,), name="dask")
         self._thread.daemon = True
@@ -130,6 +133,13 @@ class DaskExecutor(Executor):
         self._call(self._stop, True, True)
         self._thread.join()
 
+    def unreachable(self, timeout: float) -> str | None:
+        """Why the first attempt to reach the scheduler failed, or None if it worked (for
+        `thumbd once`, which should not wait for a scheduler that may never come)."""
+        if not self._first_try.wait(timeout):
+            return f"Dask scheduler {self._where}: no answer within {timeout:g} s"
+        return self._first_error
+
     def _call(self, fn: Callable[..., None], *args: Any) -> None:
         with self._lock:
             self._closed = True
@@ -151,6 +161,7 @@ class DaskExecutor(Executor):
                     task.future.set_exception(RuntimeError(f"the Dask executor stopped: {e!r}"))
         finally:
             started.set()
+            self._first_try.set()
 
     async def _main(self, started: threading.Event) -> None:
         self._loop = asyncio.get_running_loop()
@@ -204,9 +215,13 @@ class DaskExecutor(Executor):
                 direct_to_workers=not self._settings.shared_storage,
             )
         except Exception as e:
+            if not self._first_try.is_set():
+                self._first_error = f"cannot reach the Dask scheduler {self._where}: {_brief(e)}"
+                self._first_try.set()
             self._trouble(f"cannot connect ({_brief(e)})")
             await self._pause(RETRY_DELAY)
             return None
+        self._first_try.set()
         if not self._announced:
             self._announced = True
             log.info(

@@ -403,3 +403,16 @@ def test_kind_dask_without_dask_installed_says_what_to_install(tmp_path: Path) -
     assert 'kind = "dask" needs Dask' in r.stderr
     assert 'pip install "thumbd[dask]"' in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_once_with_no_scheduler_says_so_and_exits(tmp_path: Path) -> None:
+    # `run` waits for a scheduler that is not up yet (the scheduler test shows it catches up);
+    # a batch run has nobody to wait for it.
+    address = f"tcp://127.0.0.1:{_free_port()}"
+    run = Daemon(tmp_path, dask_settings(address))
+    make_sources(run.incoming, 2)
+    r = thumbd("once", "-c", str(run.config))
+    assert r.returncode == 2, r.stderr
+    assert f"thumbd: cannot reach the Dask scheduler {address}: " in r.stderr
+    assert "Traceback" not in r.stderr
+    assert run.status()["pending"] == 2
