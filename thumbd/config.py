@@ -43,6 +43,23 @@ def _quality(v: Any) -> str | None:
     return None if 1 <= v <= 100 else "an integer from 1 to 100"
 
 
+def _one_of(*choices: str) -> Check:
+    def check(v: Any) -> str | None:
+        return None if v in choices else "one of " + ", ".join(f'"{c}"' for c in choices)
+
+    return check
+
+
+def _listen(v: Any) -> str | None:
+    """Empty (off) or host:port, with IPv6 hosts in brackets: "[::1]:9188"."""
+    if v == "":
+        return None
+    host, sep, port = v.rpartition(":")
+    if sep and host.strip("[]") and port.isdigit() and int(port) <= 65535:
+        return None
+    return 'an address as "host:port" (e.g. "127.0.0.1:9188"), or "" for off'
+
+
 def _check(fn: Check, default: Any = dataclasses.MISSING, **kw: Any) -> Any:
     if default is dataclasses.MISSING:
         return field(metadata={"check": fn}, **kw)
@@ -85,12 +102,26 @@ class DaemonConfig:
 
 
 @dataclass(frozen=True)
+class LogConfig:
+    level: str = _check(_one_of("debug", "info", "warning", "error"), "info")
+    format: str = _check(_one_of("text", "json"), "text")
+    file: str = ""  # empty: stderr (the journal under systemd); resolved like [paths]
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    listen: str = _check(_listen, "")  # host:port for Prometheus; empty: off
+
+
+@dataclass(frozen=True)
 class Config:
     paths: PathsConfig = field(default_factory=PathsConfig)
     thumbnails: ThumbnailsConfig = field(default_factory=ThumbnailsConfig)
     resize: ResizeConfig = field(default_factory=ResizeConfig)
     watch: WatchConfig = field(default_factory=WatchConfig)
     daemon: DaemonConfig = field(default_factory=DaemonConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     source: Path | None = None  # the file this came from; None for built-in defaults
 
     @property
@@ -122,7 +153,9 @@ def _resolve(config: Config, base: Path, source: Path | None) -> Config:
     resolved = PathsConfig(
         **{f.name: _absolute(getattr(paths, f.name), base) for f in dataclasses.fields(paths)}
     )
-    return dataclasses.replace(config, paths=resolved, source=source)
+    log_file = str(_absolute(Path(config.log.file), base)) if config.log.file else ""
+    log = dataclasses.replace(config.log, file=log_file)
+    return dataclasses.replace(config, paths=resolved, log=log, source=source)
 
 
 def _absolute(p: Path, base: Path) -> Path:
@@ -203,6 +236,20 @@ def _name(hint: Any) -> str:
     return {int: "integers", float: "numbers", str: "strings", bool: "booleans"}.get(
         hint, getattr(hint, "__name__", str(hint))
     )
+
+
+def differences(old: Config, new: Config) -> list[str]:
+    """The keys whose values differ, as "[section] key" (for the log line of a reload)."""
+    changed: list[str] = []
+    for f in dataclasses.fields(old):
+        a, b = getattr(old, f.name), getattr(new, f.name)
+        if dataclasses.is_dataclass(a) and a != b:
+            changed += [
+                f"[{f.name}] {sf.name}"
+                for sf in dataclasses.fields(a)
+                if getattr(a, sf.name) != getattr(b, sf.name)
+            ]
+    return changed
 
 
 def to_toml(config: Config) -> str:

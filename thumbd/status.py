@@ -1,15 +1,36 @@
 """What is done, failed and pending: read from the state and a walk of incoming/.
 
-Works whether or not a daemon runs (SQLite WAL lets a reader in beside the writer).
+Works whether or not a daemon runs (SQLite WAL lets a reader in beside the writer). When one
+runs (it holds the flock on state/daemon.lock), its live figures come from state/status.json,
+which it rewrites every couple of seconds.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from thumbd import scanner
 from thumbd.config import Config
+from thumbd.control import running_pid
+from thumbd.monitor import read_status
 from thumbd.state import State
+
+LIVE_KEYS = (
+    "started",
+    "queue",
+    "settling",
+    "ready",
+    "in_flight",
+    "rate",
+    "done",
+    "failed",
+    "bytes_in",
+    "bytes_out",
+    "workers",
+    "pool_restarts",
+    "problem",
+)
 
 
 def collect(config: Config) -> dict[str, Any]:
@@ -35,4 +56,19 @@ def collect(config: Config) -> dict[str, Any]:
         "failures": failures,
         "bytes_in": bytes_in,
         "bytes_out": bytes_out,
+        "daemon": daemon_status(config),
     }
+
+
+def daemon_status(config: Config) -> dict[str, Any]:
+    """{"running": false}, or the running daemon's pid and live figures (this run's counts)."""
+    pid = running_pid(config)
+    if pid is None:
+        return {"running": False}
+    info: dict[str, Any] = {"running": True, "pid": pid or None}
+    live = read_status(config.paths.state)
+    if live is not None and live.get("pid") == pid:
+        info.update({k: live[k] for k in LIVE_KEYS if k in live})
+        info["uptime"] = round(time.time() - float(live["started"]), 1)
+        info["healthy"] = live.get("problem") is None
+    return info
