@@ -144,7 +144,8 @@ def load_config(path: Path | str | None) -> Config:
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML: {e}") from None
     config = _build(Config, data, path, "")
-    return _resolve(config, path.resolve().parent, path)
+    # An absolute source: a daemon in the background (working directory /) reloads it on SIGHUP.
+    return _resolve(config, path.resolve().parent, path.absolute())
 
 
 def _resolve(config: Config, base: Path, source: Path | None) -> Config:

@@ -152,9 +152,10 @@ class Daemon:
         self._take_lock()
         self.state = State(self.config.state_db)
         self.writer.prepare()
-        self.pool = self._make_pool()
         if not self.once:
             self.metrics_server = self._serve_metrics(self.config.metrics.listen)
+        self.pool = self._make_pool()
+        if not self.once:
             self.watcher = Watcher(self.root, self.inbox, polling=self.config.watch.polling)
             self.watcher.start()
         self.start_scan()

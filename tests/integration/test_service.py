@@ -160,9 +160,12 @@ def test_without_notify_socket_nothing_is_sent_and_no_status_line(daemon: Daemon
 
 
 def run_start(config: Path) -> subprocess.CompletedProcess[str]:
-    # umask 077 here: the daemon must set its own (022), so thumbnails stay world-readable.
+    """`thumbd start -c NAME` from the config's folder (a relative path, as people type it),
+    under umask 077: the daemon must set its own (022) so that thumbnails stay readable."""
+    command = f'umask 077; exec "{sys.executable}" -m thumbd start -c "{config.name}"'
     return subprocess.run(
-        ["sh", "-c", f'umask 077; exec "{sys.executable}" -m thumbd start -c "{config}"'],
+        ["sh", "-c", command],
+        cwd=config.parent,
         capture_output=True,
         text=True,
         timeout=120,
@@ -222,6 +225,11 @@ def test_start_refuses_twice_survives_a_stale_pidfile_and_stop_drains(
     assert new_pid != pid
     log = (state / "thumbd.log").read_text()
     assert f"replaced the stale pidfile {state / 'thumbd.pid'} (pid {pid})" in log
+
+    # The daemon's working directory is /: SIGHUP still finds the file named relative to ours.
+    d.write_config({"thumbnails": {"widths": [300]}})
+    os.kill(new_pid, signal.SIGHUP)
+    wait_until(lambda: "changed [thumbnails] widths" in (state / "thumbd.log").read_text(), 30)
 
     drop(d, [f"b{i}.png" for i in range(6)], png_bytes((3200, 2400)))
     wait_until(lambda: "done b" in (state / "thumbd.log").read_text(), 60, "the burst to start")
