@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import time
 from collections import deque
@@ -80,7 +81,9 @@ class Monitor:
     # -- the periodic part -----------------------------------------------------------------
 
     def due(self) -> float:
-        """The monotonic time of the next thing to do."""
+        """The monotonic time of the next thing to do (never, for `thumbd once`)."""
+        if self.status_path is None and not self.notifier.enabled:
+            return math.inf
         interval = self.notifier.watchdog_interval
         return self.next_status if interval is None else min(self.next_status, self.next_ping)
 
