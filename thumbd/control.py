@@ -120,12 +120,17 @@ def _daemon_main(config: Config, ready_fd: int) -> int:
     from thumbd.daemon import Daemon, StartupError
 
     path = log_path(config)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        out = path.open("a", encoding="utf-8")
+    except OSError as e:
+        _report(ready_fd, f"cannot open the log file {path}: {e.strerror or e}")
+        return EXIT_USAGE
     notifier: _PipeNotifier | None = None
     pidfile = PidFile(pid_path(config))
     try:
         with (
-            path.open("a", encoding="utf-8") as out,
+            out,
             python_daemon.DaemonContext(
                 working_directory="/",
                 umask=0o022,  # python-daemon's default of 0 would make every file world-writable

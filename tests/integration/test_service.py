@@ -254,6 +254,11 @@ def test_start_reports_why_the_daemon_could_not_start(tmp_path: Path) -> None:
     assert "nowhere" in r.stderr and "does not exist" in r.stderr
     assert "Traceback" not in r.stderr
     assert not (tmp_path / ".thumbd" / "thumbd.pid").exists()
+    (tmp_path / "incoming").mkdir()
+    cfg.write_text('[log]\nfile = "/proc/no-such-folder/thumbd.log"\n')
+    r = run_start(cfg)
+    assert r.returncode == 2
+    assert "cannot open the log file /proc/no-such-folder/thumbd.log" in r.stderr
 
 
 # -- 4. reload on SIGHUP ------------------------------------------------------------------------
