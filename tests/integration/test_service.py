@@ -148,12 +148,12 @@ def test_notify_ready_status_reload_stop_and_watchdog_follows_health(
     assert daemon.proc is not None and daemon.proc.wait(timeout=60) == 0
 
 
-def test_without_notify_socket_nothing_is_sent_and_no_status_line(daemon: Daemon) -> None:
-    daemon.start()
+def test_a_notify_socket_that_is_gone_is_logged_once_and_changes_nothing(daemon: Daemon) -> None:
+    daemon.start(env={"NOTIFY_SOCKET": "/nonexistent/notify", "WATCHDOG_USEC": "1000000"})
     drop(daemon, ["a.jpg"], jpeg_bytes())
     wait_until(lambda: daemon.done("a.jpg"), 30, "a thumbnail")
     assert daemon.stop() == 0
-    assert "cannot notify" not in daemon.read_log()
+    assert daemon.read_log().count("cannot notify systemd at /nonexistent/notify") == 1
 
 
 # -- 3. start / status / stop with a pidfile ----------------------------------------------------
