@@ -55,7 +55,7 @@ class Writer:
     def write(self, rel: str, data: bytes) -> int:
         """Write `data` to root/rel atomically; return the number of bytes written."""
         final = self._target(rel)
-        fd, tmp = tempfile.mkstemp(dir=self.tmp, prefix=final.name + ".", suffix=".tmp")
+        fd, tmp = tempfile.mkstemp(dir=self.tmp, suffix=".tmp")  # short: names can be long
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
