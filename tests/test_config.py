@@ -53,7 +53,7 @@ def test_the_documented_example_is_valid_and_matches_the_defaults() -> None:
         ("[thumbnails]\nwidht = [1]\n", "unknown key [thumbnails] widht"),
         ("[thumbnail]\nwidths = [1]\n", "unknown key 'thumbnail'"),
         ('[thumbnails]\nwidths = [200, "x"]\n', "[thumbnails] widths: expected a list of integers"),
-        ("[thumbnails]\nwidths = []\n", "[thumbnails] widths: expected a non-empty list"),
+        ("[thumbnails]\nwidths = []\n", "[thumbnails]: nothing to make: widths is empty"),
         ("[thumbnails]\nwidths = [64, 64]\n", "distinct"),
         ("[thumbnails]\nquality = 0\n", "[thumbnails] quality: expected an integer from 1 to 100"),
         ("[resize]\nworkers = 0\n", "[resize] workers: expected a number greater than 0"),

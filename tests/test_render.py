@@ -366,12 +366,6 @@ def test_draft_asks_for_twice_the_largest_width_in_stored_orientation(
     assert [t.size for t in result.thumbnails] == [(64, 48), (200, 150), (32, 24)]
 
 
-def test_cmyk_colours_are_not_inverted(tmp_path: Path) -> None:
-    src = images.make_cmyk_jpeg(tmp_path / "cmyk.jpg", (400, 300))
-    (thumb,) = ok(src, RenderSpec(widths=(200,))).thumbnails
-    assert psnr(decode(thumb), full_decode_reference(src, thumb.size)) >= 30
-
-
 # --------------------------------------------------------------------------------------------
 # Refusals: clear errors, never exceptions
 
