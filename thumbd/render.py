@@ -25,6 +25,7 @@ from typing import IO
 from PIL import (
     ExifTags,
     Image,
+    ImageChops,
     ImageColor,
     ImageFile,
     ImageFilter,
@@ -454,7 +455,11 @@ def _renderable(im: Image.Image) -> Image.Image:
     if mode == "1":
         return im.convert("L")
     if mode == "CMYK":
-        return im  # resized as it is, then converted with its (or the default) profile
+        # Resized as it is, then converted with its (or the default) profile. Pillow reads
+        # every CMYK JPEG as Adobe's inverted kind; only one with Adobe's marker is.
+        if im.format in _DRAFTABLE and "adobe" not in im.info:
+            return ImageChops.invert(im)
+        return im
     if mode in ("P", "YCbCr", "RGBX"):
         return im.convert("RGB")
     if mode in ("PA", "RGBa"):

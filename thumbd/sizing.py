@@ -69,9 +69,15 @@ def _fit(source: Size, label: str, width: int, height: int) -> Target:
 
 def _cover(source: Size, s: NamedSize) -> Target:
     sw, sh = source
-    scale = min(1.0, max(s.width / sw, s.height / sh))
-    size = (min(s.width, max(1, round(sw * scale))), min(s.height, max(1, round(sh * scale))))
-    cw, ch = min(sw, size[0] / scale), min(sh, size[1] / scale)
+    scale = max(s.width / sw, s.height / sh)
+    if scale <= 1:
+        size = (min(s.width, max(1, round(sw * scale))), min(s.height, max(1, round(sh * scale))))
+        cw, ch = min(sw, size[0] / scale), min(sh, size[1] / scale)
+    else:
+        # Too small to fill the box: the box's shape at the source's own scale.
+        scale = 1.0
+        cw, ch = min(sw, sh * s.width / s.height), min(sh, sw * s.height / s.width)
+        size = (max(1, round(cw)), max(1, round(ch)))
     crop = ((sw - cw) / 2, (sh - ch) / 2, (sw + cw) / 2, (sh + ch) / 2)
     return Target(s.name, s.width, size, scale, crop, attention=s.crop == "attention")
 
