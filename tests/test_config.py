@@ -135,7 +135,8 @@ def test_only_named_sizes_is_allowed(tmp_path: Path) -> None:
     ("text", "expected"),
     [
         (
-            '[[thumbnails.size]]\nname = "a"\nwidth = 10\n[[thumbnails.size]]\nname = "b"\nwidth = 10\nmode = "stretch"\n',
+            '[[thumbnails.size]]\nname = "a"\nwidth = 10\n'
+            '[[thumbnails.size]]\nname = "b"\nwidth = 10\nmode = "stretch"\n',
             '[thumbnails.size] #2 mode: expected one of "width", "fit", "cover", got \'stretch\'',
         ),
         ("[[thumbnails.size]]\nwidth = 10\n", "[thumbnails.size] #1 name: missing"),
@@ -161,7 +162,8 @@ def test_only_named_sizes_is_allowed(tmp_path: Path) -> None:
             "[thumbnails.size] #1 crop: expected one of",
         ),
         (
-            '[[thumbnails.size]]\nname = "a"\nwidth = 1\n[[thumbnails.size]]\nname = "a"\nwidth = 2\n',
+            '[[thumbnails.size]]\nname = "a"\nwidth = 1\n'
+            '[[thumbnails.size]]\nname = "a"\nwidth = 2\n',
             "[thumbnails] size: expected sizes with distinct names",
         ),
         ("[thumbnails]\nsize = 3\n", "[[thumbnails.size]]: expected an array of tables"),

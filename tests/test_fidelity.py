@@ -114,7 +114,7 @@ def test_wide_gamut_source_is_converted_to_srgb(tmp_path: Path, space: str, fmt:
     for patch, want, have in zip(PATCHES, converted(PATCHES, profile), got, strict=True):
         assert delta_e(have, want) < 2.5, (space, patch, have, want)
     # The saturated patches are visibly different from the bytes read as sRGB.
-    assert max(delta_e(have, patch) for have, patch in zip(got[1:3], PATCHES[1:3])) > 8
+    assert max(delta_e(have, patch) for have, patch in zip(got[1:3], PATCHES[1:3], strict=True)) > 8
 
 
 def test_adobe_rgb_red_differs_from_the_naive_reading(tmp_path: Path) -> None:
