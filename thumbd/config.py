@@ -20,7 +20,7 @@ from typing import Any
 
 from PIL import ImageColor
 
-from thumbd.encode import FORMATS, METADATA_ITEMS
+from thumbd.encode import FORMATS, METADATA_ITEMS, avif_available
 from thumbd.sizing import CROPS, MODES
 
 
@@ -58,6 +58,14 @@ def _one_of(*choices: str) -> Check:
         return None if v in choices else "one of " + ", ".join(f'"{c}"' for c in choices)
 
     return check
+
+
+def _format(v: Any) -> str | None:
+    if v not in FORMATS:
+        return "one of " + ", ".join(f'"{c}"' for c in FORMATS)
+    if v == "avif" and not avif_available():
+        return "a format this Pillow can write (it has no AVIF support: Pillow 11.3 or later)"
+    return None
 
 
 def _size_name(v: Any) -> str | None:
@@ -124,7 +132,7 @@ class ThumbnailsConfig:
     widths: tuple[int, ...] = _check(_widths, (200, 64, 32))
     quality: int = _check(_quality, 85)
     size: tuple[SizeConfig, ...] = _check(_distinct_names, ())
-    format: str = _check(_one_of(*FORMATS), "auto")
+    format: str = _check(_format, "auto")
     webp_quality: int = _check(_quality, 80)
     avif_quality: int = _check(_quality, 60)
     progressive: bool = False

@@ -402,7 +402,7 @@ class Daemon:
         log.info(
             "done %s: %d thumbnails in %.0f ms (render %.0f ms), %s -> %s",
             job.rel,
-            len(names),
+            len(result.thumbnails),
             (time.monotonic() - job.seen) * 1000,
             result.cpu_seconds * 1000,
             _size(result.signature[0]),

@@ -12,7 +12,7 @@ import io
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from PIL import ExifTags, Image
+from PIL import ExifTags, Image, features
 
 FORMATS = ("auto", "jpeg", "png", "webp", "avif")
 
@@ -61,6 +61,13 @@ class Options:
     avif_quality: int = 60
     progressive: bool = False
     background: tuple[int, int, int] = (255, 255, 255)
+
+
+def avif_available() -> bool:
+    try:
+        return features.check_module("avif")
+    except ValueError:  # Pillow before 11.2 does not know the name at all
+        return False
 
 
 def kept_metadata(im: Image.Image, keep: Sequence[str]) -> Metadata:

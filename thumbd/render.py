@@ -30,7 +30,6 @@ from PIL import (
     ImageFile,
     ImageFilter,
     UnidentifiedImageError,
-    features,
 )
 
 from thumbd import colour, encode, placeholder, sizing
@@ -136,13 +135,6 @@ class RenderResult:
         return self.error is None
 
 
-def _avif_available() -> bool:
-    try:
-        return features.check_module("avif")
-    except ValueError:  # Pillow before 11.2 does not know the name at all
-        return False
-
-
 def _register_heif() -> bool:
     """HEIC/HEIF (the iPhone default) through pillow-heif, when it is installed."""
     try:
@@ -165,7 +157,7 @@ ALLOWED_FORMATS: tuple[str, ...] = (
     "TIFF",
     "BMP",
     "MPO",
-    *(("AVIF",) if _avif_available() else ()),
+    *(("AVIF",) if encode.avif_available() else ()),
     *(("HEIF",) if _register_heif() else ()),
 )
 
