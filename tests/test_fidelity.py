@@ -127,6 +127,17 @@ def test_adobe_rgb_red_differs_from_the_naive_reading(tmp_path: Path) -> None:
     assert delta_e(got, (200, 40, 40)) > 10  # what a profile-blind thumbnailer shows
 
 
+def test_palette_png_with_profile_is_converted(tmp_path: Path) -> None:
+    src = tmp_path / "palette.png"
+    images.stripes(PATCHES).quantize(8).save(src, icc_profile=icc.adobe_rgb())
+    assert Image.open(src).mode == "P"
+    (thumb,) = ok(src, RenderSpec(widths=(200,))).thumbnails
+    im = decode(thumb)
+    got = [rgb_at(im, xy) for xy in images.stripe_centres(im.size, len(PATCHES))]
+    for want, have in zip(converted(PATCHES, icc.adobe_rgb()), got, strict=True):
+        assert delta_e(have, want) < 2.5, (have, want)
+
+
 def test_rgba_with_profile_keeps_alpha(tmp_path: Path) -> None:
     src = tmp_path / "alpha.png"
     im = Image.new("RGBA", (100, 100), (200, 40, 40, 255))

@@ -41,7 +41,7 @@ def profile_to_convert(im: Image.Image) -> bytes | None:
     profile = data if isinstance(data, bytes) and data else None
     if im.mode == "CMYK":
         return profile if profile is not None and _usable(profile, "CMYK") else DEFAULT_CMYK
-    if im.mode in ("RGB", "RGBA") and profile is not None:
+    if im.mode in ("RGB", "RGBA", "P", "PA", "RGBX") and profile is not None:  # all become RGB(A)
         return profile if _usable(profile, "RGB") and not _is_srgb(profile) else None
     return None  # grey and palette images, and RGB without a profile: taken as sRGB
 

@@ -73,6 +73,7 @@ class RenderSpec:
 
 
 def spec_from_config(config: Config) -> RenderSpec:
+    """The daemon's spec: `[thumbnails]` plus `[resize] max_pixels`."""
     t = config.thumbnails
     return RenderSpec(
         widths=t.widths,
