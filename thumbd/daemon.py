@@ -30,8 +30,8 @@ from thumbd import scanner
 from thumbd.config import Config
 from thumbd.executor import ProcessPool, TaskTimeout, WorkerCrashed
 from thumbd.intake import Settler, classify, signature
-from thumbd.output import NO_SPACE, UnsafePath, Writer, thumbnail_name
-from thumbd.render import RenderResult, RenderSpec, Signature, render
+from thumbd.output import NO_SPACE, UnsafePath, Writer, index_name, thumbnail_name
+from thumbd.render import RenderResult, Signature, render, spec_from_config
 from thumbd.state import State
 from thumbd.watcher import DirArrived, FsEvent, Overflow, Watcher
 
@@ -91,11 +91,7 @@ class Daemon:
         self.progress = progress
         self.inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.root = str(config.paths.incoming)
-        self.spec = RenderSpec(
-            widths=config.thumbnails.widths,
-            quality=config.thumbnails.quality,
-            max_pixels=config.resize.max_pixels,
-        )
+        self.spec = spec_from_config(config)
         self.settler = Settler(self.root, config.watch.settle_seconds, config.watch.quiet_seconds)
         self.writer = Writer(config.paths.outgoing)
         self.ready: deque[Job] = deque()
@@ -382,11 +378,12 @@ class Daemon:
             self.write(job, result)
 
     def write(self, job: Job, result: RenderResult) -> bool:
-        names = [thumbnail_name(job.rel, t.width, t.ext) for t in result.thumbnails]
+        files = [(thumbnail_name(job.rel, t.name, t.ext), t.data) for t in result.thumbnails]
+        if result.index is not None:
+            files.append((index_name(job.rel), result.index))
+        names = [name for name, _ in files]
         try:
-            written = sum(
-                self.writer.write(n, t.data) for n, t in zip(names, result.thumbnails, strict=False)
-            )
+            written = sum(self.writer.write(name, data) for name, data in files)
         except UnsafePath as e:
             self.fail(job, job.signature, f"unsafe output path: {e}")
             return True
@@ -405,7 +402,7 @@ class Daemon:
         log.info(
             "done %s: %d thumbnails in %.0f ms (render %.0f ms), %s -> %s",
             job.rel,
-            len(names),
+            len(result.thumbnails),
             (time.monotonic() - job.seen) * 1000,
             result.cpu_seconds * 1000,
             _size(result.signature[0]),

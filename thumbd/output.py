@@ -25,10 +25,17 @@ class UnsafePath(Exception):
     """An output would land outside outgoing/ (a symlinked sub-folder, say)."""
 
 
-def thumbnail_name(rel: str, width: int, ext: str) -> str:
-    """`a/b/x.jpg`, 200, `jpg` -> `a/b/x_200.jpg` (relative to outgoing/)."""
+def thumbnail_name(rel: str, label: str | int, ext: str) -> str:
+    """`a/b/x.jpg`, 200, `jpg` -> `a/b/x_200.jpg` (relative to outgoing/); a named size's
+    label is its name: `a/b/x_avatar.jpg`."""
     p = PurePosixPath(rel)
-    return str(p.with_name(f"{p.stem}_{width}.{ext}"))
+    return str(p.with_name(f"{p.stem}_{label}.{ext}"))
+
+
+def index_name(rel: str) -> str:
+    """`a/b/x.jpg` -> `a/b/x.json`: the index of x's thumbnails ([thumbnails] index = true)."""
+    p = PurePosixPath(rel)
+    return str(p.with_name(f"{p.stem}.json"))
 
 
 class Writer:
