@@ -32,8 +32,8 @@ from thumbd.executor import ProcessPool, TaskTimeout, WorkerCrashed
 from thumbd.intake import Settler, classify, signature
 from thumbd.monitor import Monitor, Snapshot
 from thumbd.notify import Notifier
-from thumbd.output import NO_SPACE, UnsafePath, Writer, thumbnail_name
-from thumbd.render import RenderResult, RenderSpec, Signature, render
+from thumbd.output import NO_SPACE, UnsafePath, Writer, index_name, thumbnail_name
+from thumbd.render import RenderResult, Signature, render, spec_from_config
 from thumbd.state import State
 from thumbd.watcher import DirArrived, FsEvent, Overflow, Watcher
 
@@ -102,7 +102,7 @@ class Daemon:
         self.progress = progress
         self.inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.root = str(config.paths.incoming)
-        self.spec = _render_spec(config)
+        self.spec = spec_from_config(config)
         self.settler = Settler(self.root, config.watch.settle_seconds, config.watch.quiet_seconds)
         self.writer = Writer(config.paths.outgoing)
         self.ready: deque[Job] = deque()
@@ -423,11 +423,12 @@ class Daemon:
             self.write(job, result)
 
     def write(self, job: Job, result: RenderResult) -> bool:
-        names = [thumbnail_name(job.rel, t.width, t.ext) for t in result.thumbnails]
+        files = [(thumbnail_name(job.rel, t.name, t.ext), t.data) for t in result.thumbnails]
+        if result.index is not None:
+            files.append((index_name(job.rel), result.index))
+        names = [name for name, _ in files]
         try:
-            written = sum(
-                self.writer.write(n, t.data) for n, t in zip(names, result.thumbnails, strict=False)
-            )
+            written = sum(self.writer.write(name, data) for name, data in files)
         except UnsafePath as e:
             self.fail(job, job.signature, f"unsafe output path: {e}")
             return True
@@ -447,7 +448,7 @@ class Daemon:
         log.info(
             "done %s: %d thumbnails in %.0f ms (render %.0f ms), %s -> %s",
             job.rel,
-            len(names),
+            len(result.thumbnails),
             (time.monotonic() - job.seen) * 1000,
             result.cpu_seconds * 1000,
             _size(result.signature[0]),
@@ -581,7 +582,7 @@ class Daemon:
         if not changed:
             log.info("reloaded %s: nothing changed", new.source or "the built-in defaults")
             return
-        self.spec = _render_spec(new)
+        self.spec = spec_from_config(new)
         self.settler.settle = new.watch.settle_seconds
         self.settler.quiet = new.watch.quiet_seconds
         if (old.resize.workers, old.resize.max_tasks_per_child, old.resize.timeout) != (
@@ -759,14 +760,6 @@ class Daemon:
     def _end_progress(self) -> None:
         if self.progress is not None:
             self.progress.write("\n")
-
-
-def _render_spec(config: Config) -> RenderSpec:
-    return RenderSpec(
-        widths=config.thumbnails.widths,
-        quality=config.thumbnails.quality,
-        max_pixels=config.resize.max_pixels,
-    )
 
 
 def _check_incoming(incoming: Path) -> None:
