@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from thumbd import __version__
+
 
 class ConfigError(Exception):
     """A user mistake in the configuration: the message names the file and the key."""
@@ -41,6 +43,10 @@ def _widths(v: Any) -> str | None:
 
 def _quality(v: Any) -> str | None:
     return None if 1 <= v <= 100 else "an integer from 1 to 100"
+
+
+def _non_empty(v: Any) -> str | None:
+    return None if v.strip() else "a non-empty string"
 
 
 def _check(fn: Check, default: Any = dataclasses.MISSING, **kw: Any) -> Any:
@@ -85,12 +91,28 @@ class DaemonConfig:
 
 
 @dataclass(frozen=True)
+class DownloadConfig:
+    """URL manifests (`*.urls`): the downloader threads and their limits."""
+
+    threads: int = _check(_positive, 4)
+    max_per_host: int = _check(_positive, 4)
+    connect_timeout: float = _check(_positive, 10.0)
+    read_timeout: float = _check(_positive, 30.0)
+    max_bytes: int = _check(_positive, 50_000_000)
+    retries: int = _check(_non_negative, 3)
+    max_redirects: int = _check(_non_negative, 5)
+    allow_private_addresses: bool = False
+    user_agent: str = _check(_non_empty, f"thumbd/{__version__}")
+
+
+@dataclass(frozen=True)
 class Config:
     paths: PathsConfig = field(default_factory=PathsConfig)
     thumbnails: ThumbnailsConfig = field(default_factory=ThumbnailsConfig)
     resize: ResizeConfig = field(default_factory=ResizeConfig)
     watch: WatchConfig = field(default_factory=WatchConfig)
     daemon: DaemonConfig = field(default_factory=DaemonConfig)
+    download: DownloadConfig = field(default_factory=DownloadConfig)
     source: Path | None = None  # the file this came from; None for built-in defaults
 
     @property

@@ -28,8 +28,9 @@ from typing import Any, TextIO
 
 from thumbd import scanner
 from thumbd.config import Config
+from thumbd.download import Downloads, Fetched
 from thumbd.executor import ProcessPool, TaskTimeout, WorkerCrashed
-from thumbd.intake import Settler, classify, signature
+from thumbd.intake import Kind, Settler, classify, signature
 from thumbd.output import NO_SPACE, UnsafePath, Writer, thumbnail_name
 from thumbd.render import RenderResult, RenderSpec, Signature, render
 from thumbd.state import State
@@ -98,6 +99,7 @@ class Daemon:
         )
         self.settler = Settler(self.root, config.watch.settle_seconds, config.watch.quiet_seconds)
         self.writer = Writer(config.paths.outgoing)
+        self.downloads = Downloads(config, self.inbox.put)
         self.ready: deque[Job] = deque()
         self.queued: set[str] = set()
         self.in_flight: dict[str, Job] = {}
@@ -136,6 +138,7 @@ class Daemon:
         self._take_lock()
         self.state = State(self.config.state_db)
         self.writer.prepare()
+        self.downloads.start(self.state)
         self.pool = ProcessPool(
             self.config.resize.workers,
             max_tasks_per_child=self.config.resize.max_tasks_per_child,
@@ -173,15 +176,17 @@ class Daemon:
         self.scan_stop.set()
         self.ready.clear()
         self.pool.shutdown(wait=False, cancel_futures=True)
+        self.downloads.stop_taking()
         deadline = time.monotonic() + self.config.daemon.shutdown_timeout
-        while self.in_flight and time.monotonic() < deadline:
+        while (self.in_flight or self.downloads.busy()) and time.monotonic() < deadline:
             try:
                 message = self.inbox.get(timeout=max(0.0, deadline - time.monotonic()))
             except queue.Empty:
                 break
-            if isinstance(message, Completed):
+            if isinstance(message, Completed | Fetched):
                 with self.state.transaction():
                     self.handle(message)
+        self.downloads.cancel()  # downloads still running stay pending; no partial file stays
         if self.in_flight:
             log.warning(
                 "%d jobs still running after %.0f s; stopping them (they stay pending)",
@@ -197,17 +202,20 @@ class Daemon:
         if self.scan_thread is not None:
             self.scan_thread.join()
         self.pool.shutdown(wait=True, cancel_futures=True)
+        self.downloads.stop()
         self.writer.cleanup()
         left = len(self.settler) + len(self.ready) + len(self.in_flight) + len(self.unwritten)
         self.state.close()
         self._end_progress()
         s = self.stats
+        downloaded = self.downloads.bytes_downloaded
         log.info(
-            "stopped (%s) ◆ %d done ◆ %d failed ◆ %d left ◆ read %s, wrote %s in %.1f s",
+            "stopped (%s) ◆ %d done ◆ %d failed ◆ %d left ◆ %sread %s, wrote %s in %.1f s",
             self.stop_reason,
             s.done,
             s.failed,
             left,
+            f"downloaded {_size(downloaded)}, " if downloaded else "",
             _size(s.bytes_in),
             _size(s.bytes_out),
             time.monotonic() - s.started,
@@ -265,6 +273,8 @@ class Daemon:
             self.on_event(message)
         elif isinstance(message, Completed):
             self.on_completed(message.job, message.future)
+        elif isinstance(message, Fetched):
+            self.on_fetched(message)
         elif isinstance(message, ScanBatch):
             self.on_scan(message)
         elif isinstance(message, DirArrived):
@@ -281,6 +291,8 @@ class Daemon:
             self.settler.discard(e.rel)
             if e.rel not in self.in_flight and self.state.forget(e.rel) is not None:
                 log.info("removed %s: forgetting it (its thumbnails stay)", e.rel)
+            if classify(e.rel, self.config.watch.ignore) is Kind.MANIFEST:
+                self.downloads.on_deleted(e.rel)
             return
         if classify(e.rel, self.config.watch.ignore) is not None:
             self.settler.touch(e.rel, time.monotonic(), closed=e.closed)
@@ -316,6 +328,9 @@ class Daemon:
             record = self.state.get(rel)
             if record is not None and record.signature == sig:
                 continue  # done or failed for exactly this content
+            if classify(rel, self.config.watch.ignore) is Kind.MANIFEST:
+                self.downloads.take(rel, sig)  # its URLs go to the downloader threads
+                continue
             self.ready.append(Job(rel, os.path.join(self.root, rel), sig, now))
             self.queued.add(rel)
 
@@ -337,6 +352,12 @@ class Daemon:
 
     def _post_completed(self, job: Job, future: Future[RenderResult]) -> None:
         self.inbox.put(Completed(job, future))  # runs on the pool's thread: post, nothing else
+
+    def on_fetched(self, message: Fetched) -> None:
+        """A downloader thread's outcome: the downloaded file is taken like any new image."""
+        rel = self.downloads.on_fetched(message)
+        if rel is not None and self.stop_reason is None:
+            self.settler.touch(rel, time.monotonic(), closed=True)
 
     # -- results ---------------------------------------------------------------------------
 
@@ -411,6 +432,7 @@ class Daemon:
             _size(result.signature[0]),
             _size(written),
         )
+        self.downloads.on_rendered(job.rel)
         self.show_progress()
         return True
 
@@ -425,6 +447,7 @@ class Daemon:
         self.state.record_failed(job.rel, sig, reason, sig[0])
         self.stats.failed += 1
         log.warning("failed %s: %s", job.rel, reason)
+        self.downloads.on_rendered(job.rel)
         self.show_progress()
 
     # -- a full disk -----------------------------------------------------------------------
@@ -489,13 +512,18 @@ class Daemon:
 
     def idle(self) -> bool:
         return not (
-            self.scan_thread or self.settler or self.ready or self.in_flight or self.unwritten
+            self.scan_thread
+            or self.settler
+            or self.ready
+            or self.in_flight
+            or self.unwritten
+            or self.downloads.busy()
         )
 
     def state_failed(self) -> bool:
         state = State(self.config.state_db, readonly=True)
         try:
-            return state.totals().failed > 0
+            return state.totals().failed > 0 or bool(state.url_failures())
         finally:
             state.close()
 
