@@ -511,6 +511,8 @@ class Fetcher:
         except BaseException:
             conn.close()
             raise
+        if response.length == 0:
+            response.close()  # the whole body was read: the connection is free for another
         if response.will_close or not response.isclosed():
             conn.close()
         else:
