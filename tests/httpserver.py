@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import ssl
 import threading
 import time
 from collections import Counter
@@ -163,11 +164,24 @@ class Server(ThreadingHTTPServer):
     daemon_threads = False
     block_on_close = True
 
-    def __init__(self, host: str = "127.0.0.1", hold: float = 0.0) -> None:
-        super().__init__((host, 0), Handler)
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        hold: float = 0.0,
+        *,
+        port: int = 0,
+        tls: ssl.SSLContext | None = None,
+        idle_timeout: float = 10.0,
+    ) -> None:
+        handler = type("Handler", (Handler,), {"timeout": idle_timeout})
+        super().__init__((host, port), handler)
         self.host = host
         self.port = self.server_address[1]
         self.hold = hold
+        self.server_names: list[str | None] = []  # TLS SNI, as the client sent it
+        if tls is not None:
+            tls.sni_callback = self._sni
+            self.socket = tls.wrap_socket(self.socket, server_side=True)
         self.routes: dict[str, Route] = {}
         self.closing = threading.Event()
         self.lock = threading.Lock()
@@ -181,8 +195,16 @@ class Server(ThreadingHTTPServer):
         self.max_active = 0
         self._thread = threading.Thread(target=self.serve_forever, name="http-server")
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # clients hang up on purpose in these tests (cut bodies, timeouts, cancels)
+
     def url(self, path: str, host: str | None = None) -> str:
-        return f"http://{host or self.host}:{self.port}{path}"
+        scheme = "https" if isinstance(self.socket, ssl.SSLSocket) else "http"
+        return f"{scheme}://{host or self.host}:{self.port}{path}"
+
+    def _sni(self, sock: ssl.SSLObject, name: str | None, ctx: ssl.SSLContext) -> None:
+        with self.lock:
+            self.server_names.append(name)
 
     def __enter__(self) -> Server:
         self._thread.start()
@@ -233,6 +255,6 @@ class Server(ThreadingHTTPServer):
 
 
 @contextlib.contextmanager
-def serving(host: str = "127.0.0.1", hold: float = 0.0) -> Iterator[Server]:
-    with Server(host, hold) as server:
+def serving(host: str = "127.0.0.1", hold: float = 0.0, **kw: Any) -> Iterator[Server]:
+    with Server(host, hold, **kw) as server:
         yield server
