@@ -66,7 +66,7 @@ MAX_RETRY_AFTER = 300.0  # a server asking for a longer wait gets a failure, not
 # Test-only hooks (see docs/architecture.md): names resolved to fixed addresses, and addresses
 # the private-address check treats as public. They exist so that tests can prove the address
 # checks against servers on 127.0.0.x without touching /etc/hosts. A warning is logged when set.
-TEST_RESOLVE = "THUMBD_TEST_RESOLVE"  # "photos.example=127.0.0.1;cdn.example=127.0.0.2"
+TEST_RESOLVE = "THUMBD_TEST_RESOLVE"  # "photos.example=127.0.0.1;cdn.example=127.0.0.2,::1"
 TEST_PUBLIC = "THUMBD_TEST_PUBLIC"  # "127.0.0.2"
 
 
@@ -319,10 +319,11 @@ def policy_from_env(allow_private: bool) -> AddressPolicy:
     import ipaddress
 
     names: dict[str, list[str]] = {}
-    for item in os.environ.get(TEST_RESOLVE, "").replace(",", ";").split(";"):
-        name, _, address = item.partition("=")
-        if name.strip() and address.strip():
-            names.setdefault(name.strip().lower(), []).append(address.strip())
+    for item in os.environ.get(TEST_RESOLVE, "").split(";"):
+        name, _, addresses = item.partition("=")
+        found = [a.strip() for a in addresses.split(",") if a.strip()]
+        if name.strip() and found:
+            names[name.strip().lower()] = found
     public: frozenset[IPAddress] = frozenset(
         ipaddress.ip_address(a.strip())
         for a in os.environ.get(TEST_PUBLIC, "").split(",")
