@@ -186,7 +186,13 @@ class Daemon:
             if isinstance(message, Completed | Fetched):
                 with self.state.transaction():
                     self.handle(message)
-        self.downloads.cancel()  # downloads still running stay pending; no partial file stays
+        if self.downloads.busy():
+            log.warning(
+                "%d downloads still running after %.0f s; cancelling them (they stay pending)",
+                self.downloads.in_flight(),
+                self.config.daemon.shutdown_timeout,
+            )
+        self.downloads.cancel()  # a cancelled download leaves no file under a final name
         if self.in_flight:
             log.warning(
                 "%d jobs still running after %.0f s; stopping them (they stay pending)",

@@ -518,14 +518,19 @@ class Downloads:
     # -- shutdown --------------------------------------------------------------------------
 
     def stop_taking(self) -> None:
-        """Start no more downloads; what was queued stays pending (the manifest is on disk)."""
+        """Start no more downloads; what was queued stays pending (the manifest is on disk).
+
+        No manifest is recorded complete from here on, even if its last downloads finish
+        while draining: the next start re-reads it, finds every URL done and records it then.
+        """
+        for run in self.runs.values():
+            run.interrupted = True
         if self.downloader is None:
             return
         for task in self.downloader.stop_taking():
             run = self.runs.get(task.manifest)
             if run is not None:
                 run.fetching.pop(task.url, None)
-                run.interrupted = True
 
     def cancel(self) -> None:
         if self.downloader is not None:
