@@ -523,8 +523,8 @@ class Downloads:
         No manifest is recorded complete from here on, even if its last downloads finish
         while draining: the next start re-reads it, finds every URL done and records it then.
         """
-        for run in self.runs.values():
-            run.interrupted = True
+        for each in self.runs.values():
+            each.interrupted = True
         if self.downloader is None:
             return
         for task in self.downloader.stop_taking():

@@ -261,9 +261,7 @@ def test_private_addresses_are_refused_before_any_connection(
     daemon: Daemon, server: Server, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with serving("127.0.0.2") as public:
-        monkeypatch.setenv(
-            "THUMBD_TEST_RESOLVE", "photos.example=127.0.0.1;cdn.example=127.0.0.2"
-        )
+        monkeypatch.setenv("THUMBD_TEST_RESOLVE", "photos.example=127.0.0.1;cdn.example=127.0.0.2")
         monkeypatch.setenv("THUMBD_TEST_PUBLIC", "127.0.0.2")  # stands in for a public host
         img = jpeg((200, 150))
         server.routes["/secret.jpg"] = Body(img)
@@ -316,9 +314,7 @@ def test_500_urls_on_one_host_never_exceed_max_per_host(daemon: Daemon) -> None:
         daemon.start()
         write_manifest(daemon, "many.urls", [server.url(f"/t/{i:03d}.jpg") for i in range(500)])
         out = daemon.outgoing / "many"
-        wait_until(
-            lambda: out.is_dir() and len(list(out.iterdir())) == 500, 120, "500 thumbnails"
-        )
+        wait_until(lambda: out.is_dir() and len(list(out.iterdir())) == 500, 120, "500 thumbnails")
         wait_until(lambda: len(url_rows(daemon)) == 500, 30, "500 URL records")
         assert {s for s, *_ in url_rows(daemon).values()} == {"done"}
         assert server.total_requests() == 500
