@@ -177,9 +177,9 @@ def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     d = tmp_path_factory.mktemp("tls")
     cert, key = d / "cert.pem", d / "key.pem"
     command = "openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=photos.example"
+    names = "subjectAltName=DNS:photos.example"
     subprocess.run(
-        [*command.split(), "-keyout", str(key), "-out", str(cert)]
-        + ["-addext", "subjectAltName=DNS:photos.example"],
+        [*command.split(), "-keyout", str(key), "-out", str(cert), "-addext", names],
         check=True,
         capture_output=True,
     )
