@@ -147,6 +147,7 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]
         n = self.server.request_started(path, self.headers.get("Host", ""))
+        self.server.agents.add(self.headers.get("User-Agent", ""))
         try:
             if self.server.hold:
                 time.sleep(self.server.hold)  # widen the window in which requests overlap
@@ -188,6 +189,7 @@ class Server(ThreadingHTTPServer):
         self.counts: Counter[str] = Counter()
         self.times: dict[str, list[float]] = {}
         self.hosts: list[str] = []
+        self.agents: set[str] = set()
         self.connections = 0
         self.open: set[socket.socket] = set()
         self.max_open = 0

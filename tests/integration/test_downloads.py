@@ -34,6 +34,7 @@ from tests.httpserver import (
     status,
 )
 from tests.images import natural
+from thumbd import __version__
 from thumbd.fetch import size_text
 
 FAST = {"connect_timeout": 2.0, "read_timeout": 5.0}
@@ -170,6 +171,7 @@ def test_every_bad_url_fails_with_its_reason_and_the_daemon_goes_on(
     r["/silent.jpg"] = Silent()
     r["/x.jpg"] = Body(b"<!doctype html><p>not found, but 200</p>" * 20, "text/html")
     r["/good.jpg"] = Body(img)
+    r["/labelled-text.jpg"] = Body(img, "text/plain")  # the bytes decide, not the label
     closed_port = _unused_port()
     daemon.write_config(
         {
@@ -201,11 +203,12 @@ def test_every_bad_url_fails_with_its_reason_and_the_daemon_goes_on(
         "ftp": "ftp://127.0.0.1/x.jpg",
         "garbage": "garbage",
         "good": u("/good.jpg"),
+        "labelled": u("/labelled-text.jpg"),
     }
     write_manifest(daemon, "bad.urls", ["# every way to fail", "", *urls.values()])
     (daemon.incoming / "latin.urls").write_bytes(b"http://example.com/caf\xe9.jpg\n")
 
-    done = ["flaky", "busy", "chain", "slow", "good"]
+    done = ["flaky", "busy", "chain", "slow", "good", "labelled"]
     failed = [k for k in urls if k not in done]
     wait_until(lambda: len(url_rows(daemon)) == len(urls), 60, "an outcome for every URL")
     rows = url_rows(daemon)
@@ -294,6 +297,7 @@ def test_private_addresses_are_refused_before_any_connection(
         assert public.counts["/to-loopback"] == 1 and public.counts["/to-name"] == 1
         wait_until(lambda: daemon.done("safe/ok.jpg"), 30, "the public image")
         assert f"cdn.example:{public.port}" in public.hosts  # Host: the name, not the address
+        assert public.agents == {f"thumbd/{__version__}"}
 
 
 # -- 4. the per-host limit ------------------------------------------------------------------
@@ -314,7 +318,15 @@ def test_500_urls_on_one_host_never_exceed_max_per_host(daemon: Daemon) -> None:
         daemon.start()
         write_manifest(daemon, "many.urls", [server.url(f"/t/{i:03d}.jpg") for i in range(500)])
         out = daemon.outgoing / "many"
-        wait_until(lambda: out.is_dir() and len(list(out.iterdir())) == 500, 120, "500 thumbnails")
+        pid = daemon.proc.pid if daemon.proc else 0
+        threads: list[int] = []
+
+        def finished() -> bool:
+            threads.append(len(os.listdir(f"/proc/{pid}/task")))
+            return out.is_dir() and len(list(out.iterdir())) == 500
+
+        wait_until(finished, 120, "500 thumbnails")
+        assert max(threads) < 30  # a bounded set of threads, not one per URL
         wait_until(lambda: len(url_rows(daemon)) == 500, 30, "500 URL records")
         assert {s for s, *_ in url_rows(daemon).values()} == {"done"}
         assert server.total_requests() == 500
