@@ -302,3 +302,16 @@ def test_retry_after_takes_seconds_or_a_date() -> None:
     assert retry_after(None) is None and retry_after("soon") is None
     assert retry_after(formatdate(1_000_030, usegmt=True), now=1_000_000) == 30.0
     assert retry_after(formatdate(999_000, usegmt=True), now=1_000_000) == 0.0
+
+
+def test_idle_connections_are_bounded_in_total(tmp_path: Path) -> None:
+    policy = AddressPolicy(allow_private=True, resolver=lambda host, port: ["127.0.0.1"])
+    h = Harness(tmp_path, policy)
+    h.connections.max_idle = 2
+    with serving() as server:
+        server.routes["/x.jpg"] = Body(jpeg())
+        for i, host in enumerate(["a.example", "b.example", "c.example"]):  # three keys
+            assert isinstance(h.fetch(server.url("/x.jpg", host), str(i)), Downloaded)
+        assert h.connections.idle() == 2
+        wait_until(lambda: len(server.open) == 2, 10, "the oldest idle connection closed")
+        h.close()

@@ -224,7 +224,7 @@ class Downloader:
         self.root = root
         self.post = post
         self.sockets = Sockets()
-        self.connections = Connections(config.max_per_host)
+        self.connections = Connections(config.max_per_host, max(32, 2 * config.threads))
         limits = Limits(
             connect_timeout=config.connect_timeout,
             read_timeout=config.read_timeout,

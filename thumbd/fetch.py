@@ -274,26 +274,25 @@ Connection = _HTTP | _HTTPS
 
 class Connections:
     """Idle keep-alive connections by (scheme, host, port). Each was opened to a checked
-    address, so reusing one is as safe as opening it was."""
+    address, so reusing one is as safe as opening it was.
 
-    def __init__(self, max_idle_per_host: int) -> None:
-        self.max_idle = max_idle_per_host
+    Bounded per key and in total, and an idle connection older than IDLE_SECONDS is closed at
+    the next get or put: a manifest spread over a thousand hosts must not keep a thousand
+    sockets open after its downloads are done.
+    """
+
+    def __init__(self, max_idle_per_host: int, max_idle: int = 32) -> None:
+        self.max_per_key = max_idle_per_host
+        self.max_idle = max_idle
         self._lock = threading.Lock()
         self._idle: dict[tuple[str, str, int], list[Connection]] = {}
 
     def get(self, key: tuple[str, str, int]) -> Connection | None:
-        stale: list[Connection] = []
-        found: Connection | None = None
         with self._lock:
-            conns = self._idle.get(key, [])
-            now = time.monotonic()
-            while conns and found is None:
-                conn = conns.pop()
-                if now - conn.idle_since > IDLE_SECONDS:
-                    stale.append(conn)
-                else:
-                    found = conn
-        for conn in stale:
+            doomed = self._expire()
+            conns = self._idle.get(key)
+            found = conns.pop() if conns else None
+        for conn in doomed:
             conn.close()
         return found
 
@@ -302,10 +301,15 @@ class Connections:
         with self._lock:
             conns = self._idle.setdefault(key, [])
             conns.append(conn)
-            extra = conns[: -self.max_idle] if len(conns) > self.max_idle else []
-            del conns[: len(extra)]
-        for c in extra:
+            doomed = conns[: -self.max_per_key] if len(conns) > self.max_per_key else []
+            del conns[: len(doomed)]
+            doomed += self._expire()
+        for c in doomed:
             c.close()
+
+    def idle(self) -> int:
+        with self._lock:
+            return sum(len(cs) for cs in self._idle.values())
 
     def close_all(self) -> None:
         with self._lock:
@@ -313,6 +317,24 @@ class Connections:
             self._idle.clear()
         for c in conns:
             c.close()
+
+    def _expire(self) -> list[Connection]:
+        """Take out stale connections, then the oldest beyond the total bound (lock held)."""
+        cutoff = time.monotonic() - IDLE_SECONDS
+        doomed: list[Connection] = []
+        for key in list(self._idle):
+            conns = self._idle[key]
+            doomed += [c for c in conns if c.idle_since < cutoff]
+            conns[:] = [c for c in conns if c.idle_since >= cutoff]
+            if not conns:
+                del self._idle[key]
+        left = sorted((c for cs in self._idle.values() for c in cs), key=lambda c: c.idle_since)
+        for conn in left[: max(0, len(left) - self.max_idle)]:
+            for conns in self._idle.values():
+                if conn in conns:
+                    conns.remove(conn)
+            doomed.append(conn)
+        return doomed
 
 
 # -- one URL ----------------------------------------------------------------------------------
