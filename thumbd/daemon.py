@@ -517,14 +517,8 @@ class Daemon:
             self.start_scan()
 
     def idle(self) -> bool:
-        return not (
-            self.scan_thread
-            or self.settler
-            or self.ready
-            or self.in_flight
-            or self.unwritten
-            or self.downloads.busy()
-        )
+        busy = self.scan_thread or self.settler or self.ready or self.in_flight or self.unwritten
+        return not busy and not self.downloads.busy()
 
     def state_failed(self) -> bool:
         state = State(self.config.state_db, readonly=True)
