@@ -315,3 +315,16 @@ def test_idle_connections_are_bounded_in_total(tmp_path: Path) -> None:
         assert h.connections.idle() == 2
         wait_until(lambda: len(server.open) == 2, 10, "the oldest idle connection closed")
         h.close()
+
+
+def test_no_connection_is_left_open_after_failures(allow_all: Harness) -> None:
+    with serving() as server:
+        server.routes["/page.jpg"] = Body(b"<html>" * 100, "text/html")
+        server.routes["/ok.jpg"] = Body(jpeg())
+        for i, path in enumerate(["/missing.jpg", "/page.jpg", "/missing.jpg"]):
+            assert isinstance(allow_all.fetch(server.url(path), str(i)), Failure)
+        wait_until(lambda: not server.open, 10, "every failed connection closed")
+        assert isinstance(allow_all.fetch(server.url("/ok.jpg")), Downloaded)
+        assert len(server.open) == 1 and allow_all.connections.idle() == 1  # kept for reuse
+        allow_all.close()
+        wait_until(lambda: not server.open, 10, "the idle connection closed")

@@ -526,20 +526,27 @@ class Fetcher:
         dest: Destination,
     ) -> Result:
         try:
-            if response.status != 200:
-                return _status_failure(response)
-            self._check_length(response)
-            result = self._download(response, dest)
+            if response.status == 200:
+                self._check_length(response)
+                result = self._download(response, dest)
+            else:
+                result = _status_failure(response)
         except BaseException:
             conn.close()
             raise
+        self._release(target, conn, response)
+        return result
+
+    def _release(
+        self, target: Target, conn: Connection, response: http.client.HTTPResponse
+    ) -> None:
+        """Keep the connection for the next URL if its response was read to the end."""
         if response.length == 0:
-            response.close()  # the whole body was read: the connection is free for another
+            response.close()  # http.client leaves a fully read response open; finish it
         if response.will_close or not response.isclosed():
             conn.close()
         else:
             self.connections.put(target.key, conn)
-        return result
 
     def _check_length(self, response: http.client.HTTPResponse) -> None:
         length = response.getheader("Content-Length")
