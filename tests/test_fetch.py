@@ -318,13 +318,13 @@ def test_idle_connections_are_bounded_in_total(tmp_path: Path) -> None:
 
 
 def test_no_connection_is_left_open_after_failures(allow_all: Harness) -> None:
-    with serving() as server:
+    with Server(idle_timeout=120) as server:  # only the client can close them in time
         server.routes["/page.jpg"] = Body(b"<html>" * 100, "text/html")
         server.routes["/ok.jpg"] = Body(jpeg())
         for i, path in enumerate(["/missing.jpg", "/page.jpg", "/missing.jpg"]):
             assert isinstance(allow_all.fetch(server.url(path), str(i)), Failure)
-        wait_until(lambda: not server.open, 10, "every failed connection closed")
+        wait_until(lambda: not server.open, 8, "every failed connection closed")
         assert isinstance(allow_all.fetch(server.url("/ok.jpg")), Downloaded)
         assert len(server.open) == 1 and allow_all.connections.idle() == 1  # kept for reuse
         allow_all.close()
-        wait_until(lambda: not server.open, 10, "the idle connection closed")
+        wait_until(lambda: not server.open, 8, "the idle connection closed")
