@@ -34,7 +34,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from email.utils import parsedate_to_datetime
 from http import HTTPStatus
 from typing import IO
@@ -435,14 +435,22 @@ class Fetcher:
         self.tls = tls or _tls_context()
 
     def fetch(self, url: str, dest: Destination, slot: HostSlot) -> Result:
-        try:
-            return self._follow(url, dest, slot)
-        except _Stop as stop:
-            return stop.result
-
-    def _follow(self, url: str, dest: Destination, slot: HostSlot) -> Result:
         seen = {url}
-        for _ in range(self.limits.max_redirects + 1):
+        for hop in range(self.limits.max_redirects + 1):
+            result = self._hop(url, dest, slot)
+            if isinstance(result, Failure) and hop > 0:
+                return replace(result, reason=f"{result.reason} (redirected to {url})")
+            if not isinstance(result, str):
+                return result
+            url = result
+            if url in seen:
+                return Failure(f"redirect loop (back to {url})")
+            seen.add(url)
+        return Failure(f"too many redirects (more than {self.limits.max_redirects})")
+
+    def _hop(self, url: str, dest: Destination, slot: HostSlot) -> Result | str:
+        """One request: its result, or the URL it redirects to."""
+        try:
             target = Target.parse(url)
             if not slot.switch(host_key(url)):
                 return Cancelled()
@@ -450,14 +458,12 @@ class Fetcher:
             if response.status not in REDIRECTS:
                 return self._receive(target, conn, response, dest)
             conn.close()
-            location = response.getheader("Location")
-            if not location:
-                return Failure(f"HTTP {response.status} redirect without a Location")
-            url = urljoin(url, location.strip())
-            if url in seen:
-                return Failure(f"redirect loop (back to {url})")
-            seen.add(url)
-        return Failure(f"too many redirects (more than {self.limits.max_redirects})")
+        except _Stop as stop:
+            return stop.result
+        location = response.getheader("Location")
+        if not location:
+            return Failure(f"HTTP {response.status} redirect without a Location")
+        return urljoin(url, location.strip())
 
     # -- one request -----------------------------------------------------------------------
 

@@ -293,6 +293,7 @@ def test_private_addresses_are_refused_before_any_connection(
         for key, url in refused.items():
             assert why[url].startswith("refused: private address"), (key, why[url])
         assert "photos.example is 127.0.0.1" in why[refused["name"]]
+        assert f"(redirected to {server.url('/secret.jpg')})" in why[refused["redirect"]]
         assert server.connections == 0 and server.total_requests() == 0  # not even a connect
         assert public.counts["/to-loopback"] == 1 and public.counts["/to-name"] == 1
         wait_until(lambda: daemon.done("safe/ok.jpg"), 30, "the public image")
