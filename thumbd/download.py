@@ -366,6 +366,7 @@ class Downloads:
         self.runs: dict[str, _Run] = {}
         self.owner: dict[str, str] = {}  # downloaded file -> its manifest, until rendered
         self.bytes_downloaded = 0
+        self.hinted = False  # the allow_private_addresses hint is logged once
 
     def start(self, state: State) -> None:
         """Clear what a killed daemon left half-downloaded (never under a final name)."""
@@ -451,15 +452,21 @@ class Downloads:
         if isinstance(result, Downloaded):
             taken = self._done(task, result, run)
         elif isinstance(result, Failure):
-            self.state.record_url_failed(task.manifest, task.url, result.reason)
-            log.warning("failed %s (%s): %s", task.url, task.manifest, result.reason)
-            if run is not None:
-                run.outcomes += 1
+            self._failed(task, result.reason, run)
         elif run is not None:
             run.interrupted = True  # cancelled: stays pending for the next start
         if run is not None:
             self._check_finished(run)
         return taken
+
+    def _failed(self, task: UrlTask, reason: str, run: _Run | None) -> None:
+        self.state.record_url_failed(task.manifest, task.url, reason)
+        log.warning("failed %s (%s): %s", task.url, task.manifest, reason)
+        if run is not None:
+            run.outcomes += 1
+        if reason.startswith("refused: private address") and not self.hinted:
+            self.hinted = True
+            log.info("(hosts on private networks need [download] allow_private_addresses = true)")
 
     def _done(self, task: UrlTask, result: Downloaded, run: _Run | None) -> str:
         self.state.record_url_done(task.manifest, task.url, result.file, result.size)
