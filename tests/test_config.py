@@ -45,6 +45,15 @@ def test_the_documented_example_is_valid_and_matches_the_defaults() -> None:
     assert c.thumbnails == defaults.thumbnails
     assert c.watch == defaults.watch
     assert c.daemon == defaults.daemon
+    assert c.download == defaults.download
+
+
+def test_download_defaults() -> None:
+    d = load_config(None).download
+    assert (d.threads, d.max_per_host, d.retries, d.max_redirects) == (4, 4, 3, 5)
+    assert (d.connect_timeout, d.read_timeout, d.max_bytes) == (10, 30, 50_000_000)
+    assert d.allow_private_addresses is False
+    assert d.user_agent.startswith("thumbd/")
 
 
 @pytest.mark.parametrize(
@@ -63,6 +72,11 @@ def test_the_documented_example_is_valid_and_matches_the_defaults() -> None:
         ('[paths]\nincoming = ""\n', "[paths] incoming: expected a path"),
         ("paths = 3\n", "[paths]: expected a table"),
         ("[watch\n", "not valid TOML"),
+        ("[download]\nthreads = 0\n", "[download] threads: expected a number greater than 0"),
+        ("[download]\nretries = -1\n", "[download] retries: expected a number of 0 or more"),
+        ("[download]\nallow_private_addresses = 1\n", "expected true or false"),
+        ('[download]\nuser_agent = " "\n', "[download] user_agent: expected a non-empty"),
+        ("[download]\nmax_per_hots = 2\n", "unknown key [download] max_per_hots"),
     ],
 )
 def test_errors_name_the_file_and_the_key(tmp_path: Path, text: str, expected: str) -> None:

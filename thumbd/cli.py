@@ -85,8 +85,14 @@ def status(config: Config, *, as_json: bool) -> int:
     print(f"done:    {report['done']}")
     print(f"failed:  {report['failed']}")
     print(f"pending: {report['pending']}")
+    for m in report["manifests"]:
+        print(
+            f"manifest {m['manifest']}: {m['done']} URLs done, {m['failed']} failed,"
+            f" downloaded {m['bytes_downloaded']} bytes, thumbnails {m['bytes_out']} bytes"
+        )
     for f in report["failures"]:
-        print(f"  {f['source']}: {f['reason']}")
+        where = f"{f['source']} {f['url']}" if "url" in f else f["source"]
+        print(f"  {where}: {f['reason']}")
     return EXIT_OK
 
 

@@ -20,6 +20,7 @@ from typing import Any
 
 from PIL import ImageColor
 
+from thumbd import __version__
 from thumbd.encode import FORMATS, METADATA_ITEMS, avif_available
 from thumbd.sizing import CROPS, MODES
 
@@ -108,6 +109,10 @@ def _listen(v: Any) -> str | None:
     return 'an address as "host:port" (e.g. "127.0.0.1:9188"), or "" for off'
 
 
+def _non_empty(v: Any) -> str | None:
+    return None if v.strip() else "a non-empty string"
+
+
 def _check(fn: Check, default: Any = dataclasses.MISSING, **kw: Any) -> Any:
     if default is dataclasses.MISSING:
         return field(metadata={"check": fn}, **kw)
@@ -193,6 +198,21 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True)
+class DownloadConfig:
+    """URL manifests (`*.urls`): the downloader threads and their limits."""
+
+    threads: int = _check(_positive, 4)
+    max_per_host: int = _check(_positive, 4)
+    connect_timeout: float = _check(_positive, 10.0)
+    read_timeout: float = _check(_positive, 30.0)
+    max_bytes: int = _check(_positive, 50_000_000)
+    retries: int = _check(_non_negative, 3)
+    max_redirects: int = _check(_non_negative, 5)
+    allow_private_addresses: bool = False
+    user_agent: str = _check(_non_empty, f"thumbd/{__version__}")
+
+
+@dataclass(frozen=True)
 class Config:
     paths: PathsConfig = field(default_factory=PathsConfig)
     thumbnails: ThumbnailsConfig = field(default_factory=ThumbnailsConfig)
@@ -201,6 +221,7 @@ class Config:
     daemon: DaemonConfig = field(default_factory=DaemonConfig)
     log: LogConfig = field(default_factory=LogConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    download: DownloadConfig = field(default_factory=DownloadConfig)
     source: Path | None = None  # the file this came from; None for built-in defaults
 
     @property

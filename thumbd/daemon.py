@@ -28,8 +28,9 @@ from typing import Any, TextIO
 
 from thumbd import logs, metrics, pidfile, scanner
 from thumbd.config import Config, ConfigError, differences, load_config
+from thumbd.download import Downloads, Fetched
 from thumbd.executor import ProcessPool, TaskTimeout, WorkerCrashed
-from thumbd.intake import Settler, classify, signature
+from thumbd.intake import Kind, Settler, classify, signature
 from thumbd.monitor import Monitor, Snapshot
 from thumbd.notify import Notifier
 from thumbd.output import NO_SPACE, UnsafePath, Writer, index_name, thumbnail_name
@@ -105,6 +106,7 @@ class Daemon:
         self.spec = spec_from_config(config)
         self.settler = Settler(self.root, config.watch.settle_seconds, config.watch.quiet_seconds)
         self.writer = Writer(config.paths.outgoing)
+        self.downloads = Downloads(config, self.inbox.put)
         self.ready: deque[Job] = deque()
         self.queued: set[str] = set()
         self.in_flight: dict[str, Job] = {}
@@ -154,6 +156,7 @@ class Daemon:
         self.writer.prepare()
         if not self.once:
             self.metrics_server = self._serve_metrics(self.config.metrics.listen)
+        self.downloads.start(self.state)
         self.pool = self._make_pool()
         if not self.once:
             self.watcher = Watcher(self.root, self.inbox, polling=self.config.watch.polling)
@@ -189,15 +192,23 @@ class Daemon:
         self.ready.clear()
         for pool in self.pools():
             pool.shutdown(wait=False, cancel_futures=True)
+        self.downloads.stop_taking()
         deadline = time.monotonic() + self.config.daemon.shutdown_timeout
-        while self.in_flight and time.monotonic() < deadline:
+        while (self.in_flight or self.downloads.busy()) and time.monotonic() < deadline:
             try:
                 message = self.inbox.get(timeout=max(0.0, deadline - time.monotonic()))
             except queue.Empty:
                 break
-            if isinstance(message, Completed):
+            if isinstance(message, Completed | Fetched):
                 with self.state.transaction():
                     self.handle(message)
+        if self.downloads.busy():
+            log.warning(
+                "%d downloads still running after %.0f s; cancelling them (they stay pending)",
+                self.downloads.in_flight(),
+                self.config.daemon.shutdown_timeout,
+            )
+        self.downloads.cancel()  # a cancelled download leaves no file under a final name
         if self.in_flight:
             log.warning(
                 "%d jobs still running after %.0f s; stopping them (they stay pending)",
@@ -215,6 +226,7 @@ class Daemon:
             self.scan_thread.join()
         for pool in self.pools():
             pool.shutdown(wait=True, cancel_futures=True)
+        self.downloads.stop()
         if self.metrics_server is not None:
             self.metrics_server.close()
         self.monitor.close()
@@ -223,12 +235,14 @@ class Daemon:
         self.state.close()
         self._end_progress()
         s = self.stats
+        downloaded = self.downloads.bytes_downloaded
         log.info(
-            "stopped (%s) ◆ %d done ◆ %d failed ◆ %d left ◆ read %s, wrote %s in %.1f s",
+            "stopped (%s) ◆ %d done ◆ %d failed ◆ %d left ◆ %sread %s, wrote %s in %.1f s",
             self.stop_reason,
             s.done,
             s.failed,
             left,
+            f"downloaded {_size(downloaded)}, " if downloaded else "",
             _size(s.bytes_in),
             _size(s.bytes_out),
             time.monotonic() - s.started,
@@ -294,6 +308,8 @@ class Daemon:
             self.on_event(message)
         elif isinstance(message, Completed):
             self.on_completed(message.job, message.future)
+        elif isinstance(message, Fetched):
+            self.on_fetched(message)
         elif isinstance(message, ScanBatch):
             self.on_scan(message)
         elif isinstance(message, DirArrived):
@@ -319,6 +335,8 @@ class Daemon:
             self.settler.discard(e.rel)
             if e.rel not in self.in_flight and self.state.forget(e.rel) is not None:
                 log.info("removed %s: forgetting it (its thumbnails stay)", e.rel)
+            if classify(e.rel, self.config.watch.ignore) is Kind.MANIFEST:
+                self.downloads.on_deleted(e.rel)
             return
         if classify(e.rel, self.config.watch.ignore) is not None:
             self.settler.touch(e.rel, time.monotonic(), closed=e.closed)
@@ -354,6 +372,9 @@ class Daemon:
             record = self.state.get(rel)
             if record is not None and record.signature == sig:
                 continue  # done or failed for exactly this content
+            if classify(rel, self.config.watch.ignore) is Kind.MANIFEST:
+                self.downloads.take(rel, sig)  # its URLs go to the downloader threads
+                continue
             self.ready.append(Job(rel, os.path.join(self.root, rel), sig, now))
             self.queued.add(rel)
 
@@ -377,6 +398,12 @@ class Daemon:
 
     def _post_completed(self, job: Job, future: Future[RenderResult]) -> None:
         self.inbox.put(Completed(job, future))  # runs on the pool's thread: post, nothing else
+
+    def on_fetched(self, message: Fetched) -> None:
+        """A downloader thread's outcome: the downloaded file is taken like any new image."""
+        rel = self.downloads.on_fetched(message)
+        if rel is not None and self.stop_reason is None:
+            self.settler.touch(rel, time.monotonic(), closed=True)
 
     # -- results ---------------------------------------------------------------------------
 
@@ -455,6 +482,7 @@ class Daemon:
             _size(written),
             extra={"source": job.rel, "bytes_in": result.signature[0], "bytes_out": written},
         )
+        self.downloads.on_rendered(job.rel)
         self.show_progress()
         return True
 
@@ -470,6 +498,7 @@ class Daemon:
         self.stats.failed += 1
         metrics.file_failed(reason)
         log.warning("failed %s: %s", job.rel, reason, extra={"source": job.rel, "reason": reason})
+        self.downloads.on_rendered(job.rel)
         self.show_progress()
 
     # -- a full disk -----------------------------------------------------------------------
@@ -535,14 +564,13 @@ class Daemon:
             self.monitor.tick(time.monotonic(), self.snapshot())
 
     def idle(self) -> bool:
-        return not (
-            self.scan_thread or self.settler or self.ready or self.in_flight or self.unwritten
-        )
+        busy = self.scan_thread or self.settler or self.ready or self.in_flight or self.unwritten
+        return not busy and not self.downloads.busy()
 
     def state_failed(self) -> bool:
         state = State(self.config.state_db, readonly=True)
         try:
-            return state.totals().failed > 0
+            return state.totals().failed > 0 or bool(state.url_failures())
         finally:
             state.close()
 

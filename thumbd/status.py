@@ -3,11 +3,15 @@
 Works whether or not a daemon runs (SQLite WAL lets a reader in beside the writer). When one
 runs (it holds the flock on state/daemon.lock), its live figures come from state/status.json,
 which it rewrites every couple of seconds.
+
+URL manifests add their failed URLs to `failures` (with the manifest as `source` and the `url`),
+and per-manifest totals under `manifests`.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import asdict
 from typing import Any
 
 from thumbd import scanner
@@ -36,6 +40,7 @@ LIVE_KEYS = (
 def collect(config: Config) -> dict[str, Any]:
     recorded: dict[str, Any] = {}
     failures: list[dict[str, str]] = []
+    manifests: list[dict[str, Any]] = []
     done = failed = bytes_in = bytes_out = 0
     if config.state_db.exists():
         state = State(config.state_db, readonly=True)
@@ -45,6 +50,12 @@ def collect(config: Config) -> dict[str, Any]:
             done, failed = totals.done, totals.failed
             bytes_in, bytes_out = totals.bytes_in, totals.bytes_out
             failures = [{"source": r.path, "reason": r.reason or ""} for r in state.failures()]
+            url_failures = state.url_failures()
+            failed += len(url_failures)
+            failures += [
+                {"source": u.manifest, "url": u.url, "reason": u.reason or ""} for u in url_failures
+            ]
+            manifests = [asdict(t) for t in state.manifest_totals()]
         finally:
             state.close()
     root = str(config.paths.incoming)
@@ -57,6 +68,8 @@ def collect(config: Config) -> dict[str, Any]:
         "bytes_in": bytes_in,
         "bytes_out": bytes_out,
         "daemon": daemon_status(config),
+        "bytes_downloaded": sum(m["bytes_downloaded"] for m in manifests),
+        "manifests": manifests,
     }
 
 
