@@ -5,8 +5,8 @@
 
 starts a scheduler and worker processes (one thread each), writes INFO_FILE as JSON (the
 scheduler's address and each worker's pid) and runs until SIGTERM or SIGINT. A scheduler plugin
-measures back-pressure from the scheduler's side: for each daemon run, the most render tasks it
-held at once that had not finished yet, written to INFO_FILE + ".probe" as {run: most}.
+measures from the scheduler's side, for each daemon run, how many render tasks it sent and the
+most it held at once that had not finished yet: INFO_FILE + ".probe", {run: {"most", "seen"}}.
 
 In a process of its own because Dask leaves threads behind in whatever process ran a client
 (the tests fail on leaked threads), and so that `kill -9` of a worker is a real one.
@@ -31,33 +31,34 @@ UNFINISHED = {"released", "waiting", "no-worker", "queued", "processing"}
 
 
 class InFlightProbe(SchedulerPlugin):
-    """Counts the render tasks the scheduler holds that are not finished (memory, erred) or
-    gone, per daemon run (the second part of their key), and keeps the most of each."""
+    """Per daemon run (the second part of a render task's key): how many render tasks it sent,
+    and the most the scheduler held at once that had not finished (memory, erred) or gone."""
 
     def __init__(self, out: str) -> None:
         self.out = out
         self.unfinished: dict[str, set[str]] = {}
         self.ended: set[str] = set()
-        self.most: dict[str, int] = {}
+        self.runs: dict[str, dict[str, int]] = {}
 
     def transition(self, key: Any, start: str, finish: str, *args: Any, **kwargs: Any) -> None:
         if not isinstance(key, str) or not key.startswith(TASK_PREFIX) or key in self.ended:
             return
         run = key[len(TASK_PREFIX) :].split("-")[0]
         unfinished = self.unfinished.setdefault(run, set())
+        figures = self.runs.setdefault(run, {"most": 0, "seen": 0})
         if finish in UNFINISHED:
+            figures["seen"] += key not in unfinished
             unfinished.add(key)
         else:
             unfinished.discard(key)
             self.ended.add(key)
-        if len(unfinished) > self.most.get(run, 0):
-            self.most[run] = len(unfinished)
-            self._write()
+        figures["most"] = max(figures["most"], len(unfinished))
+        self._write()
 
     def _write(self) -> None:
         tmp = self.out + ".tmp"
         with open(tmp, "w") as f:
-            json.dump(self.most, f)
+            json.dump(self.runs, f)
         os.replace(tmp, self.out)
 
 

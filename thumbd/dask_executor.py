@@ -36,6 +36,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import threading
 import time
 import uuid
@@ -100,6 +101,7 @@ class DaskExecutor(Executor):
         self._hold_until = 0.0
         self._announced = False
         self._keys = f"{TASK_PREFIX}{uuid.uuid4().hex[:8]}-"  # this run's tasks
+        self.restarts = 0  # tasks whose worker died under them (the daemon's pool figure)
         self._first_try = threading.Event()  # the first attempt to connect has ended
         self._first_error: str | None = None
         started = threading.Event()
@@ -132,6 +134,10 @@ class DaskExecutor(Executor):
         """Stop now: what is still on the cluster ends cancelled (the drain timed out)."""
         self._call(self._stop, True, True)
         self._thread.join()
+
+    def alive(self) -> bool:
+        """Its thread runs (until shutdown, when the last task is done)."""
+        return self._thread.is_alive()
 
     def unreachable(self, timeout: float) -> str | None:
         """Why the first attempt to reach the scheduler failed, or None if it worked (for
@@ -321,8 +327,9 @@ class DaskExecutor(Executor):
             signature, data = source
             scattered = await client.scatter(data, direct=True, hash=False)
             handles.append(scattered)
+            name = os.path.basename(task.path)
             work = client.submit(
-                render_bytes, scattered, task.spec, signature, key=key, retries=retries
+                render_bytes, scattered, task.spec, name, signature, key=key, retries=retries
             )
         handles.append(work)
         return work
@@ -332,6 +339,7 @@ class DaskExecutor(Executor):
             await _finished(work)
             result: RenderResult = await _fetch(work)
         except KilledWorker as e:
+            self.restarts += 1
             raise WorkerCrashed(f"worker crashed ({_killed(e)})") from None
         except FutureCancelledError as e:
             if e.reason == CONNECTION_LOST or client.status != "running":
@@ -343,6 +351,7 @@ class DaskExecutor(Executor):
     def _worker_lost(self, task: _Task, why: str) -> Exception:
         """Send it again (a _Requeue to raise), or, past `retries`, call it a crash."""
         task.lost += 1
+        self.restarts += 1
         if task.lost > self._settings.retries:
             times = "once" if task.lost == 1 else f"{task.lost} times"
             return WorkerCrashed(f"worker crashed (its Dask worker died {times})")

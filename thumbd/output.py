@@ -25,10 +25,17 @@ class UnsafePath(Exception):
     """An output would land outside outgoing/ (a symlinked sub-folder, say)."""
 
 
-def thumbnail_name(rel: str, width: int, ext: str) -> str:
-    """`a/b/x.jpg`, 200, `jpg` -> `a/b/x_200.jpg` (relative to outgoing/)."""
+def thumbnail_name(rel: str, label: str | int, ext: str) -> str:
+    """`a/b/x.jpg`, 200, `jpg` -> `a/b/x_200.jpg` (relative to outgoing/); a named size's
+    label is its name: `a/b/x_avatar.jpg`."""
     p = PurePosixPath(rel)
-    return str(p.with_name(f"{p.stem}_{width}.{ext}"))
+    return str(p.with_name(f"{p.stem}_{label}.{ext}"))
+
+
+def index_name(rel: str) -> str:
+    """`a/b/x.jpg` -> `a/b/x.json`: the index of x's thumbnails ([thumbnails] index = true)."""
+    p = PurePosixPath(rel)
+    return str(p.with_name(f"{p.stem}.json"))
 
 
 class Writer:
@@ -55,7 +62,7 @@ class Writer:
     def write(self, rel: str, data: bytes) -> int:
         """Write `data` to root/rel atomically; return the number of bytes written."""
         final = self._target(rel)
-        fd, tmp = tempfile.mkstemp(dir=self.tmp, prefix=final.name + ".", suffix=".tmp")
+        fd, tmp = tempfile.mkstemp(dir=self.tmp, suffix=".tmp")  # short: names can be long
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)

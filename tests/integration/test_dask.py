@@ -37,9 +37,9 @@ DASK = Path(sys.executable).with_name("dask")  # the console script next to this
 class Cluster:
     address: str
     workers: dict[str, int]  # worker address -> pid
-    probe: Path  # the scheduler plugin's {daemon run: most unfinished render tasks at once}
+    probe: Path  # the scheduler plugin's {daemon run: {"most": unfinished at once, "seen"}}
 
-    def most_unfinished(self) -> dict[str, int]:
+    def runs(self) -> dict[str, dict[str, int]]:
         return json.loads(self.probe.read_text()) if self.probe.exists() else {}
 
 
@@ -202,6 +202,40 @@ def test_a_dask_worker_killed_mid_burst_loses_nothing(tmp_path: Path, cluster: C
         daemon.kill_group()
 
 
+# -- reload: from the local pool to the cluster and back -------------------------------------
+
+
+def test_a_reload_moves_new_work_to_the_cluster_and_back(tmp_path: Path, cluster: Cluster) -> None:
+    daemon = Daemon(tmp_path)
+    daemon.start()
+    try:
+        before = cluster.runs()
+        render_batch(daemon, "local")
+        reload(daemon, dask_settings(cluster.address), reloads=1)
+        render_batch(daemon, "dask")
+        reload(daemon, {"executor": {"kind": "local", "address": ""}}, reloads=2)
+        render_batch(daemon, "again")
+        [run] = [run for key, run in cluster.runs().items() if key not in before]
+        assert run["seen"] == 3  # the "dask" batch, and only that one
+        assert daemon.stop() == 0
+        assert daemon.status()["failed"] == 0
+    finally:
+        daemon.kill_group()
+
+
+def reload(daemon: Daemon, settings: dict[str, dict[str, Any]], *, reloads: int) -> None:
+    daemon.write_config(settings)
+    daemon.send(signal.SIGHUP)
+    wait_until(lambda: daemon.read_log().count("changed [executor] ") == reloads, 30, "reload")
+
+
+def render_batch(daemon: Daemon, name: str) -> None:
+    rels = [f"{name}/{rel}" for rel in make_sources(daemon.incoming / name, 3)]
+    wait_until(lambda: done_count(daemon, rels) == 3, 60, f"the {name} files")
+    on_dask = "rendering on the Dask cluster" in daemon.read_log()
+    assert on_dask == (name != "local"), daemon.read_log()
+
+
 # -- a source that kills every worker that renders it -----------------------------------------
 
 
@@ -352,12 +386,13 @@ def test_max_in_flight_holds_on_the_scheduler(tmp_path: Path, cluster: Cluster) 
     # [resize] workers = 2 would allow 4 in flight with the local pool: 3 must win.
     daemon = Daemon(tmp_path, dask_settings(cluster.address, max_in_flight=3))
     rels = make_sources(daemon.incoming, 40, (1200, 900))
-    before = cluster.most_unfinished()
+    before = cluster.runs()
     r = thumbd("once", "-c", str(daemon.config))
     assert r.returncode == 0, r.stderr
     assert done_count(daemon, rels) == 40
-    [most] = [most for run, most in cluster.most_unfinished().items() if run not in before]
-    assert most == 3
+    [run] = [run for key, run in cluster.runs().items() if key not in before]
+    assert run["seen"] == 40
+    assert run["most"] == 3
 
 
 # -- the local default needs no Dask ---------------------------------------------------------
