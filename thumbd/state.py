@@ -82,6 +82,7 @@ class State:
         except sqlite3.DatabaseError as e:
             raise StateError(f"{db}: {e}") from None
         self._in_tx = False
+        self._tx_since = 0.0
 
     def close(self) -> None:
         self._db.close()
@@ -92,17 +93,32 @@ class State:
         if self._in_tx:
             yield
             return
-        self._db.execute("BEGIN")
-        self._in_tx = True
+        self.begin()
         try:
             yield
         except BaseException:
             self._db.execute("ROLLBACK")
+            self._in_tx = False
             raise
         else:
+            self.commit()
+
+    def begin(self) -> None:
+        """Open a transaction that lasts until commit(), unless one is open already: a batch.
+        Closing the database without commit() rolls it back."""
+        if not self._in_tx:
+            self._db.execute("BEGIN")
+            self._in_tx = True
+            self._tx_since = time.monotonic()
+
+    def commit(self) -> None:
+        if self._in_tx:
             self._db.execute("COMMIT")
-        finally:
             self._in_tx = False
+
+    def open_for(self) -> float | None:
+        """Seconds the current transaction has been open; None when there is none."""
+        return time.monotonic() - self._tx_since if self._in_tx else None
 
     def get(self, path: str) -> Record | None:
         row = self._db.execute(
