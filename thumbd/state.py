@@ -168,6 +168,15 @@ class State:
         rows = self._db.execute("SELECT path, size, mtime_ns, inode, status FROM sources")
         return {p: ((s, m, i), st) for p, s, m, i, st in rows}
 
+    def signatures_after(self, path: str, limit: int) -> list[tuple[str, Signature]]:
+        """Up to `limit` recorded paths after `path`, in path order, with their signatures:
+        a page of the primary key, so a scan can read every row without holding them all."""
+        rows = self._db.execute(
+            "SELECT path, size, mtime_ns, inode FROM sources WHERE path > ? ORDER BY path LIMIT ?",
+            (path, limit),
+        )
+        return [(p, (s, m, i)) for p, s, m, i in rows]
+
     def failures(self) -> list[Record]:
         rows = self._db.execute(
             "SELECT path, size, mtime_ns, inode, status, reason, outputs, bytes_in, bytes_out"
