@@ -107,6 +107,7 @@ def soak(
                 round_result = _summary(lat, first, last, per_round)
                 round_result["peak_rss_mb"] = max(s.tree for s in in_round) / 1e6
                 round_result["end_rss_mb"] = in_round[-1].tree / 1e6
+                round_result["main_rss_mb"] = in_round[-1].main / 1e6
                 results.append(round_result)
     shutil.rmtree(run_dir, ignore_errors=True)
     peaks = [r["peak_rss_mb"] for r in results]

@@ -107,6 +107,10 @@ def table(results: dict[str, Any]) -> str:
         add(f"soak: {s['photos']} photos in {len(s['rounds'])} rounds into one daemon")
         add("  peak RSS MB per round: " + " ".join(f"{x['peak_rss_mb']:.0f}" for x in s["rounds"]))
         add("  photos/s per round:    " + " ".join(f"{x['photos_per_s']:.0f}" for x in s["rounds"]))
+        add(
+            "  daemon process RSS MB: "
+            + " ".join(f"{x.get('main_rss_mb', 0):.0f}" for x in s["rounds"])
+        )
         add("")
     st = results.get("startup")
     if st:
