@@ -62,7 +62,6 @@ def run(copies: Copies, work: Path, n: int, workers: int, out: Path) -> dict[str
         daemon.wait_done(n, timeout=max(120.0, 2 * n))
         spy.send_signal(signal.SIGINT)
         spy.wait(timeout=60)
-    shutil.rmtree(run_dir, ignore_errors=True)
     if not raw.exists():
         return {"skipped": "py-spy wrote nothing (is ptrace allowed?)"}
     return summarise(raw)
