@@ -63,6 +63,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         help="run the daemon with MALLOC_ARENA_MAX set to this (to compare)",
     )
+    p.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=180.0,
+        help="seconds to wait before each timed part for other load to end (0: do not wait)",
+    )
+    p.add_argument(
+        "--quiet-below",
+        type=float,
+        default=0.3,
+        help="cores busy with other work that still count as quiet (0.3)",
+    )
     args = p.parse_args(argv)
     if args.quick:
         args.photos, args.repeat, args.magick_photos = 120, 5, 12
