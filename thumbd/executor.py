@@ -304,7 +304,9 @@ class ProcessPool(Executor):
                 if not self._receive(w):
                     break
         for w in list(self._workers):
-            if w.process.sentinel in ready or not w.process.is_alive():
+            # The sentinel stays readable once the process is gone: no is_alive() poll (each is
+            # one more selector built and torn down) on every wake-up.
+            if w.process.sentinel in ready:
                 self._reap(w)
         self._expire()
 
