@@ -241,7 +241,7 @@ def write_outputs(results: dict[str, Any], args: argparse.Namespace, stamp: str)
     if report.chart(results, chart):
         say(f"chart: {chart}")
     else:
-        say("no chart: matplotlib is not installed (make bench installs it)")
+        say("no chart: nothing to draw, or matplotlib is missing (make bench installs it)")
 
 
 def say(message: str) -> None:

@@ -41,6 +41,9 @@ from thumbd.render import RenderSpec, render
 from thumbd.state import State
 
 DONE_LINE = re.compile(rb"\] done .*\(render (\d+) ms\)")
+# "done a.jpg: 3 thumbnails in 25 ms (render 18 ms)": the time from the moment the file had
+# settled (taken) to its thumbnails in place, and the worker's CPU time for it.
+TAKEN_TO_DONE = re.compile(rb"\] done (\S+): \d+ thumbnails in (\d+) ms \(render (\d+) ms\)")
 
 
 def _render_ms_from_log(run: DaemonRun) -> list[float]:
@@ -140,10 +143,32 @@ def light(
             run.wait_done(n, timeout=120 + n)
         lat, first, last = latencies(run, dropped)
     result = _summary(lat, first, last, n)
+    result.update(_where_latency_goes(run, dropped))
     result["rate"] = rate
     result.update(mon.peak())
     result["other_load_cores"] = _other_load(mon.machine_busy, mon.cpu_used()[1], mon.samples[-1].t)
     return result
+
+
+def _where_latency_goes(run: DaemonRun, dropped: dict[str, float]) -> dict[str, float]:
+    """Split each file's latency: drop -> taken (settling, waiting for the main loop) and
+    taken -> thumbnails in place (queue, render, write); p50 and p99 of each, in ms."""
+    settling, working, rendering = [], [], []
+    for m in TAKEN_TO_DONE.finditer(run.log.read_bytes()):
+        name = m.group(1).decode()
+        written = run.last_thumbnail_time(name)
+        if name not in dropped or written is None:
+            continue
+        total = (written - dropped[name]) * 1000
+        work = float(m.group(2))
+        settling.append(max(0.0, total - work) / 1000)
+        working.append(work / 1000)
+        rendering.append(float(m.group(3)) / 1000)
+    out = {}
+    for label, values in (("settle", settling), ("work", working), ("render", rendering)):
+        out[f"{label}_p50_ms"] = percentile(values, 50) * 1000
+        out[f"{label}_p99_ms"] = percentile(values, 99) * 1000
+    return out
 
 
 def render_alone(files: list[Path], workers: int, spec: RenderSpec) -> dict[str, Any]:

@@ -79,6 +79,7 @@ def table(results: dict[str, Any]) -> str:
                 f" {cpu:>9} {p50:>8} {p99:>8} {_num(row.get('peak_rss_mb')):>11}"
                 f" {_num(row.get('other_load_cores'), '.2f'):>10}"
             )
+        add("  (other load: cores busy with anything else while it ran; CPU ms/ph: all processes)")
         b = results.get("burst")
         if b:
             add(
@@ -99,7 +100,12 @@ def table(results: dict[str, Any]) -> str:
         if lt:
             add(
                 f"  light load p99 {lt['latency_p99_ms']:.0f} ms"
-                f"{_mark(lt['latency_p99_ms'] <= TARGETS['light_p99_ms'])} (<= 250 ms)"
+                f"{_mark(lt['latency_p99_ms'] <= TARGETS['light_p99_ms'])} (<= 250 ms);"
+                f" drop -> taken p50/p99 {_num(lt.get('settle_p50_ms'), '.0f')}/"
+                f"{_num(lt.get('settle_p99_ms'), '.0f')} ms (settle_seconds),"
+                f" taken -> written {_num(lt.get('work_p50_ms'), '.0f')}/"
+                f"{_num(lt.get('work_p99_ms'), '.0f')} ms (render CPU"
+                f" {_num(lt.get('render_p50_ms'), '.0f')}/{_num(lt.get('render_p99_ms'), '.0f')})"
             )
         add("")
     s = results.get("soak")
@@ -159,6 +165,8 @@ def chart(results: dict[str, Any], path: Path) -> bool:
     except ImportError:
         return False
     rows = [(n, r) for n, r in throughput_rows(results) if "light" not in n]
+    if not rows:
+        return False
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2), gridspec_kw={"width_ratios": [3, 2]})
     names = [n.replace(" (", "\n(") for n, _ in rows]
     rates = [r["photos_per_s"] for _, r in rows]
