@@ -64,6 +64,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="run the daemon with MALLOC_ARENA_MAX set to this (to compare)",
     )
     p.add_argument(
+        "--tree-burst",
+        type=int,
+        default=300,
+        help="photos dropped into each start-up tree once it is up (0: none)",
+    )
+    p.add_argument(
         "--quiet-wait",
         type=float,
         default=180.0,
@@ -79,6 +85,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.quick:
         args.photos, args.repeat, args.magick_photos = 120, 5, 12
         args.light_seconds, args.soak, args.startup = 5.0, 0, [1_000, 10_000]
+        args.tree_burst = 60
     return args
 
 
@@ -139,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
             before("render")
             results["render"] = part_render(photos, spec, args.repeat, work, "scale" in wanted)
         copies = None
-        if wanted & {"burst", "baselines", "light", "soak"} or args.profile:
+        if wanted & {"burst", "baselines", "light", "soak"} or args.profile or args.tree_burst:
             say(f"copying the corpus to {args.photos} unique names")
             copies = Copies(photos, args.photos, work / "copies")
         if copies is not None and "burst" in wanted:
@@ -163,7 +170,9 @@ def main(argv: list[str] | None = None) -> int:
             results["soak"] = daemon_bench.soak(copies, work, args.soak, 10, args.workers, env)
         if "startup" in wanted:
             before("startup")
-            results["startup"] = part_startup(photos, work, args.startup, args.workers, env)
+            results["startup"] = part_startup(
+                photos, work, args.startup, args.workers, env, copies, args.tree_burst
+            )
         if args.profile and copies is not None:
             say("profile: one more burst under py-spy (not timed)")
             raw = (args.json or RESULTS / f"{stamp}.json").with_name(f"profile-{stamp}.txt")
@@ -187,6 +196,8 @@ def part_render(
         largest = max(photos, key=lambda p: p.megapixels)
         made = render_bench.scale_photos(largest, work / "scale", (1.0, 12.0, 50.0))
         measured["scale"] = render_bench.measure(made, spec, max(3, repeat // 3))["photos"]
+        for row, photo in zip(measured["scale"], made, strict=True):
+            row["rss_before_mb"], row["rss_after_mb"] = render_bench.render_rss_mb(photo)
     return measured
 
 
@@ -222,13 +233,19 @@ def part_baselines(
 
 
 def part_startup(
-    photos: list[Photo], work: Path, sizes: list[int], workers: int, env: dict[str, str]
+    photos: list[Photo],
+    work: Path,
+    sizes: list[int],
+    workers: int,
+    env: dict[str, str],
+    copies: Copies | None,
+    burst_size: int,
 ) -> list[dict[str, Any]]:
     sample = min(photos, key=lambda p: p.bytes).path.read_bytes()[:4096]
     rows = []
     for count in sizes:
-        say(f"start-up over {count} done sources (building the tree)")
-        rows.append(daemon_bench.startup(work, count, sample, workers, env))
+        say(f"start-up over {count} done sources (building the tree), then {burst_size} more")
+        rows.append(daemon_bench.startup(work, count, sample, workers, env, copies, burst_size))
     return rows
 
 

@@ -228,19 +228,36 @@ def build_done_tree(root: Path, count: int, sample: bytes, per_folder: int = 100
 
 
 def startup(
-    work: Path, count: int, sample: bytes, workers: int, env: dict[str, str]
+    work: Path,
+    count: int,
+    sample: bytes,
+    workers: int,
+    env: dict[str, str],
+    copies: Copies | None = None,
+    burst_size: int = 0,
 ) -> dict[str, Any]:
+    """Launch to the end of the start-up scan over `count` done sources; then, with `copies`,
+    a burst of `burst_size` photos into that tree (does speed depend on the tree's size?)."""
     run_dir = work / f"startup-{count}"
     started = time.monotonic()
     build_done_tree(run_dir, count, sample)
     built = time.monotonic() - started
     run = DaemonRun(run_dir, workers)
+    burst_result: dict[str, Any] = {}
     with run:
         run.start(env)
         with monitored(run.pid) as mon:
             ready = run.wait_ready(timeout=600)
         rescheduled = run.done_lines + run.failed_lines
-    log_tail = run.tail(3)
+        log_tail = run.tail(3)
+        if copies is not None and burst_size:
+            staged = copies.stage(run_dir / "staging", burst_size, "t")
+            with monitored(run.pid) as burst_mon:
+                dropped = drop(staged, run.incoming)
+                run.wait_done(rescheduled + burst_size, timeout=max(120.0, burst_size))
+            lat, first, last = latencies(run, dropped)
+            burst_result = _summary(lat, first, last, burst_size)
+            burst_result["peak_rss_mb"] = burst_mon.peak()["peak_rss_mb"]
     scan = re.search(r"scan of .*: (\d+) to look at", log_tail)
     return {
         "sources": count,
@@ -249,6 +266,7 @@ def startup(
         "rendered_again": rescheduled,
         "build_seconds": built,
         **mon.peak(),
+        "burst_into_tree": burst_result,
     }
 
 

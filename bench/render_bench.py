@@ -23,6 +23,8 @@ import functools
 import io
 import math
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -155,6 +157,34 @@ def summarize(rows: list[dict[str, Any]], only: set[str] | None = None) -> dict[
             for w in widths
         },
     }
+
+
+# VmHWM, not ru_maxrss: ru_maxrss survives exec, so a child of a big bench process would
+# report the bench's own peak.
+RSS_PROBE = """
+import sys
+from thumbd.render import RenderSpec, render
+def peak_kb():
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+before = peak_kb()
+result = render(sys.argv[1], RenderSpec())
+assert result.error is None, result.error
+print(before, peak_kb())
+"""
+
+
+def render_rss_mb(photo: Photo) -> tuple[float, float]:
+    """Peak RSS (MB) of a fresh process before and after rendering the photo once: what one
+    worker needs for a photo of this size."""
+    out = subprocess.run(
+        [sys.executable, "-c", RSS_PROBE, str(photo.path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    before, after = (int(v) / 1024 for v in out.stdout.split())
+    return before, after
 
 
 def scale_photos(source: Photo, folder: Path, megapixels: tuple[float, ...]) -> list[Photo]:

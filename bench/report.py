@@ -58,7 +58,9 @@ def table(results: dict[str, Any]) -> str:
         for p in r.get("scale", []):
             add(
                 f"  scale {p['megapixels']:5.1f} MP: floor {p['floor_ms']:.1f}, render"
-                f" {p['render_ms']:.1f} ({p['render_vs_floor']:.2f}x), seed {p['seed_ms']:.1f}"
+                f" {p['render_ms']:.1f} ({p['render_vs_floor']:.2f}x), seed {p['seed_ms']:.1f};"
+                f" a fresh worker's peak RSS {_num(p.get('rss_before_mb'), '.0f')} ->"
+                f" {_num(p.get('rss_after_mb'), '.0f')} MB"
             )
         add("")
     rows = throughput_rows(results)
@@ -126,10 +128,17 @@ def table(results: dict[str, Any]) -> str:
             ok = row["seconds"] <= TARGETS["startup_s"] and (
                 row["peak_rss_mb"] <= TARGETS["startup_rss_mb"]
             )
+            into = row.get("burst_into_tree") or {}
+            then = (
+                f"; then {into['photos']} photos at {into['photos_per_s']:.0f}/s,"
+                f" peak RSS {into['peak_rss_mb']:.0f} MB"
+                if into
+                else ""
+            )
             add(
                 f"  {row['sources']:>7} sources: {row['seconds']:6.2f} s, peak RSS"
                 f" {row['peak_rss_mb']:6.1f} MB (main {row['peak_main_rss_mb']:.1f} MB),"
-                f" {row['to_look_at']} to look at{_mark(ok if big else None)}"
+                f" {row['to_look_at']} to look at{_mark(ok if big else None)}{then}"
             )
         add("")
     return "\n".join(lines)
