@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 CONFIG ?=
 
-.PHONY: run test lint bench system-deps clean
+.PHONY: run test lint bench bench-deps system-deps clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,9 +28,21 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check thumbd tests $(wildcard bench)
 	$(BIN)/mypy
 
-## bench: benchmarks (not tests) on ../shared/corpus/photos
-bench: $(STAMP) system-deps
-	$(BIN)/python -m bench
+## bench: benchmarks (not tests) on ../shared/corpus/photos (BENCH_ARGS="--quick" for a smoke run)
+BENCH_ARGS ?=
+bench: $(STAMP) bench-deps
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
+# What the benchmarks compare against and draw with: libvips' vipsthumbnail, Debian's ImageMagick
+# (/usr/bin/convert), matplotlib and py-spy (the `bench` extra, not needed to run thumbd).
+bench-deps: $(STAMP)
+	@$(BIN)/python -c 'import matplotlib' 2>/dev/null || $(BIN)/pip install --quiet -e '.[dev,bench]'
+	@if ! command -v vipsthumbnail >/dev/null 2>&1 || ! [ -x /usr/bin/convert ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	      apt-get install -y -qq libvips-tools imagemagick >/dev/null; \
+	  else echo "note: vipsthumbnail or ImageMagick is missing; those baselines are skipped" \
+	    "(sudo apt-get install libvips-tools imagemagick)"; fi; fi
 
 # Programs the tests drive (rsync; systemd-analyze for the unit's checks). Installed when
 # missing and we may (root, as in CI). The systemd package installs fine without a running

@@ -10,6 +10,7 @@ from concurrent.futures import wait
 import pytest
 
 from tests import workers
+from tests.conftest import wait_until
 from thumbd.executor import ProcessPool, RemoteError, TaskTimeout, WorkerCrashed
 
 
@@ -97,5 +98,59 @@ def test_workers_ignore_sigterm_to_the_process_group() -> None:
         time.sleep(0.1)
         os.kill(worker, signal.SIGTERM)
         assert task.result(timeout=30) == 0.5
+    finally:
+        pool.shutdown()
+
+
+def test_a_worker_holds_its_next_task_and_a_crash_gives_it_back() -> None:
+    # Prefetch: the next task waits in the worker's pipe, so the worker starts it without a
+    # round trip through the supervisor. It has not started: a crash must not fail it.
+    pool = ProcessPool(1, max_tasks_per_child=100)
+    try:
+        victim = pool.submit(workers.pid, 0).result(timeout=30)
+        running = pool.submit(workers.sleep, 30)
+        waiting = pool.submit(workers.pid, 1)
+        wait_until(lambda: pool.held == 2, 30, "the worker to hold both tasks")
+        assert running.running()
+        assert not waiting.running() and not waiting.done()
+        os.kill(victim, signal.SIGKILL)
+        with pytest.raises(WorkerCrashed):
+            running.result(timeout=30)
+        assert waiting.result(timeout=30) not in (victim, None)
+        assert pool.restarts == 1
+    finally:
+        pool.shutdown()
+
+
+def test_an_idle_worker_gets_a_task_before_a_busy_one_gets_its_next() -> None:
+    pool = ProcessPool(2)
+    try:
+        first, second = (pool.submit(workers.sleep_pid, 0.5) for _ in range(2))
+        assert first.result(timeout=30) != second.result(timeout=30)
+    finally:
+        pool.shutdown()
+
+
+def test_a_task_cancelled_while_it_waits_in_a_worker_never_reports() -> None:
+    pool = ProcessPool(1)
+    try:
+        running = pool.submit(workers.sleep, 0.5)
+        waiting = pool.submit(workers.pid, 0)
+        wait_until(lambda: pool.held == 2, 30, "the worker to hold both tasks")
+        assert waiting.cancel()
+        assert running.result(timeout=30) == 0.5
+        assert pool.submit(workers.pid, 1).result(timeout=30) > 0  # the pool goes on
+        assert waiting.cancelled()
+    finally:
+        pool.shutdown()
+
+
+def test_workers_start_with_pillow_plugins_imported() -> None:
+    # The fork server imports them once (thumbd.warm); otherwise every fresh worker would spend
+    # about 0.1 s importing them again before its first file.
+    pool = ProcessPool(1, max_tasks_per_child=1)
+    try:
+        assert pool.submit(workers.pillow_initialized, 0).result(timeout=30)
+        assert pool.submit(workers.pillow_initialized, 1).result(timeout=30)  # a fresh worker
     finally:
         pool.shutdown()

@@ -9,7 +9,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from thumbd.watcher import FsEvent, Overflow, Watcher
+import pytest
+from watchdog.events import FileSystemEvent
+
+from thumbd.watcher import FsEvent, Handler, Overflow, Watcher
 
 
 def collect(inbox: queue.SimpleQueue[Any], want: Any, timeout: float = 10) -> list[Any]:
@@ -114,3 +117,30 @@ def test_watchdogs_overflow_warning_becomes_a_rescan_message(tmp_path: Path) -> 
         collect(inbox, lambda got: any(isinstance(e, Overflow) for e in got))
     finally:
         w.stop()
+
+
+def test_reading_a_file_wakes_no_observer_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every source is read by a worker; inotify must not even report the opens and closes (nor
+    # a "folder modified" per file): each would cost the daemon's threads for nothing.
+    seen: list[str] = []
+    real = Handler.dispatch
+
+    def spy(self: Handler, event: FileSystemEvent) -> None:
+        seen.append(f"{event.event_type} {'dir' if event.is_directory else 'file'}")
+        real(self, event)
+
+    monkeypatch.setattr(Handler, "dispatch", spy)
+    (tmp_path / "read.jpg").write_bytes(b"x" * 1000)
+    inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    w = Watcher(str(tmp_path), inbox, polling=False)
+    w.start()
+    try:
+        for _ in range(3):
+            assert (tmp_path / "read.jpg").read_bytes()
+        (tmp_path / "marker.jpg").write_bytes(b"m")  # inotify keeps order: the reads came first
+        collect(inbox, lambda got: FsEvent("marker.jpg", True) in got)
+    finally:
+        w.stop()
+    assert seen and set(seen) <= {"created file", "modified file", "closed file"}, seen

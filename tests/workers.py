@@ -29,3 +29,15 @@ def unpicklable_error(_: int) -> None:
         pass
 
     raise Local("cannot pickle a local class")
+
+
+def sleep_pid(seconds: float) -> int:
+    time.sleep(seconds)
+    return os.getpid()
+
+
+def pillow_initialized(_: int) -> bool:
+    """Whether Pillow had imported its format plugins before this task ran."""
+    from PIL import Image
+
+    return bool(Image._initialized)

@@ -49,6 +49,11 @@ CRASH_ATTEMPTS = 2  # a source that kills its worker this many times is recorded
 DISK_FULL_RETRY = 5.0  # seconds between tries to write while outgoing/ is full
 OBSERVER_RETRY_MAX = 30.0  # seconds between tries to restart an observer that cannot start
 STALL_GRACE = 30.0  # seconds past the pool's timeouts before a pool with no results is stuck
+# While files keep coming, their records share one commit this often: a commit per file costs
+# the main thread more than writing the record. Once nothing is in flight, records are committed
+# at once. A crash loses at most this stretch of records, never a thumbnail: those sources are
+# simply rendered again.
+COMMIT_EVERY = 0.25
 
 
 class StartupError(Exception):
@@ -179,15 +184,18 @@ class Daemon:
 
     def main_loop(self) -> None:
         while self.stop_reason is None:
-            self.handle(self.next_message())
-            with self.state.transaction():
-                self.drain_inbox()
-                self.take_ready()
-                self.retry_unwritten()
-                self.dispatch()
+            message = self.next_message()
+            self.state.begin()  # joins the batch still open from the last pass, if any
+            self.handle(message)
+            self.drain_inbox()
+            self.take_ready()
+            self.retry_unwritten()
+            self.dispatch()
+            self.commit_when_due()
             self.housekeeping()
             if self.once and self.idle():
                 self.stop_reason = "done"
+        self.state.commit()
 
     def drain(self) -> None:
         """Stop taking new work; let what is in flight finish within shutdown_timeout."""
@@ -296,7 +304,15 @@ class Daemon:
         wait = min(wait, max(0.0, self.monitor.due() - now))
         if self.unwritten:
             wait = min(wait, max(0.0, self.disk_full_until - now))
+        uncommitted = self.state.open_for()
+        if uncommitted is not None and (not self.in_flight or uncommitted >= COMMIT_EVERY):
+            wait = min(wait, max(0.0, COMMIT_EVERY - uncommitted))
         return wait
+
+    def commit_when_due(self) -> None:
+        uncommitted = self.state.open_for()
+        if uncommitted is not None and (not self.in_flight or uncommitted >= COMMIT_EVERY):
+            self.state.commit()
 
     def drain_inbox(self) -> None:
         for _ in range(10_000):

@@ -3,18 +3,26 @@
 Neither standard pool fits a daemon on Python 3.11. `ProcessPoolExecutor(max_tasks_per_child=N)`
 deadlocks once more than N x workers tasks are queued (CPython gh-115634), and
 `multiprocessing.Pool` hangs forever when a worker is killed (bpo-22393). So each worker here has
-a pipe of its own and holds at most one task; the supervisor thread always knows which task a
-worker holds. That gives exact answers to the questions a daemon has to answer:
+a pipe of its own, and the supervisor thread knows exactly which tasks a worker holds and which
+one it is running (a worker runs them in the order they were sent, and answers in that order).
+That gives exact answers to the questions a daemon has to answer:
 
 - a worker exits after `max_tasks_per_child` tasks and a fresh one takes its place;
-- a worker that dies (OOM killer, SIGKILL, a decoder crash) fails only its own task with
-  `WorkerCrashed`, and a fresh worker takes its place;
+- a worker that dies (OOM killer, SIGKILL, a decoder crash) fails only the task it was running
+  with `WorkerCrashed`; the tasks it held but had not started go back to the queue, and a fresh
+  worker takes its place;
 - a task over its `timeout` has its worker killed and fails with `TaskTimeout`.
+
+Prefetch: besides the task it runs, each worker holds `prefetch` more in its pipe (default 1). A
+worker that finishes one starts the next at once, instead of waiting for a round trip through
+the supervisor thread, which needs the GIL that the daemon's main thread may be holding. A task
+counts as started (its future running, its timeout ticking) only once the one before it has
+answered; until then cancelling its future works, and its result is dropped.
 
 Start method: forkserver. The daemon runs threads (the observer, downloaders, this supervisor),
 and forking a threaded process copies locks in whatever state other threads left them. The fork
-server is a clean single-threaded process started once; it preloads thumbd.render so that each
-new worker is a cheap fork with Pillow already imported.
+server is a clean single-threaded process started once; it preloads thumbd.warm (thumbd.render
+and every Pillow plugin) so that each new worker is a cheap fork with nothing left to import.
 """
 
 from __future__ import annotations
@@ -38,7 +46,7 @@ from typing import Any
 
 log = logging.getLogger("thumbd.executor")
 
-PRELOAD = ["thumbd.render"]
+PRELOAD = ["thumbd.warm"]
 
 
 class WorkerCrashed(Exception):
@@ -58,16 +66,22 @@ class _Task:
     future: Future[Any]
     fn: Callable[..., Any]
     args: tuple[Any, ...]
+    live: bool = True  # False: cancelled after it was handed over; the worker's answer is dropped
 
 
 @dataclass(slots=True)
 class _Worker:
     process: multiprocessing.process.BaseProcess
     conn: Connection
-    task: _Task | None = None
-    started: float = 0.0
+    tasks: deque[_Task] = field(default_factory=deque)  # handed over, in order; [0] is running
+    started: float = 0.0  # when tasks[0] started, as far as the supervisor can tell
+    sent: int = 0
     done: int = 0
-    retiring: bool = field(default=False)
+    retiring: bool = False
+
+    def running(self) -> bool:
+        """Holds work whose answer someone still waits for."""
+        return any(t.live and not t.future.cancelled() for t in self.tasks)
 
 
 def _context() -> ForkServerContext:
@@ -122,10 +136,12 @@ class ProcessPool(Executor):
         timeout: float | None = None,
         initializer: Callable[..., None] | None = None,
         initargs: Sequence[Any] = (),
+        prefetch: int = 1,
     ) -> None:
         self._ctx = _context()
         self._size = workers
         self._max_tasks = max_tasks_per_child
+        self._in_hand = 1 + prefetch  # tasks a worker holds: the one it runs and the next ones
         self._timeout = timeout
         self._initializer = initializer
         self._initargs = tuple(initargs)
@@ -134,6 +150,7 @@ class ProcessPool(Executor):
         self._lock = threading.Lock()
         self._wake_r, self._wake_w = multiprocessing.Pipe(duplex=False)
         self._shutdown = False
+        self._cancel_in_hand = False
         self.restarts = 0  # workers replaced after a crash or a timeout
         self._thread = threading.Thread(target=self._supervise, name="pool", daemon=True)
         self._thread.start()
@@ -155,6 +172,7 @@ class ProcessPool(Executor):
         with self._lock:
             self._shutdown = True
             if cancel_futures:
+                self._cancel_in_hand = True  # the supervisor cancels what workers hold unstarted
                 while self._pending:
                     self._pending.popleft().future.cancel()
         self._wake()
@@ -176,7 +194,12 @@ class ProcessPool(Executor):
 
     @property
     def busy(self) -> int:
-        return sum(1 for w in self._workers if w.task is not None) + len(self._pending)
+        return self.held + len(self._pending)
+
+    @property
+    def held(self) -> int:
+        """Tasks handed to workers: running, or waiting in a worker's pipe."""
+        return sum(len(w.tasks) for w in list(self._workers))
 
     # -- the supervisor thread -------------------------------------------------------------
 
@@ -187,42 +210,76 @@ class ProcessPool(Executor):
     def _supervise(self) -> None:
         try:
             while True:
+                with self._lock:
+                    cancel = self._cancel_in_hand
+                if cancel:
+                    self._cancel_unstarted()
                 self._fill()
                 with self._lock:
                     finished = self._shutdown and not self._pending
-                if finished and all(w.task is None for w in self._workers):
+                if finished and not any(w.running() for w in self._workers):
                     break
                 self._wait()
         finally:
             self._stop_workers()
 
     def _fill(self) -> None:
-        """Keep `workers` processes alive and hand each idle one a task."""
+        """Keep `workers` processes alive, every idle one running a task, then each one holding
+        as many more as it may (an idle worker goes first: prefetch must not starve it)."""
         while len(self._workers) < self._size and (self._pending or not self._shutdown):
             self._workers.append(self._spawn())
-        for w in self._workers:
-            if w.task is not None or w.retiring:
-                continue
-            with self._lock:
-                if not self._pending:
-                    return
-                task = self._pending.popleft()
-            if not task.future.set_running_or_notify_cancel():
-                continue
-            self._send(w, task)
+        for depth in range(1, self._in_hand + 1):
+            for w in self._workers:
+                while not w.retiring and len(w.tasks) < depth and w.sent < self._max_tasks:
+                    with self._lock:
+                        if not self._pending:
+                            return
+                        task = self._pending.popleft()
+                    self._send(w, task)
 
     def _send(self, w: _Worker, task: _Task) -> None:
-        w.task, w.started = task, time.monotonic()
+        if w.tasks:
+            if task.future.cancelled():
+                return  # waits behind a running task: it starts when that one answers
+        elif not task.future.set_running_or_notify_cancel():
+            return
+        else:
+            w.started = time.monotonic()
+        w.tasks.append(task)
+        w.sent += 1
         try:
             w.conn.send((task.fn, task.args))
         except (OSError, pickle.PicklingError, TypeError, AttributeError) as e:
-            w.task = None
+            w.tasks.pop()
+            w.sent -= 1
             if isinstance(e, OSError):  # the worker is gone: let the sentinel path see it
                 with self._lock:
                     self._pending.appendleft(task)
                 w.retiring = True
             else:
                 task.future.set_exception(e)
+
+    def _start_next(self, w: _Worker) -> None:
+        """The worker answered for tasks[0] and went straight on to the next one it holds."""
+        if not w.tasks:
+            return
+        w.started = time.monotonic()
+        head = w.tasks[0]
+        if head.live and not head.future.set_running_or_notify_cancel():
+            head.live = False  # cancelled while it waited in the pipe: it runs, for nothing
+
+    def _cancel_unstarted(self) -> None:
+        for w in self._workers:
+            for task in list(w.tasks)[1:]:
+                if task.live and task.future.cancel():
+                    task.live = False
+
+    def _requeue_unstarted(self, w: _Worker) -> None:
+        """A worker is gone: what it held and had not started goes back to the queue."""
+        unstarted = [t for t in w.tasks if t.live]
+        w.tasks.clear()
+        with self._lock:
+            self._pending.extendleft(reversed(unstarted))
 
     def _spawn(self) -> _Worker:
         parent, child = self._ctx.Pipe()
@@ -240,54 +297,67 @@ class ProcessPool(Executor):
         waitables: list[Any] = [self._wake_r]
         for w in self._workers:
             waitables.append(w.process.sentinel)
-            if w.task is not None:
+            if w.tasks:
                 waitables.append(w.conn)
         ready = multiprocessing.connection.wait(waitables, timeout=self._next_deadline())
         if self._wake_r in ready:
             while self._wake_r.poll():
                 self._wake_r.recv_bytes()
         for w in list(self._workers):
-            if w.task is not None and w.conn in ready:
-                self._receive(w)
+            while w.tasks and w.conn in ready and w.conn.poll():
+                if not self._receive(w):
+                    break
         for w in list(self._workers):
-            if w.process.sentinel in ready or not w.process.is_alive():
+            # The sentinel stays readable once the process is gone: no is_alive() poll (each is
+            # one more selector built and torn down) on every wake-up.
+            if w.process.sentinel in ready:
                 self._reap(w)
         self._expire()
 
     def _next_deadline(self) -> float | None:
         if self._timeout is None:
             return None
-        started = [w.started for w in self._workers if w.task is not None]
+        started = [w.started for w in self._workers if w.tasks]
         if not started:
             return None
         return max(0.0, min(started) + self._timeout - time.monotonic())
 
-    def _receive(self, w: _Worker) -> None:
+    def _receive(self, w: _Worker) -> bool:
+        """Take one answer from the worker; False when it died while sending."""
         try:
             ok, value = w.conn.recv()
         except Exception:
-            return  # it died while sending; _reap reports it
-        task, w.task = w.task, None
+            return False  # _reap reports it
+        task = w.tasks.popleft()
         w.done += 1
         if w.done >= self._max_tasks:
             w.retiring = True  # it exits by itself now; _reap replaces it
-        assert task is not None
+        self._start_next(w)
+        if not task.live:
+            return True
         if ok:
             task.future.set_result(value)
         else:
             task.future.set_exception(value)
+        return True
 
     def _reap(self, w: _Worker) -> None:
         w.process.join(timeout=5)
         if w.process.is_alive():
             return
+        while w.tasks and w.conn.poll():  # answers it sent before it exited
+            if not self._receive(w):
+                break
         self._workers.remove(w)
         w.conn.close()
-        if w.task is not None:
+        if w.tasks:
+            head = w.tasks.popleft()
             self.restarts += 1
             reason = _exit_reason(w.process.exitcode)
             log.warning("worker %s died (%s); replacing it", w.process.pid, reason)
-            w.task.future.set_exception(WorkerCrashed(f"worker crashed ({reason})"))
+            if head.live:
+                head.future.set_exception(WorkerCrashed(f"worker crashed ({reason})"))
+            self._requeue_unstarted(w)
         w.process.close()
 
     def _expire(self) -> None:
@@ -295,14 +365,16 @@ class ProcessPool(Executor):
             return
         now = time.monotonic()
         for w in list(self._workers):
-            if w.task is not None and now - w.started > self._timeout:
-                task, w.task = w.task, None
+            if w.tasks and now - w.started > self._timeout:
+                head = w.tasks.popleft()
                 log.warning("task over %.0f s; killing worker %s", self._timeout, w.process.pid)
                 _kill(w.process)
                 self.restarts += 1
                 self._workers.remove(w)
                 w.conn.close()
-                task.future.set_exception(TaskTimeout(f"timed out after {self._timeout:g} s"))
+                if head.live:
+                    head.future.set_exception(TaskTimeout(f"timed out after {self._timeout:g} s"))
+                self._requeue_unstarted(w)
 
     def _stop_workers(self) -> None:
         for w in self._workers:
@@ -312,8 +384,13 @@ class ProcessPool(Executor):
             w.process.join(timeout=5)
             if w.process.is_alive():
                 _kill(w.process)
-            if w.task is not None and not w.task.future.done():
-                w.task.future.set_exception(WorkerCrashed("worker stopped at shutdown"))
+            for i, task in enumerate(w.tasks):
+                if task.future.done():
+                    continue
+                if i == 0 and task.future.running():
+                    task.future.set_exception(WorkerCrashed("worker stopped at shutdown"))
+                else:
+                    task.future.cancel()  # never started
             w.conn.close()
         self._workers.clear()
         with self._lock:

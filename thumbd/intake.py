@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import enum
 import fnmatch
+import functools
 import heapq
 import math
 import os
+import re
 import stat
 import time
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
 
 from thumbd.render import Signature
 
@@ -52,19 +53,36 @@ class Kind(enum.Enum):
 
 def classify(rel: str, ignore: tuple[str, ...] = ()) -> Kind | None:
     """What kind of work `rel` (relative to incoming/) is, or None to ignore it."""
-    p = PurePosixPath(rel)
-    if any(part.startswith(".") for part in p.parts):
+    # Plain string work and one precompiled pattern per list: a scan calls this once per file
+    # (pathlib and one fnmatch per pattern made it most of a start-up scan's time).
+    parts = [part for part in rel.split("/") if part not in ("", ".")]
+    if not parts or any(part.startswith(".") for part in parts):
         return None
-    name = p.name
-    if any(fnmatch.fnmatch(name, pat) for pat in TEMP_PATTERNS):
+    name = parts[-1]
+    if _globs(TEMP_PATTERNS).match(name):
         return None
-    if any(fnmatch.fnmatch(name, pat) or fnmatch.fnmatch(rel, pat) for pat in ignore):
-        return None
-    if p.suffix.lower() in IMAGE_EXTENSIONS:
+    if ignore:
+        pattern = _globs(ignore)
+        if pattern.match(name) or pattern.match(rel):
+            return None
+    suffix = _suffix(name).lower()
+    if suffix in IMAGE_EXTENSIONS:
         return Kind.IMAGE
-    if p.suffix.lower() == ".urls":
+    if suffix == ".urls":
         return Kind.MANIFEST
     return None
+
+
+@functools.lru_cache(maxsize=16)
+def _globs(patterns: tuple[str, ...]) -> re.Pattern[str]:
+    """One regular expression matching what any of the fnmatch `patterns` matches."""
+    return re.compile("|".join(fnmatch.translate(p) for p in patterns))
+
+
+def _suffix(name: str) -> str:
+    """PurePosixPath(name).suffix: the last dot's part, not a leading or a trailing dot."""
+    i = name.rfind(".")
+    return name[i:] if 0 < i < len(name) - 1 else ""
 
 
 def signature(path: str) -> Signature | None:

@@ -2,9 +2,14 @@
 
 The filesystem is the queue of record, so a scan is how thumbd finds work that no event told it
 about: files left by a crash, files that arrived while it was stopped, events lost to a queue
-overflow. It walks with os.scandir (one syscall per folder, stat from the dirent where it can),
-never follows symlinks, and compares against the state in one query, so its cost grows linearly
-with the tree.
+overflow. It walks with os.scandir (one syscall per folder, one lstat per candidate file) and
+never follows symlinks.
+
+A scan compares the tree with the state as a merge of two sorted streams: the walk visits paths
+in the order of the state's primary key (byte order of the relative path) while the state is
+read in pages of that same order. Time grows linearly with the tree; memory stays flat (one page
+of rows, the folders on the current path), so a daemon over a million done files does not keep a
+million-entry dict alive after its start-up scan.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import os
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 from thumbd.intake import Kind, classify, signature
 from thumbd.render import Signature
@@ -44,6 +50,88 @@ def walk(root: str, ignore: tuple[str, ...] = ()) -> Iterator[tuple[str, Kind]]:
                     yield rel, kind
 
 
+class _Entry(NamedTuple):
+    key: str  # the name, with "/" after a folder's: how its paths sort among its siblings'
+    rel: str
+    entry: os.DirEntry[str]
+    is_dir: bool
+
+
+def walk_in_order(
+    root: str, ignore: tuple[str, ...] = ()
+) -> Iterator[tuple[str, os.DirEntry[str]]]:
+    """Every candidate file below root, in byte order of its relative path; no symlinks.
+
+    Within a folder, a sub-folder sorts as its name plus "/": everything below it shares that
+    prefix, so visiting the sorted entries depth first gives the paths in global order.
+    """
+    stack = [iter(_sorted_entries(root, ""))]
+    while stack:
+        for item in stack[-1]:
+            if item.is_dir:
+                stack.append(iter(_sorted_entries(root, item.rel)))
+                break
+            if classify(item.rel, ignore) is not None:
+                yield item.rel, item.entry
+        else:
+            stack.pop()
+
+
+def _sorted_entries(root: str, rel_dir: str) -> list[_Entry]:
+    try:
+        with os.scandir(os.path.join(root, rel_dir)) as it:
+            entries = list(it)
+    except OSError as e:
+        log.warning("cannot list %s: %s", os.path.join(root, rel_dir), e.strerror)
+        return []
+    found = []
+    for entry in entries:
+        name = entry.name
+        if name.startswith("."):
+            continue
+        rel = f"{rel_dir}/{name}" if rel_dir else name
+        if entry.is_dir(follow_symlinks=False):
+            found.append(_Entry(name + "/", rel, entry, True))
+        elif entry.is_file(follow_symlinks=False):
+            found.append(_Entry(name, rel, entry, False))
+    found.sort(key=lambda e: e.key)
+    return found
+
+
+def unrecorded(
+    root: str, db: Path, ignore: tuple[str, ...] = (), page: int = 2000
+) -> Iterator[str]:
+    """Candidates whose current signature has no done or failed record (a sorted merge)."""
+    rows = _recorded_in_order(db, page)
+    row = next(rows, None)
+    for rel, entry in walk_in_order(root, ignore):
+        while row is not None and row[0] < rel:
+            row = next(rows, None)
+        if row is not None and row[0] == rel and row[1] == _signature(entry):
+            continue
+        yield rel
+
+
+def _recorded_in_order(db: Path, page: int) -> Iterator[tuple[str, Signature]]:
+    """Every recorded path with its signature, in path order, read a page at a time."""
+    state = State(db, readonly=True)
+    try:
+        after = ""
+        while rows := state.signatures_after(after, page):
+            yield from rows
+            after = rows[-1][0]
+    finally:
+        state.close()
+
+
+def _signature(entry: os.DirEntry[str]) -> Signature | None:
+    try:
+        st = entry.stat(follow_symlinks=False)
+    except OSError:
+        return None
+    return (st.st_size, st.st_mtime_ns, st.st_ino)
+
+
 def pending(
     root: str, recorded: dict[str, tuple[Signature, str]], ignore: tuple[str, ...] = ()
 ) -> Iterator[tuple[str, Kind]]:
@@ -63,13 +151,8 @@ def scan(
     batch: int = 512,
 ) -> None:
     """Post what needs work to `emit` in batches; the last call has final=True."""
-    state = State(db, readonly=True)
-    try:
-        recorded = state.signatures()
-    finally:
-        state.close()
     found: list[str] = []
-    for rel, _ in pending(root, recorded, ignore):
+    for rel in unrecorded(root, db, ignore):
         if stop.is_set():
             break
         found.append(rel)

@@ -115,6 +115,7 @@ class State:
         except sqlite3.DatabaseError as e:
             raise StateError(f"{db}: {e}") from None
         self._in_tx = False
+        self._tx_since = 0.0
 
     def _table_exists(self, name: str) -> bool:
         # A read-only reader of a database written by an older thumbd has no urls table.
@@ -132,17 +133,32 @@ class State:
         if self._in_tx:
             yield
             return
-        self._db.execute("BEGIN")
-        self._in_tx = True
+        self.begin()
         try:
             yield
         except BaseException:
             self._db.execute("ROLLBACK")
+            self._in_tx = False
             raise
         else:
+            self.commit()
+
+    def begin(self) -> None:
+        """Open a transaction that lasts until commit(), unless one is open already: a batch.
+        Closing the database without commit() rolls it back."""
+        if not self._in_tx:
+            self._db.execute("BEGIN")
+            self._in_tx = True
+            self._tx_since = time.monotonic()
+
+    def commit(self) -> None:
+        if self._in_tx:
             self._db.execute("COMMIT")
-        finally:
             self._in_tx = False
+
+    def open_for(self) -> float | None:
+        """Seconds the current transaction has been open; None when there is none."""
+        return time.monotonic() - self._tx_since if self._in_tx else None
 
     def get(self, path: str) -> Record | None:
         row = self._db.execute(
@@ -191,6 +207,15 @@ class State:
         """Every recorded source with its signature and status, in one query (for scans)."""
         rows = self._db.execute("SELECT path, size, mtime_ns, inode, status FROM sources")
         return {p: ((s, m, i), st) for p, s, m, i, st in rows}
+
+    def signatures_after(self, path: str, limit: int) -> list[tuple[str, Signature]]:
+        """Up to `limit` recorded paths after `path`, in path order, with their signatures:
+        a page of the primary key, so a scan can read every row without holding them all."""
+        rows = self._db.execute(
+            "SELECT path, size, mtime_ns, inode FROM sources WHERE path > ? ORDER BY path LIMIT ?",
+            (path, limit),
+        )
+        return [(p, (s, m, i)) for p, s, m, i in rows]
 
     def failures(self) -> list[Record]:
         rows = self._db.execute(

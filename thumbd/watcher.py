@@ -18,8 +18,11 @@ from typing import Any
 
 from watchdog.events import (
     DirMovedEvent,
+    FileAttribEvent,
     FileClosedEvent,
+    FileCreatedEvent,
     FileDeletedEvent,
+    FileModifiedEvent,
     FileMovedEvent,
     FileSystemEvent,
     FileSystemEventHandler,
@@ -28,6 +31,20 @@ from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
 log = logging.getLogger("thumbd.watcher")
+
+# The events Handler acts on. Asking for these alone matters: by default watchdog also asks
+# inotify for every open and every read-only close, so each source a worker reads would wake
+# three observer threads twice for nothing, and every file event would bring a "folder modified"
+# event along. (Watches on new folders do not depend on this list.)
+EVENTS: list[type[FileSystemEvent]] = [
+    FileCreatedEvent,
+    FileModifiedEvent,
+    FileAttribEvent,
+    FileClosedEvent,
+    FileMovedEvent,
+    FileDeletedEvent,
+    DirMovedEvent,
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,7 +182,9 @@ class Watcher:
 
     def _schedule(self, observer: BaseObserver) -> BaseObserver:
         observer.name = "observer"
-        observer.schedule(Handler(self.root, self.inbox), self.root, recursive=True)
+        observer.schedule(
+            Handler(self.root, self.inbox), self.root, recursive=True, event_filter=EVENTS
+        )
         observer.start()
         return observer
 

@@ -1,0 +1,1 @@
+"""Benchmarks for thumbd (not tests): `make bench` or `python -m bench --help`."""
