@@ -18,9 +18,11 @@ run: $(STAMP)
 	mkdir -p incoming outgoing
 	$(BIN)/thumbd run $(if $(CONFIG),-c $(CONFIG))
 
-## test: the whole suite (real daemon, real folders, real signals)
+## test: the whole suite (real daemon, real folders, real signals). Most tests wait on daemons
+## and files rather than compute, so four at once fit two cores; TEST_JOBS=0 runs them one by one.
+TEST_JOBS ?= 4
 test: $(STAMP) system-deps
-	$(BIN)/pytest
+	$(BIN)/pytest $(if $(filter-out 0,$(TEST_JOBS)),-n $(TEST_JOBS))
 
 ## lint: ruff and mypy
 lint: $(STAMP)
