@@ -11,6 +11,7 @@ from pathlib import Path
 from thumbd import __version__
 from thumbd.config import Config, ConfigError, load_config, to_toml
 from thumbd.daemon import Daemon, StartupError
+from thumbd.retry import retry
 from thumbd.state import StateError
 from thumbd.status import collect
 
@@ -45,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     status = command("status", "Show what is done, failed and pending.")
     status.add_argument("--json", action="store_true", help="print one JSON object")
     command("check-config", "Validate the configuration and print the effective values.")
+    again = command("retry", "Clear failure records so those files are tried again.")
+    again.add_argument("paths", nargs="*", metavar="PATH", help="a failed file or a folder")
+    again.add_argument("--all", action="store_true", help="every failed file")
     return parser
 
 
@@ -61,6 +65,11 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_OK
         if args.command == "status":
             return status(config, as_json=args.json)
+        if args.command == "retry":
+            if bool(args.paths) == args.all:
+                print("thumbd: retry needs PATH... or --all (not both)", file=sys.stderr)
+                return EXIT_USAGE
+            return retry(config, args.paths, args.all)
         setup_logging()
         progress = sys.stderr if args.command == "once" and sys.stderr.isatty() else None
         return Daemon(config, once=args.command == "once", progress=progress).run()

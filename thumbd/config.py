@@ -43,6 +43,10 @@ def _quality(v: Any) -> str | None:
     return None if 1 <= v <= 100 else "an integer from 1 to 100"
 
 
+def _on_delete(v: Any) -> str | None:
+    return None if v in ("keep", "remove") else '"keep" or "remove"'
+
+
 def _check(fn: Check, default: Any = dataclasses.MISSING, **kw: Any) -> Any:
     if default is dataclasses.MISSING:
         return field(metadata={"check": fn}, **kw)
@@ -60,6 +64,8 @@ class PathsConfig:
 class ThumbnailsConfig:
     widths: tuple[int, ...] = _check(_widths, (200, 64, 32))
     quality: int = _check(_quality, 85)
+    # What happens to the thumbnails of a source that is deleted (or moved away).
+    on_delete: str = _check(_on_delete, "keep")
 
 
 @dataclass(frozen=True)
@@ -68,6 +74,10 @@ class ResizeConfig:
     max_tasks_per_child: int = _check(_positive, 100)
     timeout: float = _check(_positive, 60.0)
     max_pixels: int = _check(_positive, 100_000_000)
+    max_file_bytes: int = _check(_positive, 1_000_000_000)
+    # Address-space cap per worker (RLIMIT_AS); 0 means none. 100 MP of 16-bit pixels peaks
+    # near 1.1 GB in a worker, so the default leaves room for max_pixels and no more.
+    max_memory_mb: int = _check(_non_negative, 2048)
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, TextIO
 
-from thumbd import scanner
+from thumbd import recovery, scanner
 from thumbd.config import Config
 from thumbd.executor import ProcessPool, TaskTimeout, WorkerCrashed
 from thumbd.intake import Settler, classify, signature
@@ -34,11 +34,13 @@ from thumbd.output import NO_SPACE, UnsafePath, Writer, thumbnail_name
 from thumbd.render import RenderResult, RenderSpec, Signature, render
 from thumbd.state import State
 from thumbd.watcher import DirArrived, FsEvent, Overflow, Watcher
+from thumbd.worker import init_worker
 
 log = logging.getLogger("thumbd")
 
 CRASH_ATTEMPTS = 2  # a source that kills its worker this many times is recorded as failed
 DISK_FULL_RETRY = 5.0  # seconds between tries to write while outgoing/ is full
+RETRY_CHECK = 0.5  # seconds between looks for `thumbd retry` requests
 
 
 class StartupError(Exception):
@@ -69,6 +71,13 @@ class ScanBatch:
 
 
 @dataclass(frozen=True, slots=True)
+class Gone:
+    """Recorded sources a complete scan did not find: deleted while nobody was looking."""
+
+    rels: list[str]
+
+
+@dataclass(frozen=True, slots=True)
 class Signalled:
     signum: int
 
@@ -91,6 +100,7 @@ class Daemon:
         self.progress = progress
         self.inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.root = str(config.paths.incoming)
+        self.real_root = os.path.realpath(self.root)
         self.spec = RenderSpec(
             widths=config.thumbnails.widths,
             quality=config.thumbnails.quality,
@@ -112,6 +122,7 @@ class Daemon:
         self.next_rescan = 0.0
         self.disk_full_until = 0.0
         self.disk_full_logged = 0.0
+        self.next_retry_check = 0.0
         self._lock_fd: int | None = None
         self.state: State
         self.pool: ProcessPool
@@ -134,12 +145,15 @@ class Daemon:
     def startup(self) -> None:
         self._check_folders()
         self._take_lock()
-        self.state = State(self.config.state_db)
+        self.state = recovery.open_state(self.config.state_db, self.config.paths.outgoing)
+        self.state.take_retries()  # the start-up scan finds every source without a record
         self.writer.prepare()
         self.pool = ProcessPool(
             self.config.resize.workers,
             max_tasks_per_child=self.config.resize.max_tasks_per_child,
             timeout=self.config.resize.timeout,
+            initializer=init_worker,
+            initargs=(self.config.resize.max_memory_mb * 2**20, self.config.resize.max_pixels),
         )
         if not self.once:
             self.watcher = Watcher(self.root, self.inbox, polling=self.config.watch.polling)
@@ -267,6 +281,8 @@ class Daemon:
             self.on_completed(message.job, message.future)
         elif isinstance(message, ScanBatch):
             self.on_scan(message)
+        elif isinstance(message, Gone):
+            self.on_scan_gone(message.rels)
         elif isinstance(message, DirArrived):
             self.on_dir(message.rel)
         elif isinstance(message, Overflow):
@@ -279,8 +295,8 @@ class Daemon:
     def on_event(self, e: FsEvent) -> None:
         if e.deleted:
             self.settler.discard(e.rel)
-            if e.rel not in self.in_flight and self.state.forget(e.rel) is not None:
-                log.info("removed %s: forgetting it (its thumbnails stay)", e.rel)
+            if e.rel not in self.in_flight:  # else its result finds it gone
+                self.on_gone(e.rel)
             return
         if classify(e.rel, self.config.watch.ignore) is not None:
             self.settler.touch(e.rel, time.monotonic(), closed=e.closed)
@@ -305,6 +321,42 @@ class Daemon:
                 self.rescan_wanted = False
                 self.start_scan()
 
+    # -- deleted sources -------------------------------------------------------------------
+
+    def on_gone(self, rel: str, *, log_each: bool = True) -> bool:
+        """A source is gone: forget its record; `[thumbnails] on_delete` says what happens to
+        its thumbnails. A source never processed has no record: nothing to say."""
+        record = self.state.forget(rel)
+        if record is None:
+            return False
+        remove = self.config.thumbnails.on_delete == "remove"
+        if remove:
+            for name in record.outputs:
+                self.writer.remove(name, prune=True)
+        if log_each:
+            what = "removed its thumbnails" if remove else "its thumbnails stay"
+            log.info("removed %s: forgetting it (%s)", rel, what)
+        return True
+
+    def on_scan_gone(self, rels: list[str]) -> None:
+        busy = self.in_flight.keys() | self.queued
+        with self.state.transaction():
+            forgotten = sum(
+                self.on_gone(rel, log_each=False)
+                for rel in rels
+                if rel not in busy
+                and rel not in self.settler
+                and not os.path.lexists(os.path.join(self.root, rel))
+            )
+        if forgotten:
+            log.info(
+                "scan: %d recorded sources no longer exist; forgot them (%s)",
+                forgotten,
+                "and removed their thumbnails"
+                if self.config.thumbnails.on_delete == "remove"
+                else "their thumbnails stay",
+            )
+
     # -- from ready to in flight -----------------------------------------------------------
 
     def take_ready(self) -> None:
@@ -316,8 +368,40 @@ class Daemon:
             record = self.state.get(rel)
             if record is not None and record.signature == sig:
                 continue  # done or failed for exactly this content
-            self.ready.append(Job(rel, os.path.join(self.root, rel), sig, now))
+            job = Job(rel, os.path.join(self.root, rel), sig, now)
+            if self.refused(job) or (record is None and self.adopted(job)):
+                continue
+            self.ready.append(job)
             self.queued.add(rel)
+
+    def refused(self, job: Job) -> bool:
+        """Sources not worth a worker: too big, or reached through a symlinked folder."""
+        real = os.path.realpath(os.path.dirname(job.path))
+        if real != self.real_root and not real.startswith(self.real_root + os.sep):
+            log.warning("skipping %s: reached through a symbolic link (to %s)", job.rel, real)
+            return True
+        limit = self.config.resize.max_file_bytes
+        if job.signature[0] > limit:
+            self.fail(
+                job,
+                job.signature,
+                f"too large: {job.signature[0]} bytes exceeds max_file_bytes {limit}",
+            )
+            return True
+        return False
+
+    def adopted(self, job: Job) -> bool:
+        """A source with no record whose thumbnails are all there and newer than it (a lost
+        database, a kill between rename and commit): record it done, render nothing."""
+        found = recovery.existing_thumbnails(
+            self.config.paths.outgoing, job.rel, self.config.thumbnails.widths, job.path
+        )
+        if found is None:
+            return False
+        names, written = found
+        self.state.record_done(job.rel, job.signature, names, job.signature[0], written)
+        log.info("kept %s: its %d thumbnails are already there", job.rel, len(names))
+        return True
 
     def dispatch(self) -> None:
         """Keep every worker busy plus one task each in hand, and no more: the rest wait here,
@@ -352,6 +436,10 @@ class Daemon:
         except TaskTimeout as e:
             self.fail(job, job.signature, str(e))
             return
+        except MemoryError:
+            limit = self.config.resize.max_memory_mb
+            self.fail(job, job.signature, f"out of memory (worker limit {limit} MB)")
+            return
         except Exception as e:
             log.error("rendering %s raised %r", job.rel, e, exc_info=e)
             self.fail(job, job.signature, f"internal error: {e}")
@@ -371,7 +459,8 @@ class Daemon:
     def on_result(self, job: Job, result: RenderResult) -> None:
         now_sig = signature(job.path)
         if now_sig is None:
-            log.info("%s disappeared before it was done; skipping it", job.rel)
+            log.debug("%s disappeared before it was done; skipping it", job.rel)
+            self.on_gone(job.rel)
             return
         if result.signature != job.signature or now_sig != result.signature:
             self.settler.touch(job.rel, time.monotonic(), closed=None)  # changed: settle again
@@ -448,7 +537,11 @@ class Daemon:
             return
         while self.unwritten:
             job, result = self.unwritten.popleft()
-            if signature(job.path) != result.signature:
+            now_sig = signature(job.path)
+            if now_sig is None:
+                self.on_gone(job.rel)
+                continue
+            if now_sig != result.signature:
                 self.settler.touch(job.rel, time.monotonic(), closed=None)
                 continue
             if not self.write(job, result):
@@ -475,6 +568,7 @@ class Daemon:
                 self.config.watch.ignore,
                 lambda rels, final: self.inbox.put(ScanBatch(rels, final)),
                 self.scan_stop,
+                gone=lambda rels: self.inbox.put(Gone(rels)),
             )
         except Exception:
             log.exception("scan of %s failed", self.root)
@@ -485,7 +579,29 @@ class Daemon:
             self.watcher.restart()
             self.start_scan()
         if not self.once and time.monotonic() >= self.next_rescan:
+            if self.watcher is not None:
+                self.watcher.check_limits()  # new folders may have reached the watch limit
             self.start_scan()
+        self.take_retries()
+
+    def take_retries(self) -> None:
+        """`thumbd retry` cleared failure records: look at those sources again now.
+
+        The command only writes to the database; SQLite's data_version tells this connection
+        that another one committed, so no signal, pid file or restart is involved.
+        """
+        now = time.monotonic()
+        if now < self.next_retry_check:
+            return
+        self.next_retry_check = now + RETRY_CHECK
+        if not self.state.changed_elsewhere():
+            return
+        rels = self.state.take_retries()
+        if rels:
+            log.info("retry requested for %d failed files", len(rels))
+        for rel in rels:
+            if rel not in self.in_flight and rel not in self.queued:
+                self.settler.found(rel, now)
 
     def idle(self) -> bool:
         return not (

@@ -4,25 +4,38 @@ A thumbnail is written under a temporary name in `outgoing/.thumbd-tmp/` (the sa
 as its final place) and renamed into place, so no reader ever sees a partial file. Keeping every
 temporary file in that one folder lets start-up remove what a killed daemon left behind without
 walking the whole output tree.
+
+Nothing is ever written outside outgoing/, whatever the names: a name must be a plain relative
+path (no `..`, not absolute), and the folders below outgoing/ are opened one at a time with
+O_NOFOLLOW, each relative to the last (openat), and the file is renamed into the folder so
+opened (renameat). A symlink anywhere below outgoing/ (planted before or swapped in while
+thumbd runs) is refused, not followed; there is no window between a check and the write.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import itertools
+import logging
 import os
 import shutil
-import tempfile
+from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
+
+log = logging.getLogger("thumbd.output")
 
 TMP_DIR = ".thumbd-tmp"
 
 # Errors that mean "no room now", not "this source is bad": the work stays pending.
 NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
 
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
 
 class UnsafePath(Exception):
-    """An output would land outside outgoing/ (a symlinked sub-folder, say)."""
+    """An output would land outside outgoing/ (a symlinked sub-folder, a `..` in a name)."""
 
 
 def thumbnail_name(rel: str, width: int, ext: str) -> str:
@@ -31,62 +44,108 @@ def thumbnail_name(rel: str, width: int, ext: str) -> str:
     return str(p.with_name(f"{p.stem}_{width}.{ext}"))
 
 
+def plain_parts(rel: str) -> tuple[str, ...]:
+    """The components of a relative path that cannot leave its root; UnsafePath otherwise."""
+    p = PurePosixPath(rel)
+    if not rel or p.is_absolute() or any(part in ("", ".", "..") for part in rel.split("/")):
+        raise UnsafePath(f"{rel!r} is not a plain relative path")
+    return p.parts
+
+
 class Writer:
     """Writes files atomically below one root folder and never outside it."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
         self.tmp = root / TMP_DIR
-        self._real_root = ""
-        self._safe_dirs: set[Path] = set()
-        self._mode = 0o666 & ~_umask()
+        self._seq = itertools.count()
 
     def prepare(self) -> None:
         """Create the root and clear temporary files a killed daemon may have left."""
         self.root.mkdir(parents=True, exist_ok=True)
+        if self.tmp.is_symlink() or (self.tmp.exists() and not self.tmp.is_dir()):
+            self.tmp.unlink()
         shutil.rmtree(self.tmp, ignore_errors=True)
         self.tmp.mkdir(exist_ok=True)
-        self._real_root = os.path.realpath(self.root)
-        self._safe_dirs.clear()
 
     def cleanup(self) -> None:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
     def write(self, rel: str, data: bytes) -> int:
         """Write `data` to root/rel atomically; return the number of bytes written."""
-        final = self._target(rel)
-        fd, tmp = tempfile.mkstemp(dir=self.tmp, prefix=final.name + ".", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                os.fchmod(f.fileno(), self._mode)
-            os.replace(tmp, final)
-        except BaseException:
-            _unlink(tmp)
-            raise
+        *folders, name = plain_parts(rel)
+        tmp_name = f"{name}.{os.getpid()}.{next(self._seq)}.tmp"
+        with self._folder([TMP_DIR]) as tmp_fd, self._folder(folders) as dir_fd:
+            fd = os.open(tmp_name, _FILE_FLAGS, 0o666, dir_fd=tmp_fd)  # the umask applies
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)  # ENOSPC may surface here or at close: both end below
+                os.replace(tmp_name, name, src_dir_fd=tmp_fd, dst_dir_fd=dir_fd)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp_name, dir_fd=tmp_fd)
+                raise
         return len(data)
 
-    def remove(self, rel: str) -> None:
-        _unlink(str(self._target(rel)))
+    def remove(self, rel: str, *, prune: bool = False) -> None:
+        """Remove root/rel if it is there; with prune, also the folders it leaves empty.
 
-    def _target(self, rel: str) -> Path:
-        final = self.root / rel
-        parent = final.parent
-        if parent not in self._safe_dirs:
-            parent.mkdir(parents=True, exist_ok=True)
-            real = os.path.realpath(parent)
-            if os.path.commonpath([real, self._real_root]) != self._real_root:
-                raise UnsafePath(f"{parent} leads outside {self.root} (to {real})")
-            self._safe_dirs.add(parent)
-        return final
+        Never raises: a thumbnail that cannot be removed is only logged.
+        """
+        try:
+            *folders, name = plain_parts(rel)
+        except UnsafePath as e:
+            log.warning("not removing %s: %s", rel, e)
+            return
+        fds: list[int] = []
+        try:
+            fds.append(os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC))
+            for folder in folders:
+                fds.append(os.open(folder, _DIR_FLAGS, dir_fd=fds[-1]))
+            os.unlink(name, dir_fd=fds[-1])
+            if prune:
+                for i in range(len(folders) - 1, -1, -1):
+                    os.rmdir(folders[i], dir_fd=fds[i])  # ENOTEMPTY ends the climb
+        except FileNotFoundError:
+            pass  # gone already
+        except OSError as e:
+            if e.errno in (errno.ELOOP, errno.ENOTDIR):
+                log.warning("not removing %s: reached through a symbolic link", self.root / rel)
+            elif e.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.EBUSY):
+                log.warning("cannot remove %s: %s", self.root / rel, e.strerror)
+        finally:
+            for fd in fds:
+                os.close(fd)
+
+    @contextlib.contextmanager
+    def _folder(self, folders: list[str]) -> Iterator[int]:
+        """An fd for root/folders, creating what is missing, following no symlink."""
+        fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            for i, folder in enumerate(folders):
+                fd = _replace_fd(fd, self._open_folder(fd, folder, folders[: i + 1]))
+            yield fd
+        finally:
+            os.close(fd)
+
+    def _open_folder(self, parent: int, name: str, shown: list[str]) -> int:
+        for _ in range(3):  # a folder removed between our mkdir and open is made again
+            try:
+                return os.open(name, _DIR_FLAGS, dir_fd=parent)
+            except FileNotFoundError:
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(name, 0o777, dir_fd=parent)
+            except OSError as e:
+                if e.errno not in (errno.ELOOP, errno.ENOTDIR):
+                    raise
+                where = self.root.joinpath(*shown)
+                raise UnsafePath(
+                    f"{where} is a symbolic link or not a folder; thumbd writes only inside "
+                    f"{self.root}"
+                ) from e
+        return os.open(name, _DIR_FLAGS, dir_fd=parent)
 
 
-def _unlink(path: str) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+def _replace_fd(old: int, new: int) -> int:
+    os.close(old)
+    return new

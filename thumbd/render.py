@@ -10,6 +10,7 @@ Only bugs in this module raise.
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import re
@@ -24,6 +25,8 @@ from dataclasses import dataclass
 from typing import IO
 
 from PIL import ExifTags, Image, ImageFile, UnidentifiedImageError, features
+
+from thumbd import testhooks
 
 Signature = tuple[int, int, int]  # (size, mtime_ns, inode)
 Size = tuple[int, int]
@@ -154,6 +157,7 @@ def render(path: str, spec: RenderSpec) -> RenderResult:
             st = os.fstat(f.fileno())
             signature = (st.st_size, st.st_mtime_ns, st.st_ino)
             _check_file(st)
+            testhooks.trip(f)
             source_size, thumbnails = _render_file(f, spec)
     except _Refused as refused:
         return RenderResult(
@@ -172,8 +176,9 @@ def render(path: str, spec: RenderSpec) -> RenderResult:
 
 def _nonblocking_opener(path: str, flags: int) -> int:
     # O_NONBLOCK: opening a FIFO that landed in the folder must not hang the worker forever
-    # waiting for a writer. It changes nothing for regular files.
-    return os.open(path, flags | os.O_NONBLOCK)
+    # waiting for a writer. It changes nothing for regular files. O_NOFOLLOW: a source swapped
+    # for a symlink (to /etc/shadow, say) after it was checked is refused, not read.
+    return os.open(path, flags | os.O_NONBLOCK | os.O_NOFOLLOW)
 
 
 def _open_source(path: str) -> IO[bytes]:
@@ -186,6 +191,8 @@ def _open_source(path: str) -> IO[bytes]:
     except IsADirectoryError as e:
         raise _Refused("not a regular file (a directory)") from e
     except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise _Refused("a symbolic link (thumbd does not follow links)") from e
         raise _Refused(f"cannot open file: {e.strerror or e}") from e
 
 

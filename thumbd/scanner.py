@@ -61,19 +61,40 @@ def scan(
     emit: Callable[[list[str], bool], None],
     stop: threading.Event,
     batch: int = 512,
+    gone: Callable[[list[str]], None] | None = None,
 ) -> None:
-    """Post what needs work to `emit` in batches; the last call has final=True."""
+    """Post what needs work to `emit` in batches; the last call has final=True. A complete
+    scan first posts to `gone` the recorded sources that no longer exist (deleted while thumbd
+    was stopped, or while events were lost)."""
     state = State(db, readonly=True)
     try:
         recorded = state.signatures()
     finally:
         state.close()
     found: list[str] = []
-    for rel, _ in pending(root, recorded, ignore):
+    seen: set[str] = set()
+    for rel, _ in walk(root, ignore):
         if stop.is_set():
             break
-        found.append(rel)
+        seen.add(rel)
+        known = recorded.get(rel)
+        if known is None or known[0] != signature(os.path.join(root, rel)):
+            found.append(rel)
         if len(found) >= batch:
             emit(found, False)
             found = []
+    if gone is not None and not stop.is_set():
+        gone([rel for rel in recorded if rel not in seen and vanished(root, rel)])
     emit(found, True)
+
+
+def vanished(root: str, rel: str) -> bool:
+    """True only when the file is certainly gone: a folder the walk could not read, or a file
+    it now ignores, is still there and keeps its record."""
+    try:
+        os.lstat(os.path.join(root, rel))
+    except (FileNotFoundError, NotADirectoryError):
+        return True
+    except OSError:
+        return False
+    return False

@@ -38,6 +38,8 @@ CREATE TABLE IF NOT EXISTS sources (
     updated   REAL NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS sources_status ON sources(status);
+-- Sources `thumbd retry` cleared: a running daemon takes them from here (see take_retries).
+CREATE TABLE IF NOT EXISTS retries (path TEXT PRIMARY KEY) WITHOUT ROWID;
 """
 
 
@@ -80,11 +82,17 @@ class State:
                 self._db.executescript(_SCHEMA)
             self._db.execute("SELECT count(*) FROM sources").fetchone()
         except sqlite3.DatabaseError as e:
-            raise StateError(f"{db}: {e}") from None
+            raise StateError(f"{db}: {e}") from e
         self._in_tx = False
+        self._data_version = self._version()
 
     def close(self) -> None:
         self._db.close()
+
+    def quick_check(self) -> str | None:
+        """None when SQLite finds the database sound, else its first complaint."""
+        row = self._db.execute("PRAGMA quick_check(1)").fetchone()
+        return None if row[0] == "ok" else str(row[0])
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -147,6 +155,43 @@ class State:
             self._db.execute("DELETE FROM sources WHERE path = ?", (path,))
         return record
 
+    def clear_failed(self, paths: list[str] | None) -> list[str]:
+        """Forget the failure records of `paths` (each a file or a folder), or of all with None,
+        and leave them for a running daemon in `retries`. Returns what was cleared."""
+        with self.transaction():
+            failed = [
+                r[0]
+                for r in self._db.execute(
+                    "SELECT path FROM sources WHERE status = ? ORDER BY path", (FAILED,)
+                )
+            ]
+            if paths is not None:
+                failed = [f for f in failed if any(_under(f, p) for p in paths)]
+            for path in failed:
+                self._db.execute("DELETE FROM sources WHERE path = ?", (path,))
+                self._db.execute("INSERT OR IGNORE INTO retries (path) VALUES (?)", (path,))
+        return failed
+
+    def take_retries(self) -> list[str]:
+        """The sources `thumbd retry` cleared since the last call."""
+        with self.transaction():
+            paths = [r[0] for r in self._db.execute("SELECT path FROM retries")]
+            self._db.execute("DELETE FROM retries")
+        return paths
+
+    def changed_elsewhere(self) -> bool:
+        """True once after another connection (`thumbd retry`) committed a change.
+
+        PRAGMA data_version is SQLite's own answer to exactly this question: it changes when
+        any other connection, in any process, commits; a cheap read, no polling of files.
+        """
+        version = self._version()
+        changed, self._data_version = version != self._data_version, version
+        return changed
+
+    def _version(self) -> int:
+        return int(self._db.execute("PRAGMA data_version").fetchone()[0])
+
     def signatures(self) -> dict[str, tuple[Signature, str]]:
         """Every recorded source with its signature and status, in one query (for scans)."""
         rows = self._db.execute("SELECT path, size, mtime_ns, inode, status FROM sources")
@@ -166,6 +211,10 @@ class State:
             " coalesce(sum(bytes_in), 0), coalesce(sum(bytes_out), 0) FROM sources"
         ).fetchone()
         return Totals(*(int(v) for v in row))
+
+
+def _under(path: str, prefix: str) -> bool:
+    return prefix in ("", ".") or path == prefix or path.startswith(prefix.rstrip("/") + "/")
 
 
 def _record(row: tuple[object, ...]) -> Record:

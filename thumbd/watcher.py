@@ -9,6 +9,7 @@ so that the daemon rescans.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import logging
 import os
@@ -150,11 +151,29 @@ class Watcher:
                 self.observer.join(timeout=10)
             self.observer = None
 
+    def check_limits(self) -> None:
+        """Fall back to polling if folders created since the start found the watch limit."""
+        if self.polling or self.observer is None:
+            return
+        problem = _watch_limit_reached(self.root)
+        if problem is not None:
+            self._explain_limit(problem)
+            self._stop_observer()
+            self.polling = True
+            self.observer = self._start_observer()
+
     def _start_observer(self) -> BaseObserver:
         if not self.polling:
             observer = _inotify_observer()
             try:
-                return self._schedule(observer)
+                self._schedule(observer)
+                # watchdog adds the watches for sub-folders itself and drops their errors
+                # (it raises only for the root), so a tree beyond the limit would be watched
+                # in part, silently. One more watch tells whether the limit was reached.
+                problem = _watch_limit_reached(self.root)
+                if problem is None:
+                    return observer
+                raise problem
             except OSError as e:
                 _stop_quietly(observer)
                 if e.errno not in (errno.ENOSPC, errno.EMFILE):
@@ -174,11 +193,12 @@ class Watcher:
         if e.errno == errno.ENOSPC:
             log.error(
                 "inotify watch limit reached: %s has %d folders but fs.inotify.max_user_watches "
-                "is %s; raise it (sysctl fs.inotify.max_user_watches=%d). Falling back to "
-                "polling, which is slower and has no close events.",
+                "is %s (for all of this user's programs together); raise it (sysctl "
+                "fs.inotify.max_user_watches=%d). Falling back to polling, which is slower and "
+                "has no close events.",
                 self.root,
                 folders,
-                _read_sysctl("max_user_watches"),
+                _watch_limit(),
                 max(folders * 2, 65536),
             )
         else:
@@ -204,6 +224,40 @@ def _stop_quietly(observer: BaseObserver) -> None:
             observer.join(timeout=5)
     except Exception:
         log.debug("stopping a failed observer", exc_info=True)
+
+
+def _watch_limit_reached(root: str) -> OSError | None:
+    """Try to add one more inotify watch, in an instance of its own: the error if that fails
+    for the watch limit (ENOSPC: fs.inotify.max_user_watches), else None."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = libc.inotify_init1(os.O_CLOEXEC)
+    if fd < 0:
+        return None  # no instance to spare: says nothing about the watches of ours
+    try:
+        if libc.inotify_add_watch(fd, os.fsencode(root), _IN_ATTRIB) >= 0:
+            return None
+        err = ctypes.get_errno()
+        return OSError(err, os.strerror(err)) if err == errno.ENOSPC else None
+    finally:
+        os.close(fd)
+
+
+_IN_ATTRIB = 0x00000004
+
+
+def _watch_limit() -> str:
+    """The watch limit in force: the sysctl, or a user namespace's lower one (containers)."""
+    limits = [_read_sysctl("max_user_watches"), _read_file("/proc/sys/user/max_inotify_watches")]
+    numbers = [int(v) for v in limits if v.isdigit()]
+    return str(min(numbers)) if numbers else "unknown"
+
+
+def _read_file(path: str) -> str:
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return "unknown"
 
 
 def _read_sysctl(name: str) -> str:
