@@ -63,6 +63,7 @@ class Daemon:
         self.config = tmp / "thumbd.toml"
         self.log = tmp / "thumbd.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.prefix: list[str] = []  # a command to run the daemon under (unshare, setpriv)
         self.write_config(settings or {})
 
     def write_config(self, settings: dict[str, dict[str, Any]]) -> None:
@@ -80,9 +81,10 @@ class Daemon:
         self.config.write_text("\n".join(lines) + "\n")
 
     def start(self, *, ready: bool = True) -> Daemon:
+        starts = self.read_log().count("thumbd started")  # the log is kept across restarts
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "thumbd", "run", "-c", str(self.config)],
+                [*self.prefix, sys.executable, "-m", "thumbd", "run", "-c", str(self.config)],
                 stdout=log,
                 stderr=log,
                 env=_env(),
@@ -90,7 +92,9 @@ class Daemon:
             )
         if ready:
             wait_until(
-                lambda: "thumbd started" in self.read_log() or self.proc.poll() is not None,
+                lambda: (
+                    self.read_log().count("thumbd started") > starts or self.proc.poll() is not None
+                ),
                 30,
                 "the daemon to start",
             )

@@ -101,6 +101,7 @@ class Daemon:
         self.inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.root = str(config.paths.incoming)
         self.real_root = os.path.realpath(self.root)
+        self.real_dirs: dict[str, str] = {}
         self.spec = RenderSpec(
             widths=config.thumbnails.widths,
             quality=config.thumbnails.quality,
@@ -361,6 +362,7 @@ class Daemon:
 
     def take_ready(self) -> None:
         now = time.monotonic()
+        self.real_dirs.clear()  # symlinks may change between calls, not within one
         for rel, sig in self.settler.pop_ready(now):
             if rel in self.in_flight or rel in self.queued:
                 self.settler.found(rel, now)  # look again once the running job is through
@@ -376,7 +378,10 @@ class Daemon:
 
     def refused(self, job: Job) -> bool:
         """Sources not worth a worker: too big, or reached through a symlinked folder."""
-        real = os.path.realpath(os.path.dirname(job.path))
+        folder = os.path.dirname(job.path)
+        real = self.real_dirs.get(folder) or self.real_dirs.setdefault(
+            folder, os.path.realpath(folder)
+        )
         if real != self.real_root and not real.startswith(self.real_root + os.sep):
             log.warning("skipping %s: reached through a symbolic link (to %s)", job.rel, real)
             return True
@@ -462,6 +467,9 @@ class Daemon:
             log.debug("%s disappeared before it was done; skipping it", job.rel)
             self.on_gone(job.rel)
             return
+        if result.signature is None and now_sig == job.signature and result.error is not None:
+            self.fail(job, now_sig, result.error)  # could not even open it (permissions)
+            return
         if result.signature != job.signature or now_sig != result.signature:
             self.settler.touch(job.rel, time.monotonic(), closed=None)  # changed: settle again
             return
@@ -473,8 +481,8 @@ class Daemon:
     def write(self, job: Job, result: RenderResult) -> bool:
         names = [thumbnail_name(job.rel, t.width, t.ext) for t in result.thumbnails]
         try:
-            written = sum(
-                self.writer.write(n, t.data) for n, t in zip(names, result.thumbnails, strict=False)
+            written = self.writer.write_all(
+                [(n, t.data) for n, t in zip(names, result.thumbnails, strict=True)]
             )
         except UnsafePath as e:
             self.fail(job, job.signature, f"unsafe output path: {e}")
@@ -511,6 +519,9 @@ class Daemon:
                 self.writer.remove(old)
 
     def fail(self, job: Job, sig: Signature, reason: str) -> None:
+        if signature(job.path) is None:
+            self.on_gone(job.rel)  # deleted while it hung or crashed: skipped, not failed
+            return
         self.state.record_failed(job.rel, sig, reason, sig[0])
         self.stats.failed += 1
         log.warning("failed %s: %s", job.rel, reason)

@@ -21,7 +21,7 @@ import logging
 import os
 import shutil
 from collections.abc import Iterator
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 log = logging.getLogger("thumbd.output")
 
@@ -40,16 +40,18 @@ class UnsafePath(Exception):
 
 def thumbnail_name(rel: str, width: int, ext: str) -> str:
     """`a/b/x.jpg`, 200, `jpg` -> `a/b/x_200.jpg` (relative to outgoing/)."""
-    p = PurePosixPath(rel)
-    return str(p.with_name(f"{p.stem}_{width}.{ext}"))
+    folder, slash, name = rel.rpartition("/")  # string work: pathlib is slow in a flood
+    dot = name.rfind(".")
+    stem = name[:dot] if 0 < dot < len(name) - 1 else name  # PurePath.stem's rule
+    return f"{folder}{slash}{stem}_{width}.{ext}"
 
 
-def plain_parts(rel: str) -> tuple[str, ...]:
+def plain_parts(rel: str) -> list[str]:
     """The components of a relative path that cannot leave its root; UnsafePath otherwise."""
-    p = PurePosixPath(rel)
-    if not rel or p.is_absolute() or any(part in ("", ".", "..") for part in rel.split("/")):
+    parts = rel.split("/")
+    if any(part in ("", ".", "..") for part in parts):  # also "" and "/abs" (first part "")
         raise UnsafePath(f"{rel!r} is not a plain relative path")
-    return p.parts
+    return parts
 
 
 class Writer:
@@ -73,18 +75,31 @@ class Writer:
 
     def write(self, rel: str, data: bytes) -> int:
         """Write `data` to root/rel atomically; return the number of bytes written."""
-        *folders, name = plain_parts(rel)
+        return self.write_all([(rel, data)])
+
+    def write_all(self, items: list[tuple[str, bytes]]) -> int:
+        """Write each (rel, data) atomically, in order; return the bytes written. The files of
+        one source share their folder, so it is looked up once."""
+        parts = [(plain_parts(rel), data) for rel, data in items]  # all names checked first
+        total = 0
+        with self._root() as root_fd, self._folder(root_fd, [TMP_DIR]) as tmp_fd:
+            for folders, group in itertools.groupby(parts, key=lambda p: p[0][:-1]):
+                with self._folder(root_fd, folders) as dir_fd:
+                    for path, data in group:
+                        total += self._write_one(tmp_fd, dir_fd, path[-1], data)
+        return total
+
+    def _write_one(self, tmp_fd: int, dir_fd: int, name: str, data: bytes) -> int:
         tmp_name = f"{name}.{os.getpid()}.{next(self._seq)}.tmp"
-        with self._folder([TMP_DIR]) as tmp_fd, self._folder(folders) as dir_fd:
-            fd = os.open(tmp_name, _FILE_FLAGS, 0o666, dir_fd=tmp_fd)  # the umask applies
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(data)  # ENOSPC may surface here or at close: both end below
-                os.replace(tmp_name, name, src_dir_fd=tmp_fd, dst_dir_fd=dir_fd)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp_name, dir_fd=tmp_fd)
-                raise
+        fd = os.open(tmp_name, _FILE_FLAGS, 0o666, dir_fd=tmp_fd)  # the umask applies
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)  # ENOSPC may surface here or at close: both end below
+            os.replace(tmp_name, name, src_dir_fd=tmp_fd, dst_dir_fd=dir_fd)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp_name, dir_fd=tmp_fd)
+            raise
         return len(data)
 
     def remove(self, rel: str, *, prune: bool = False) -> None:
@@ -118,15 +133,31 @@ class Writer:
                 os.close(fd)
 
     @contextlib.contextmanager
-    def _folder(self, folders: list[str]) -> Iterator[int]:
-        """An fd for root/folders, creating what is missing, following no symlink."""
+    def _root(self) -> Iterator[int]:
         fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
-            for i, folder in enumerate(folders):
-                fd = _replace_fd(fd, self._open_folder(fd, folder, folders[: i + 1]))
             yield fd
         finally:
             os.close(fd)
+
+    @contextlib.contextmanager
+    def _folder(self, root_fd: int, folders: list[str]) -> Iterator[int]:
+        fd = self._open_folders(root_fd, folders)
+        try:
+            yield fd
+        finally:
+            os.close(fd)
+
+    def _open_folders(self, root_fd: int, folders: list[str]) -> int:
+        """A new fd for root/folders, creating what is missing, following no symlink."""
+        fd = os.dup(root_fd)
+        try:
+            for i, folder in enumerate(folders):
+                fd = _replace_fd(fd, self._open_folder(fd, folder, folders[: i + 1]))
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
 
     def _open_folder(self, parent: int, name: str, shown: list[str]) -> int:
         for _ in range(3):  # a folder removed between our mkdir and open is made again

@@ -74,6 +74,11 @@ class State:
         try:
             if readonly:
                 self._db = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+                if not self._has_schema():
+                    # A daemon is creating it this very moment: read it as the empty state.
+                    self._db.close()
+                    self._db = sqlite3.connect(":memory:", isolation_level=None)
+                    self._db.executescript(_SCHEMA)
             else:
                 db.parent.mkdir(parents=True, exist_ok=True)
                 self._db = sqlite3.connect(db, timeout=10, isolation_level=None)
@@ -88,6 +93,10 @@ class State:
 
     def close(self) -> None:
         self._db.close()
+
+    def _has_schema(self) -> bool:
+        query = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'sources'"
+        return self._db.execute(query).fetchone() is not None
 
     def quick_check(self) -> str | None:
         """None when SQLite finds the database sound, else its first complaint."""
