@@ -11,6 +11,7 @@ import pytest
 
 from tests import workers
 from thumbd.executor import ProcessPool, RemoteError, TaskTimeout, WorkerCrashed
+from thumbd.worker import init_worker
 
 
 def test_far_more_tasks_than_max_tasks_times_workers_all_finish() -> None:
@@ -97,5 +98,13 @@ def test_workers_ignore_sigterm_to_the_process_group() -> None:
         time.sleep(0.1)
         os.kill(worker, signal.SIGTERM)
         assert task.result(timeout=30) == 0.5
+    finally:
+        pool.shutdown()
+
+
+def test_workers_get_the_memory_cap_and_pillows_bomb_limit_from_the_initializer() -> None:
+    pool = ProcessPool(1, initializer=init_worker, initargs=(512 * 2**20, 123_456_789))
+    try:
+        assert pool.submit(workers.limits, 0).result(timeout=30) == (512 * 2**20, 123_456_789)
     finally:
         pool.shutdown()

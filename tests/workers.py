@@ -29,3 +29,12 @@ def unpicklable_error(_: int) -> None:
         pass
 
     raise Local("cannot pickle a local class")
+
+
+def limits(_: int) -> tuple[int, int | None]:
+    """The address-space cap and Pillow's bomb limit as a worker sees them."""
+    import resource
+
+    from PIL import Image
+
+    return resource.getrlimit(resource.RLIMIT_AS)[0], Image.MAX_IMAGE_PIXELS
