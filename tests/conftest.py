@@ -142,13 +142,31 @@ class Daemon:
 
 
 def _reap_group(pgid: int) -> None:
+    """Wait until nothing of the group runs. Its orphans (the fork server) are reaped by init,
+    which may take a second or more; a zombie runs nothing, so it does not count."""
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         try:
             os.killpg(pgid, 0)
         except ProcessLookupError:
             return
+        if not _live_members(pgid):
+            return
         time.sleep(0.05)
+
+
+def _live_members(pgid: int) -> list[int]:
+    live = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":  # state, ppid, pgrp, ...
+            live.append(int(entry))
+    return live
 
 
 @pytest.fixture

@@ -442,8 +442,7 @@ class Daemon:
             self.fail(job, job.signature, str(e))
             return
         except MemoryError:
-            limit = self.config.resize.max_memory_mb
-            self.fail(job, job.signature, f"out of memory (worker limit {limit} MB)")
+            self.fail(job, job.signature, self.memory_reason("out of memory"))
             return
         except Exception as e:
             log.error("rendering %s raised %r", job.rel, e, exc_info=e)
@@ -461,6 +460,10 @@ class Daemon:
         else:
             self.fail(job, job.signature, reason)
 
+    def memory_reason(self, reason: str) -> str:
+        limit = self.config.resize.max_memory_mb
+        return f"{reason} (over [resize] max_memory_mb = {limit})" if limit else reason
+
     def on_result(self, job: Job, result: RenderResult) -> None:
         now_sig = signature(job.path)
         if now_sig is None:
@@ -474,7 +477,10 @@ class Daemon:
             self.settler.touch(job.rel, time.monotonic(), closed=None)  # changed: settle again
             return
         if result.error is not None:
-            self.fail(job, now_sig, result.error)
+            reason = result.error
+            if reason.startswith("out of memory"):
+                reason = self.memory_reason(reason)
+            self.fail(job, now_sig, reason)
         else:
             self.write(job, result)
 

@@ -84,7 +84,17 @@ def scan(
             emit(found, False)
             found = []
     if gone is not None and not stop.is_set():
-        gone([rel for rel in recorded if rel not in seen and vanished(root, rel)])
+        if seen or not recorded:
+            gone([rel for rel in recorded if rel not in seen and vanished(root, rel)])
+        else:
+            # Everything gone at once looks like an unmounted share or a failing disk, not
+            # like deletions: keep the records (and, with on_delete = "remove", thumbnails).
+            log.warning(
+                "scan of %s found no files but %d are recorded; keeping their records "
+                "(is the folder mounted?)",
+                root,
+                len(recorded),
+            )
     emit(found, True)
 
 
