@@ -32,12 +32,18 @@ lint: $(STAMP)
 bench: $(STAMP) system-deps
 	$(BIN)/python -m bench
 
-# Programs the tests drive (rsync). Installed when missing and we may (root, as in CI).
+# Programs the tests drive (rsync; systemd-analyze for the unit's checks). Installed when
+# missing and we may (root, as in CI). The systemd package installs fine without a running
+# systemd; systemd-analyze verify and security --offline need none.
 system-deps:
 	@command -v rsync >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rsync >/dev/null; \
 	  else echo "note: rsync is missing; the rsync tests will be skipped (apt-get install rsync)"; fi; }
+	@command -v systemd-analyze >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd >/dev/null; \
+	  else echo "note: systemd-analyze is missing; the unit checks will be skipped (apt-get install systemd)"; fi; }
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -80,14 +80,15 @@ class Daemon:
             lines += [f"{k} = {json.dumps(v)}" for k, v in values.items()]
         self.config.write_text("\n".join(lines) + "\n")
 
-    def start(self, *, ready: bool = True) -> Daemon:
+    def start(self, *, ready: bool = True, env: dict[str, str] | None = None) -> Daemon:
+        """`env` adds variables (NOTIFY_SOCKET, say) to the daemon's environment."""
         starts = self.read_log().count("thumbd started")  # the log is kept across restarts
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
                 [*self.prefix, sys.executable, "-m", "thumbd", "run", "-c", str(self.config)],
                 stdout=log,
                 stderr=log,
-                env=_env(),
+                env={**_env(), **(env or {})},
                 start_new_session=True,
             )
         if ready:

@@ -332,3 +332,131 @@ def make_png_header(path: PathLike, size: tuple[int, int]) -> Path:
     data = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
     Path(path).write_bytes(data)
     return Path(path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Fidelity: colour patches, CMYK variants, HEIF, animations, metadata
+
+
+def stripes(
+    colours: list[tuple[int, ...]], mode: str = "RGB", size: tuple[int, int] = (400, 100)
+) -> Image.Image:
+    """Vertical stripes of flat colour, left to right, one per entry of `colours`."""
+    w, h = size
+    im = Image.new(mode, size)
+    draw = ImageDraw.Draw(im)
+    for i, c in enumerate(colours):
+        draw.rectangle((i * w // len(colours), 0, (i + 1) * w // len(colours) - 1, h - 1), fill=c)
+    return im
+
+
+def stripe_centres(size: tuple[int, int], n: int) -> list[tuple[int, int]]:
+    w, h = size
+    return [((2 * i + 1) * w // (2 * n), h // 2) for i in range(n)]
+
+
+def make_cmyk_plain_jpeg(path: PathLike, image: Image.Image) -> Path:
+    """A CMYK JPEG storing straight (not inverted) values and no Adobe APP14 marker.
+
+    libjpeg always writes the Adobe marker for CMYK and Pillow stores the inverted values Adobe
+    uses; so invert first, save, and drop the marker: the file then holds `image` as is.
+    """
+    from PIL import ImageChops
+
+    buf = io.BytesIO()
+    ImageChops.invert(image).save(buf, "JPEG", quality=95)
+    Path(path).write_bytes(_without_app14(buf.getvalue()))
+    return Path(path)
+
+
+def has_adobe_marker(data: bytes) -> bool:
+    return any(kind == 0xEE and body.startswith(b"Adobe") for kind, body in _segments(data))
+
+
+def _without_app14(data: bytes) -> bytes:
+    out = bytearray(data[:2])
+    pos = 2
+    for kind, body in _segments(data):
+        seg_len = len(body) + 2
+        if kind != 0xEE:
+            out += data[pos : pos + 2 + seg_len]
+        pos += 2 + seg_len
+        if kind == 0xDA:
+            break
+    out += data[pos:]
+    return bytes(out)
+
+
+def _segments(data: bytes) -> list[tuple[int, bytes]]:
+    """JPEG marker segments up to and including SOS: (marker byte, body without length)."""
+    found, pos = [], 2
+    while pos + 4 <= len(data) and data[pos] == 0xFF:
+        kind = data[pos + 1]
+        (length,) = struct.unpack(">H", data[pos + 2 : pos + 4])
+        found.append((kind, data[pos + 4 : pos + 2 + length]))
+        pos += 2 + length
+        if kind == 0xDA:
+            break
+    return found
+
+
+def make_heif(
+    path: PathLike,
+    image: Image.Image | None = None,
+    *,
+    extra: list[Image.Image] | None = None,
+    **params: object,
+) -> Path:
+    """A HEIC made with pillow-heif; `extra` adds more top-level images after the primary."""
+    import pillow_heif
+
+    pillow_heif.register_heif_opener()
+    im = image if image is not None else natural((640, 480))
+    if extra:
+        params.update(save_all=True, append_images=extra)
+    im.save(path, "HEIF", quality=90, **params)
+    return Path(path)
+
+
+def make_animated_gif(
+    path: PathLike,
+    colours: list[tuple[int, int, int]],
+    durations: list[int],
+    size: tuple[int, int] = (300, 200),
+    loop: int | None = 0,
+) -> Path:
+    """An animated GIF with one flat-colour frame (plus a white square) per colour."""
+    frames = []
+    for c in colours:
+        im = Image.new("RGB", size, c)
+        ImageDraw.Draw(im).rectangle((10, 10, 60, 60), fill=(255, 255, 255))
+        frames.append(im)
+    params: dict[str, object] = {
+        "save_all": True,
+        "append_images": frames[1:],
+        "duration": durations,
+    }
+    if loop is not None:
+        params["loop"] = loop
+    frames[0].save(path, "GIF", **params)
+    return Path(path)
+
+
+GPS = {1: "N", 2: (52.0, 31.0, 12.5), 3: "E", 4: (13.0, 24.0, 0.25)}
+
+
+def make_private_jpeg(path: PathLike, size: tuple[int, int] = (640, 480)) -> Path:
+    """A JPEG with everything a phone leaks: GPS, camera, dates, copyright, XMP and a comment."""
+    exif = Image.Exif()
+    exif[0x010F] = "PhoneMaker"  # Make
+    exif[0x0110] = "Phone 15"  # Model
+    exif[0x8298] = "(c) Jane Doe"  # Copyright
+    exif[0x013B] = "Jane Doe"  # Artist
+    exif[0x0112] = 1
+    exif[0x8825] = GPS
+    exif.get_ifd(0x8769)[0x9003] = "2024:05:01 12:00:00"  # DateTimeOriginal
+    xmp = b'<x:xmpmeta xmlns:x="adobe:ns:meta/">secret-xmp-location</x:xmpmeta>'
+    natural(size).save(
+        path, "JPEG", quality=90, exif=exif.tobytes(), comment=b"secret comment", xmp=xmp
+    )
+    return Path(path)

@@ -115,3 +115,13 @@ def test_deleted_and_non_regular_files_are_dropped(tmp_path: Path) -> None:
     (tmp_path / "gone.jpg").unlink()
     assert drain(s, 0.5) == []
     assert len(s) == 0
+
+
+@pytest.mark.parametrize("rel", ["a/b.urls", "X.URLS"])
+def test_url_manifests_are_work(rel: str) -> None:
+    assert classify(rel) is Kind.MANIFEST
+
+
+@pytest.mark.parametrize("rel", [".b.urls", "a/.tmp/b.urls", "b.urls.tmp", "b.urls~"])
+def test_temporary_manifests_are_ignored(rel: str) -> None:
+    assert classify(rel) is None

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 from thumbd.recovery import existing_thumbnails, open_state
+from thumbd.render import RenderSpec
+from thumbd.sizing import NamedSize
 
 
 def make(path: Path, data: bytes = b"x") -> Path:
@@ -23,9 +25,27 @@ def test_a_complete_set_written_after_the_source_counts(tmp_path: Path) -> None:
     out = tmp_path / "out"
     make(out / "a" / "x_200.jpg", b"12345")
     make(out / "a" / "x_64.png", b"123")
-    found = existing_thumbnails(out, "a/x.jpg", (200, 64), str(source))
+    found = existing_thumbnails(out, "a/x.jpg", RenderSpec(widths=(200, 64)), str(source))
     assert found == (["a/x_200.jpg", "a/x_64.png"], 8)
-    assert existing_thumbnails(out, "a/x.jpg", (200, 64, 32), str(source)) is None
+    assert (
+        existing_thumbnails(out, "a/x.jpg", RenderSpec(widths=(200, 64, 32)), str(source)) is None
+    )
+    webp = RenderSpec(widths=(200, 64), format="webp")  # other formats were asked for
+    assert existing_thumbnails(out, "a/x.jpg", webp, str(source)) is None
+
+
+def test_named_sizes_and_the_index_belong_to_the_set(tmp_path: Path) -> None:
+    source = make(tmp_path / "in" / "x.jpg")
+    out = tmp_path / "out"
+    make(out / "x_200.jpg")
+    spec = RenderSpec(widths=(200,), sizes=(NamedSize("avatar", 64, 64, "cover", "centre"),))
+    assert existing_thumbnails(out, "x.jpg", spec, str(source)) is None
+    make(out / "x_avatar.jpg")
+    assert existing_thumbnails(out, "x.jpg", spec, str(source)) is not None
+    indexed = RenderSpec(widths=(200,), sizes=spec.sizes, index=True)
+    assert existing_thumbnails(out, "x.jpg", indexed, str(source)) is None
+    make(out / "x.json")
+    assert existing_thumbnails(out, "x.jpg", indexed, str(source)) is not None
 
 
 def test_a_source_that_changed_after_its_thumbnails_does_not_count(tmp_path: Path) -> None:
@@ -35,7 +55,7 @@ def test_a_source_that_changed_after_its_thumbnails_does_not_count(tmp_path: Pat
     source = make(tmp_path / "in" / "x.jpg")
     past = time.time() - 3600  # an old mtime (cp -p) does not hide the new ctime
     os.utime(source, (past, past))
-    assert existing_thumbnails(out, "x.jpg", (200,), str(source)) is None
+    assert existing_thumbnails(out, "x.jpg", RenderSpec(widths=(200,)), str(source)) is None
 
 
 def test_a_damaged_database_is_moved_aside_and_replaced(

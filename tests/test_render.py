@@ -106,6 +106,8 @@ def test_height_is_rounded_and_never_upscaled(
 ORIENTED_FORMATS = ["JPEG", "MPO", "PNG", "WEBP", "TIFF"]
 if "AVIF" in ALLOWED_FORMATS:
     ORIENTED_FORMATS.append("AVIF")
+if "HEIF" in ALLOWED_FORMATS:  # pillow-heif turns the tag into HEIF's own rotation on save
+    ORIENTED_FORMATS.append("HEIF")
 
 
 @pytest.mark.parametrize("fmt", ORIENTED_FORMATS)
@@ -364,12 +366,6 @@ def test_draft_asks_for_twice_the_largest_width_in_stored_orientation(
     result = ok(big_jpegs[orientation], RenderSpec(widths=(64, 200, 32)))
     assert requests == [expected]
     assert [t.size for t in result.thumbnails] == [(64, 48), (200, 150), (32, 24)]
-
-
-def test_cmyk_colours_are_not_inverted(tmp_path: Path) -> None:
-    src = images.make_cmyk_jpeg(tmp_path / "cmyk.jpg", (400, 300))
-    (thumb,) = ok(src, RenderSpec(widths=(200,))).thumbnails
-    assert psnr(decode(thumb), full_decode_reference(src, thumb.size)) >= 30
 
 
 # --------------------------------------------------------------------------------------------

@@ -7,8 +7,9 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
-from thumbd import __version__
+from thumbd import __version__, control, logs
 from thumbd.config import Config, ConfigError, load_config, to_toml
 from thumbd.daemon import Daemon, StartupError
 from thumbd.retry import retry
@@ -42,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     command("run", "Watch incoming/ in the foreground until SIGTERM or Ctrl-C.")
+    command("start", "Run the daemon in the background (pidfile and log in the state folder).")
+    command("stop", "Stop the background daemon: SIGTERM, then wait for it to drain.")
     command("once", "Process everything pending, then exit: 0 all done, 1 some failed.")
     status = command("status", "Show what is done, failed and pending.")
     status.add_argument("--json", action="store_true", help="print one JSON object")
@@ -70,7 +73,11 @@ def main(argv: list[str] | None = None) -> int:
                 print("thumbd: retry needs PATH... or --all (not both)", file=sys.stderr)
                 return EXIT_USAGE
             return retry(config, args.paths, args.all)
-        setup_logging()
+        if args.command == "start":
+            return control.start(config)
+        if args.command == "stop":
+            return control.stop(config)
+        logs.configure(config.log)
         progress = sys.stderr if args.command == "once" and sys.stderr.isatty() else None
         return Daemon(config, once=args.command == "once", progress=progress).run()
     except (StartupError, StateError) as e:
@@ -83,17 +90,43 @@ def status(config: Config, *, as_json: bool) -> int:
     if as_json:
         print(json.dumps(report, indent=2))
         return EXIT_OK
+    print(_daemon_line(report["daemon"]))
     print(f"done:    {report['done']}")
     print(f"failed:  {report['failed']}")
     print(f"pending: {report['pending']}")
+    for m in report["manifests"]:
+        print(
+            f"manifest {m['manifest']}: {m['done']} URLs done, {m['failed']} failed,"
+            f" downloaded {m['bytes_downloaded']} bytes, thumbnails {m['bytes_out']} bytes"
+        )
     for f in report["failures"]:
-        print(f"  {f['source']}: {f['reason']}")
+        where = f"{f['source']} {f['url']}" if "url" in f else f["source"]
+        print(f"  {where}: {f['reason']}")
     return EXIT_OK
 
 
-def setup_logging() -> None:
-    logging.basicConfig(
-        level=logging.INFO,
-        format="%(asctime)s %(levelname)-7s [%(threadName)s] %(message)s",
-        stream=sys.stderr,
-    )
+def _daemon_line(d: dict[str, Any]) -> str:
+    if not d["running"]:
+        return "thumbd: not running"
+    head = f"thumbd: running (pid {d['pid'] or '?'})"
+    if "uptime" not in d:
+        return head + ", no live figures yet"
+    lines = [
+        f"{head}, up {_duration(d['uptime'])}" + ("" if d["healthy"] else f"; {d['problem']}"),
+        f"  queue:     {d['queue']} ({d['settling']} settling, {d['ready']} ready)",
+        f"  in flight: {d['in_flight']}",
+        f"  rate:      {d['rate']:.1f} files/s over the last minute",
+        f"  this run:  {d['done']} done, {d['failed']} failed",
+    ]
+    return "\n".join(lines)
+
+
+def _duration(seconds: float) -> str:
+    """3m 05s, 2h 03m, 4d 2h 03m."""
+    s = int(seconds)
+    days, hours, minutes = s // 86400, s // 3600 % 24, s // 60 % 60
+    if days:
+        return f"{days}d {hours}h {minutes:02d}m"
+    if hours:
+        return f"{hours}h {minutes:02d}m"
+    return f"{minutes}m {s % 60:02d}s"

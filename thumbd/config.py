@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 import types
 import typing
@@ -16,6 +17,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from PIL import ImageColor
+
+from thumbd import __version__
+from thumbd.encode import FORMATS, METADATA_ITEMS, avif_available
+from thumbd.sizing import CROPS, MODES
 
 
 class ConfigError(Exception):
@@ -34,13 +41,81 @@ def _non_negative(v: Any) -> str | None:
 
 
 def _widths(v: Any) -> str | None:
-    if not v or any(w <= 0 or w > 10_000 for w in v) or len(set(v)) != len(v):
-        return "a non-empty list of distinct widths between 1 and 10000"
+    if any(w <= 0 or w > 10_000 for w in v) or len(set(v)) != len(v):
+        return "a list of distinct widths between 1 and 10000"
     return None
+
+
+def _dimension(v: Any) -> str | None:
+    return None if 1 <= v <= 10_000 else "an integer from 1 to 10000"
+
+
+def _height(v: Any) -> str | None:
+    return None if 0 <= v <= 10_000 else "an integer from 0 (no limit) to 10000"
+
+
+def _one_of(*choices: str) -> Check:
+    def check(v: Any) -> str | None:
+        return None if v in choices else "one of " + ", ".join(f'"{c}"' for c in choices)
+
+    return check
+
+
+def _format(v: Any) -> str | None:
+    if v not in FORMATS:
+        return "one of " + ", ".join(f'"{c}"' for c in FORMATS)
+    if v == "avif" and not avif_available():
+        return "a format this Pillow can write (it has no AVIF support: Pillow 11.3 or later)"
+    return None
+
+
+def _size_name(v: Any) -> str | None:
+    # Part of file names (`<stem>_<name>.<ext>`); all digits would collide with a width's.
+    if re.fullmatch(r"[A-Za-z0-9_-]{1,40}", v) and not v.isdigit():
+        return None
+    return "a name of letters, digits, - and _ (not only digits)"
+
+
+def _colour(v: Any) -> str | None:
+    try:
+        ImageColor.getrgb(v)
+    except ValueError:
+        return 'a colour ("white", "#rrggbb", "rgb(r, g, b)")'
+    return None
+
+
+def _metadata(v: Any) -> str | None:
+    if all(item in METADATA_ITEMS for item in v):
+        return None
+    return "a list of: " + ", ".join(METADATA_ITEMS)
+
+
+def _distinct_names(v: Any) -> str | None:
+    names = [s.name for s in v]
+    return None if len(set(names)) == len(names) else "sizes with distinct names"
 
 
 def _quality(v: Any) -> str | None:
     return None if 1 <= v <= 100 else "an integer from 1 to 100"
+
+
+def _listen(v: Any) -> str | None:
+    """Empty (off) or host:port, with IPv6 hosts in brackets: "[::1]:9188"."""
+    if v == "":
+        return None
+    host, sep, port = v.rpartition(":")
+    if sep and host.strip("[]") and port.isdigit() and int(port) <= 65535:
+        return None
+    return 'an address as "host:port" (e.g. "127.0.0.1:9188"), or "" for off'
+
+
+def _non_empty(v: Any) -> str | None:
+    return None if v.strip() else "a non-empty string"
+
+
+def _scheduler_address(v: Any) -> str | None:
+    ok = v == "" or "://" in v
+    return None if ok else 'a scheduler address such as "tcp://10.0.0.5:8786"'
 
 
 def _on_delete(v: Any) -> str | None:
@@ -61,11 +136,42 @@ class PathsConfig:
 
 
 @dataclass(frozen=True)
+class SizeConfig:
+    """One `[[thumbnails.size]]` table: a named size, `<stem>_<name>.<ext>`."""
+
+    name: str = _check(_size_name)
+    width: int = _check(_dimension)
+    height: int = _check(_height, 0)
+    mode: str = _check(_one_of(*MODES), "fit")
+    crop: str = _check(_one_of(*CROPS), "centre")
+
+    def problem(self) -> str | None:
+        if self.mode == "cover" and self.height == 0:
+            return 'mode "cover" needs a height'
+        return None
+
+
+@dataclass(frozen=True)
 class ThumbnailsConfig:
     widths: tuple[int, ...] = _check(_widths, (200, 64, 32))
     quality: int = _check(_quality, 85)
+    size: tuple[SizeConfig, ...] = _check(_distinct_names, ())
+    format: str = _check(_format, "auto")
+    webp_quality: int = _check(_quality, 80)
+    avif_quality: int = _check(_quality, 60)
+    progressive: bool = False
+    background: str = _check(_colour, "#ffffff")
+    keep_metadata: tuple[str, ...] = _check(_metadata, ())
+    animated: bool = False
+    sharpen: bool = False
+    index: bool = False
     # What happens to the thumbnails of a source that is deleted (or moved away).
     on_delete: str = _check(_on_delete, "keep")
+
+    def problem(self) -> str | None:
+        if not self.widths and not self.size:
+            return "nothing to make: widths is empty and there is no [[thumbnails.size]]"
+        return None
 
 
 @dataclass(frozen=True)
@@ -95,17 +201,70 @@ class DaemonConfig:
 
 
 @dataclass(frozen=True)
+class LogConfig:
+    level: str = _check(_one_of("debug", "info", "warning", "error"), "info")
+    format: str = _check(_one_of("text", "json"), "text")
+    file: str = ""  # empty: stderr (the journal under systemd); resolved like [paths]
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    listen: str = _check(_listen, "")  # host:port for Prometheus; empty: off
+
+
+@dataclass(frozen=True)
+class DownloadConfig:
+    """URL manifests (`*.urls`): the downloader threads and their limits."""
+
+    threads: int = _check(_positive, 4)
+    max_per_host: int = _check(_positive, 4)
+    connect_timeout: float = _check(_positive, 10.0)
+    read_timeout: float = _check(_positive, 30.0)
+    max_bytes: int = _check(_positive, 50_000_000)
+    retries: int = _check(_non_negative, 3)
+    max_redirects: int = _check(_non_negative, 5)
+    allow_private_addresses: bool = False
+    user_agent: str = _check(_non_empty, f"thumbd/{__version__}")
+
+
+@dataclass(frozen=True)
+class ExecutorConfig:
+    """Where render() runs: the local process pool, or a Dask cluster (thumbd.dask_executor)."""
+
+    kind: str = _check(_one_of("local", "dask"), "local")
+    address: str = _check(_scheduler_address, "")
+    scheduler_file: Path | None = None
+    max_in_flight: int = _check(_positive, 64)
+    retries: int = _check(_non_negative, 2)
+    shared_storage: bool = False
+
+    def problem(self) -> str | None:
+        if self.address and self.scheduler_file is not None:
+            return "address and scheduler_file: set one, not both"
+        if self.kind == "dask" and not (self.address or self.scheduler_file):
+            return 'kind = "dask" needs address = "tcp://HOST:8786" or scheduler_file'
+        return None
+
+
+@dataclass(frozen=True)
 class Config:
     paths: PathsConfig = field(default_factory=PathsConfig)
     thumbnails: ThumbnailsConfig = field(default_factory=ThumbnailsConfig)
     resize: ResizeConfig = field(default_factory=ResizeConfig)
     watch: WatchConfig = field(default_factory=WatchConfig)
     daemon: DaemonConfig = field(default_factory=DaemonConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    download: DownloadConfig = field(default_factory=DownloadConfig)
+    executor: ExecutorConfig = field(default_factory=ExecutorConfig)
     source: Path | None = None  # the file this came from; None for built-in defaults
 
     @property
     def state_db(self) -> Path:
         return self.paths.state / "thumbd.db"
+
+
+_SECTIONS = frozenset(f.name for f in dataclasses.fields(Config) if f.name != "source")
 
 
 def load_config(path: Path | str | None) -> Config:
@@ -123,7 +282,8 @@ def load_config(path: Path | str | None) -> Config:
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML: {e}") from None
     config = _build(Config, data, path, "")
-    return _resolve(config, path.resolve().parent, path)
+    # An absolute source: a daemon in the background (working directory /) reloads it on SIGHUP.
+    return _resolve(config, path.resolve().parent, path.absolute())
 
 
 def _resolve(config: Config, base: Path, source: Path | None) -> Config:
@@ -132,7 +292,14 @@ def _resolve(config: Config, base: Path, source: Path | None) -> Config:
     resolved = PathsConfig(
         **{f.name: _absolute(getattr(paths, f.name), base) for f in dataclasses.fields(paths)}
     )
-    return dataclasses.replace(config, paths=resolved, source=source)
+    log_file = str(_absolute(Path(config.log.file), base)) if config.log.file else ""
+    log = dataclasses.replace(config.log, file=log_file)
+    executor = config.executor
+    if executor.scheduler_file is not None:
+        executor = dataclasses.replace(
+            executor, scheduler_file=_absolute(executor.scheduler_file, base)
+        )
+    return dataclasses.replace(config, paths=resolved, log=log, executor=executor, source=source)
 
 
 def _absolute(p: Path, base: Path) -> Path:
@@ -151,12 +318,27 @@ def _build(cls: type[Any], data: dict[str, Any], path: Path, prefix: str) -> Any
                 f"{path}: unknown key {_show(where)}; expected one of: {', '.join(sorted(fields))}"
             )
         kwargs[key] = _value(hints[key], fields[key], value, path, where)
-    return cls(**kwargs)
+    for name, f in fields.items():
+        if name not in kwargs and _required(f):
+            raise ConfigError(f"{path}: {_show(prefix + name)}: missing (it has no default)")
+    built = cls(**kwargs)
+    problem = built.problem() if hasattr(built, "problem") else None
+    if problem is not None:
+        raise ConfigError(f"{path}: {_show(prefix.rstrip('. '))}: {problem}")
+    return built
+
+
+def _required(f: dataclasses.Field[Any]) -> bool:
+    return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
 
 
 def _show(where: str) -> str:
+    """`thumbnails.quality` -> `[thumbnails] quality`; `thumbnails.size.#2 mode` ->
+    `[thumbnails.size] #2 mode` (an entry of an array of tables); `thumbnails` -> `[thumbnails]`."""
     section, _, key = where.rpartition(".")
-    return f"[{section}] {key}" if section else repr(key)
+    if not section:
+        return f"[{key}]" if key in _SECTIONS else repr(key)
+    return f"[{section}] {key}"
 
 
 def _value(hint: Any, f: dataclasses.Field[Any], value: Any, path: Path, where: str) -> Any:
@@ -164,13 +346,37 @@ def _value(hint: Any, f: dataclasses.Field[Any], value: Any, path: Path, where: 
         if not isinstance(value, dict):
             raise ConfigError(f"{path}: [{where}]: expected a table")
         return _build(typing.cast(type[Any], hint), value, path, where + ".")
-    converted, expected = _convert(hint, value)
-    if expected is not None:
-        raise ConfigError(f"{path}: {_show(where)}: expected {expected}, got {value!r}")
+    item = _table_array_item(hint)
+    if item is not None:
+        converted = _build_tables(item, value, path, where)
+    else:
+        converted = _checked(hint, value, path, where)
     check: Check | None = f.metadata.get("check")
     problem = check(converted) if check else None
     if problem is not None:
         raise ConfigError(f"{path}: {_show(where)}: expected {problem}, got {value!r}")
+    return converted
+
+
+def _table_array_item(hint: Any) -> type[Any] | None:
+    """The dataclass of a `tuple[SomeConfig, ...]` field (a TOML array of tables), else None."""
+    if typing.get_origin(hint) is not tuple:
+        return None
+    item = typing.get_args(hint)[0]
+    return typing.cast(type[Any], item) if dataclasses.is_dataclass(item) else None
+
+
+def _build_tables(item: type[Any], value: Any, path: Path, where: str) -> tuple[Any, ...]:
+    """`[[section.key]]` tables, each built and checked like a section; errors say which one."""
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise ConfigError(f"{path}: [[{where}]]: expected an array of tables ([[{where}]])")
+    return tuple(_build(item, v, path, f"{where}.#{n} ") for n, v in enumerate(value, 1))
+
+
+def _checked(hint: Any, value: Any, path: Path, where: str) -> Any:
+    converted, expected = _convert(hint, value)
+    if expected is not None:
+        raise ConfigError(f"{path}: {_show(where)}: expected {expected}, got {value!r}")
     return converted
 
 
@@ -215,6 +421,20 @@ def _name(hint: Any) -> str:
     )
 
 
+def differences(old: Config, new: Config) -> list[str]:
+    """The keys whose values differ, as "[section] key" (for the log line of a reload)."""
+    changed: list[str] = []
+    for f in dataclasses.fields(old):
+        a, b = getattr(old, f.name), getattr(new, f.name)
+        if dataclasses.is_dataclass(a) and a != b:
+            changed += [
+                f"[{f.name}] {sf.name}"
+                for sf in dataclasses.fields(a)
+                if getattr(a, sf.name) != getattr(b, sf.name)
+            ]
+    return changed
+
+
 def to_toml(config: Config) -> str:
     """The effective configuration, as TOML a user can paste into a file."""
     lines: list[str] = []
@@ -223,9 +443,23 @@ def to_toml(config: Config) -> str:
         if not dataclasses.is_dataclass(section):
             continue
         lines.append(f"[{f.name}]")
+        tables: list[tuple[str, Any]] = []
         for sf in dataclasses.fields(section):
-            lines.append(f"{sf.name} = {_toml_value(getattr(section, sf.name))}")
+            value = getattr(section, sf.name)
+            if value is None:
+                lines.append(f"# {sf.name} is not set")
+            elif isinstance(value, tuple) and value and dataclasses.is_dataclass(value[0]):
+                tables += [(f"{f.name}.{sf.name}", v) for v in value]  # after the plain keys
+            else:
+                lines.append(f"{sf.name} = {_toml_value(value)}")
         lines.append("")
+        for name, table in tables:
+            lines.append(f"[[{name}]]")
+            lines += [
+                f"{tf.name} = {_toml_value(getattr(table, tf.name))}"
+                for tf in dataclasses.fields(table)
+            ]
+            lines.append("")
     return "\n".join(lines)
 
 

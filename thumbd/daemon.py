@@ -11,7 +11,6 @@ is, and counts as done only once its thumbnails are renamed into place and the s
 from __future__ import annotations
 
 import errno
-import fcntl
 import functools
 import logging
 import os
@@ -24,23 +23,34 @@ from collections.abc import Iterator
 from concurrent.futures import CancelledError, Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import Any, TextIO
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
 
-from thumbd import recovery, scanner
-from thumbd.config import Config
+from thumbd import logs, metrics, pidfile, recovery, scanner
+from thumbd.config import Config, ConfigError, differences, load_config
+from thumbd.download import Downloads, Fetched
 from thumbd.executor import ProcessPool, TaskTimeout, WorkerCrashed
-from thumbd.intake import Settler, classify, signature
-from thumbd.output import NO_SPACE, UnsafePath, Writer, thumbnail_name
-from thumbd.render import RenderResult, RenderSpec, Signature, render
+from thumbd.intake import Kind, Settler, classify, signature
+from thumbd.monitor import Monitor, Snapshot
+from thumbd.notify import Notifier
+from thumbd.output import NO_SPACE, UnsafePath, Writer, index_name, thumbnail_name
+from thumbd.render import RenderResult, Signature, render, spec_from_config
 from thumbd.state import State
 from thumbd.watcher import DirArrived, FsEvent, Overflow, Watcher
 from thumbd.worker import init_worker
+
+if TYPE_CHECKING:
+    from thumbd.dask_executor import DaskExecutor
+
+    Pool = ProcessPool | DaskExecutor
 
 log = logging.getLogger("thumbd")
 
 CRASH_ATTEMPTS = 2  # a source that kills its worker this many times is recorded as failed
 DISK_FULL_RETRY = 5.0  # seconds between tries to write while outgoing/ is full
 RETRY_CHECK = 0.5  # seconds between looks for `thumbd retry` requests
+OBSERVER_RETRY_MAX = 30.0  # seconds between tries to restart an observer that cannot start
+STALL_GRACE = 30.0  # seconds past the pool's timeouts before a pool with no results is stuck
 
 
 class StartupError(Exception):
@@ -94,7 +104,14 @@ class Stats:
 
 
 class Daemon:
-    def __init__(self, config: Config, *, once: bool = False, progress: TextIO | None = None):
+    def __init__(
+        self,
+        config: Config,
+        *,
+        once: bool = False,
+        progress: TextIO | None = None,
+        notifier: Notifier | None = None,
+    ):
         self.config = config
         self.once = once
         self.progress = progress
@@ -102,13 +119,10 @@ class Daemon:
         self.root = str(config.paths.incoming)
         self.real_root = os.path.realpath(self.root)
         self.real_dirs: dict[str, str] = {}
-        self.spec = RenderSpec(
-            widths=config.thumbnails.widths,
-            quality=config.thumbnails.quality,
-            max_pixels=config.resize.max_pixels,
-        )
+        self.spec = spec_from_config(config)
         self.settler = Settler(self.root, config.watch.settle_seconds, config.watch.quiet_seconds)
         self.writer = Writer(config.paths.outgoing)
+        self.downloads = Downloads(config, self.inbox.put)
         self.ready: deque[Job] = deque()
         self.queued: set[str] = set()
         self.in_flight: dict[str, Job] = {}
@@ -126,8 +140,17 @@ class Daemon:
         self.next_retry_check = 0.0
         self._lock_fd: int | None = None
         self.state: State
-        self.pool: ProcessPool
+        self.pool: Pool
+        self.retired_pools: list[Pool] = []  # replaced on reload, finishing their jobs
+        self.retired_restarts = 0
         self.watcher: Watcher | None = None
+        self.observer_retry_at = 0.0
+        self.observer_backoff = 0.0
+        self.last_progress = time.monotonic()  # the last result, or when in_flight filled up
+        if notifier is None:
+            notifier = Notifier(None) if once else Notifier.from_environment()
+        self.monitor = Monitor(notifier, None if once else config.paths.state)
+        self.metrics_server: metrics.Server | None = None
 
     # -- the lifecycle ---------------------------------------------------------------------
 
@@ -149,13 +172,10 @@ class Daemon:
         self.state = recovery.open_state(self.config.state_db, self.config.paths.outgoing)
         self.state.take_retries()  # the start-up scan finds every source without a record
         self.writer.prepare()
-        self.pool = ProcessPool(
-            self.config.resize.workers,
-            max_tasks_per_child=self.config.resize.max_tasks_per_child,
-            timeout=self.config.resize.timeout,
-            initializer=init_worker,
-            initargs=(self.config.resize.max_memory_mb * 2**20, self.config.resize.max_pixels),
-        )
+        if not self.once:
+            self.metrics_server = self._serve_metrics(self.config.metrics.listen)
+        self.downloads.start(self.state)
+        self.pool = self._make_pool()
         if not self.once:
             self.watcher = Watcher(self.root, self.inbox, polling=self.config.watch.polling)
             self.watcher.start()
@@ -168,6 +188,7 @@ class Daemon:
             self.config.resize.workers,
             " (once)" if self.once else "",
         )
+        self.monitor.ready(self.snapshot())
 
     def main_loop(self) -> None:
         while self.stop_reason is None:
@@ -187,23 +208,33 @@ class Daemon:
             self.watcher.stop()
         self.scan_stop.set()
         self.ready.clear()
-        self.pool.shutdown(wait=False, cancel_futures=True)
+        for pool in self.pools():
+            pool.shutdown(wait=False, cancel_futures=True)
+        self.downloads.stop_taking()
         deadline = time.monotonic() + self.config.daemon.shutdown_timeout
-        while self.in_flight and time.monotonic() < deadline:
+        while (self.in_flight or self.downloads.busy()) and time.monotonic() < deadline:
             try:
                 message = self.inbox.get(timeout=max(0.0, deadline - time.monotonic()))
             except queue.Empty:
                 break
-            if isinstance(message, Completed):
+            if isinstance(message, Completed | Fetched):
                 with self.state.transaction():
                     self.handle(message)
+        if self.downloads.busy():
+            log.warning(
+                "%d downloads still running after %.0f s; cancelling them (they stay pending)",
+                self.downloads.in_flight(),
+                self.config.daemon.shutdown_timeout,
+            )
+        self.downloads.cancel()  # a cancelled download leaves no file under a final name
         if self.in_flight:
             log.warning(
                 "%d jobs still running after %.0f s; stopping them (they stay pending)",
                 len(self.in_flight),
                 self.config.daemon.shutdown_timeout,
             )
-            self.pool.terminate()
+            for pool in self.pools():
+                pool.terminate()
 
     def shutdown(self) -> None:
         if self.watcher is not None:
@@ -211,18 +242,25 @@ class Daemon:
         self.scan_stop.set()
         if self.scan_thread is not None:
             self.scan_thread.join()
-        self.pool.shutdown(wait=True, cancel_futures=True)
+        for pool in self.pools():
+            pool.shutdown(wait=True, cancel_futures=True)
+        self.downloads.stop()
+        if self.metrics_server is not None:
+            self.metrics_server.close()
+        self.monitor.close()
         self.writer.cleanup()
         left = len(self.settler) + len(self.ready) + len(self.in_flight) + len(self.unwritten)
         self.state.close()
         self._end_progress()
         s = self.stats
+        downloaded = self.downloads.bytes_downloaded
         log.info(
-            "stopped (%s) ◆ %d done ◆ %d failed ◆ %d left ◆ read %s, wrote %s in %.1f s",
+            "stopped (%s) ◆ %d done ◆ %d failed ◆ %d left ◆ %sread %s, wrote %s in %.1f s",
             self.stop_reason,
             s.done,
             s.failed,
             left,
+            f"downloaded {_size(downloaded)}, " if downloaded else "",
             _size(s.bytes_in),
             _size(s.bytes_out),
             time.monotonic() - s.started,
@@ -232,7 +270,8 @@ class Daemon:
 
     @contextmanager
     def signals(self) -> Iterator[None]:
-        """SIGTERM/SIGINT ask for a drain; a second one exits at once. Restores the old ones."""
+        """SIGTERM/SIGINT ask for a drain; a second one exits at once. SIGHUP asks for a reload.
+        Restores the old handlers."""
         got: list[int] = []
 
         def handler(signum: int, frame: object) -> None:
@@ -242,7 +281,13 @@ class Daemon:
             got.append(signum)
             self.inbox.put(Signalled(signum))
 
+        def post(signum: int, frame: object) -> None:
+            self.inbox.put(Signalled(signum))
+
         old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+        old[signal.SIGHUP] = signal.signal(signal.SIGHUP, post)
+        if os.environ.get("THUMBD_TEST_HOOKS") == "1":  # tests only: SIGUSR2 stops the observer
+            old[signal.SIGUSR2] = signal.signal(signal.SIGUSR2, post)
         try:
             yield
         finally:
@@ -261,6 +306,7 @@ class Daemon:
         now = time.monotonic()
         due = self.settler.next_due()
         wait = 1.0 if due is None else min(1.0, max(0.0, due - now))
+        wait = min(wait, max(0.0, self.monitor.due() - now))
         if self.unwritten:
             wait = min(wait, max(0.0, self.disk_full_until - now))
         return wait
@@ -280,6 +326,8 @@ class Daemon:
             self.on_event(message)
         elif isinstance(message, Completed):
             self.on_completed(message.job, message.future)
+        elif isinstance(message, Fetched):
+            self.on_fetched(message)
         elif isinstance(message, ScanBatch):
             self.on_scan(message)
         elif isinstance(message, Gone):
@@ -290,7 +338,16 @@ class Daemon:
             log.warning("inotify queue overflowed: events were lost; rescanning %s", self.root)
             self.start_scan()
         elif isinstance(message, Signalled):
-            self.stop_reason = signal.Signals(message.signum).name
+            self.on_signal(message.signum)
+
+    def on_signal(self, signum: int) -> None:
+        if signum == signal.SIGHUP:
+            self.reload()
+        elif signum == signal.SIGUSR2:
+            self.kill_observer()
+        else:
+            self.stop_reason = signal.Signals(signum).name
+            self.monitor.stopping()
             log.info("%s: draining (%d in flight)", self.stop_reason, len(self.in_flight))
 
     def on_event(self, e: FsEvent) -> None:
@@ -327,6 +384,10 @@ class Daemon:
     def on_gone(self, rel: str, *, log_each: bool = True) -> bool:
         """A source is gone: forget its record; `[thumbnails] on_delete` says what happens to
         its thumbnails. A source never processed has no record: nothing to say."""
+        if classify(rel, self.config.watch.ignore) is Kind.MANIFEST:
+            self.downloads.on_deleted(rel)  # drop its queued URLs, forget its failures
+        else:
+            self.downloads.on_rendered(rel)  # a downloaded image no manifest should wait for
         record = self.state.forget(rel)
         if record is None:
             return False
@@ -370,6 +431,9 @@ class Daemon:
             record = self.state.get(rel)
             if record is not None and record.signature == sig:
                 continue  # done or failed for exactly this content
+            if classify(rel, self.config.watch.ignore) is Kind.MANIFEST:
+                self.downloads.take(rel, sig)  # its URLs go to the downloader threads
+                continue
             job = Job(rel, os.path.join(self.root, rel), sig, now)
             if self.refused(job) or (record is None and self.adopted(job)):
                 continue
@@ -399,7 +463,7 @@ class Daemon:
         """A source with no record whose thumbnails are all there and newer than it (a lost
         database, a kill between rename and commit): record it done, render nothing."""
         found = recovery.existing_thumbnails(
-            self.config.paths.outgoing, job.rel, self.config.thumbnails.widths, job.path
+            self.config.paths.outgoing, job.rel, self.spec, job.path
         )
         if found is None:
             return False
@@ -414,12 +478,16 @@ class Daemon:
         if self.unwritten:
             return  # outgoing/ is full: rendering more would only pile up in memory
         limit = self.config.resize.workers * 2
+        if self.config.executor.kind == "dask":
+            limit = self.config.executor.max_in_flight  # Dask would accept any number
         while self.ready and len(self.in_flight) < limit:
             job = self.ready.popleft()
             self.queued.discard(job.rel)
             self.submit(job)
 
     def submit(self, job: Job) -> None:
+        if not self.in_flight:
+            self.last_progress = time.monotonic()  # the pool's clock starts now
         future = self.pool.submit(render, job.path, self.spec)
         self.in_flight[job.rel] = job
         future.add_done_callback(functools.partial(self._post_completed, job))
@@ -427,10 +495,17 @@ class Daemon:
     def _post_completed(self, job: Job, future: Future[RenderResult]) -> None:
         self.inbox.put(Completed(job, future))  # runs on the pool's thread: post, nothing else
 
+    def on_fetched(self, message: Fetched) -> None:
+        """A downloader thread's outcome: the downloaded file is taken like any new image."""
+        rel = self.downloads.on_fetched(message)
+        if rel is not None and self.stop_reason is None:
+            self.settler.touch(rel, time.monotonic(), closed=True)
+
     # -- results ---------------------------------------------------------------------------
 
     def on_completed(self, job: Job, future: Future[RenderResult]) -> None:
         self.in_flight.pop(job.rel, None)
+        self.last_progress = time.monotonic()
         try:
             result = future.result()
         except CancelledError:
@@ -485,11 +560,12 @@ class Daemon:
             self.write(job, result)
 
     def write(self, job: Job, result: RenderResult) -> bool:
-        names = [thumbnail_name(job.rel, t.width, t.ext) for t in result.thumbnails]
+        files = [(thumbnail_name(job.rel, t.name, t.ext), t.data) for t in result.thumbnails]
+        if result.index is not None:
+            files.append((index_name(job.rel), result.index))
+        names = [name for name, _ in files]
         try:
-            written = self.writer.write_all(
-                [(n, t.data) for n, t in zip(names, result.thumbnails, strict=True)]
-            )
+            written = self.writer.write_all(files)
         except UnsafePath as e:
             self.fail(job, job.signature, f"unsafe output path: {e}")
             return True
@@ -505,15 +581,18 @@ class Daemon:
         self.stats.done += 1
         self.stats.bytes_in += result.signature[0]
         self.stats.bytes_out += written
+        metrics.file_done(result.signature[0], written, result.cpu_seconds)
         log.info(
             "done %s: %d thumbnails in %.0f ms (render %.0f ms), %s -> %s",
             job.rel,
-            len(names),
+            len(result.thumbnails),
             (time.monotonic() - job.seen) * 1000,
             result.cpu_seconds * 1000,
             _size(result.signature[0]),
             _size(written),
+            extra={"source": job.rel, "bytes_in": result.signature[0], "bytes_out": written},
         )
+        self.downloads.on_rendered(job.rel)
         self.show_progress()
         return True
 
@@ -530,7 +609,9 @@ class Daemon:
             return
         self.state.record_failed(job.rel, sig, reason, sig[0])
         self.stats.failed += 1
-        log.warning("failed %s: %s", job.rel, reason)
+        metrics.file_failed(reason)
+        log.warning("failed %s: %s", job.rel, reason, extra={"source": job.rel, "reason": reason})
+        self.downloads.on_rendered(job.rel)
         self.show_progress()
 
     # -- a full disk -----------------------------------------------------------------------
@@ -593,12 +674,14 @@ class Daemon:
 
     def housekeeping(self) -> None:
         if self.watcher is not None and not self.watcher.alive() and self.stop_reason is None:
-            self.watcher.restart()
-            self.start_scan()
+            self.restart_observer()
         if not self.once and time.monotonic() >= self.next_rescan:
             if self.watcher is not None:
                 self.watcher.check_limits()  # new folders may have reached the watch limit
             self.start_scan()
+        self.retire_finished_pools()
+        if not self.once:
+            self.monitor.tick(time.monotonic(), self.snapshot())
         self.take_retries()
 
     def take_retries(self) -> None:
@@ -621,25 +704,220 @@ class Daemon:
                 self.settler.found(rel, now)
 
     def idle(self) -> bool:
-        return not (
-            self.scan_thread or self.settler or self.ready or self.in_flight or self.unwritten
-        )
+        busy = self.scan_thread or self.settler or self.ready or self.in_flight or self.unwritten
+        return not busy and not self.downloads.busy()
 
     def state_failed(self) -> bool:
         state = State(self.config.state_db, readonly=True)
         try:
-            return state.totals().failed > 0
+            return state.totals().failed > 0 or bool(state.url_failures())
         finally:
             state.close()
+
+    # -- live operation: reload, health, live figures --------------------------------------
+
+    def reload(self) -> None:
+        """SIGHUP: read the configuration file again and apply it to new work. A broken file
+        changes nothing; jobs in flight finish with the settings they started with."""
+        self.monitor.reloading()
+        logs.reopen()  # first, so that what the reload logs lands in the new file
+        try:
+            new = self._read_new_config()
+        except (ConfigError, StartupError) as e:
+            log.error("reload failed, keeping the current configuration: %s", e)
+        else:
+            self.apply(new)
+        self.monitor.reloaded()
+
+    def _read_new_config(self) -> Config:
+        if self.config.source is None:
+            return self.config  # built-in defaults: nothing to read again
+        new = load_config(self.config.source)
+        if new.paths.state != self.config.paths.state:
+            log.warning(
+                "%s: [paths] state changed to %s; that takes a restart (keeping %s)",
+                new.source,
+                new.paths.state,
+                self.config.paths.state,
+            )
+            new = replace(new, paths=replace(new.paths, state=self.config.paths.state))
+        _check_incoming(new.paths.incoming)
+        return new
+
+    def apply(self, new: Config) -> None:
+        old, self.config = self.config, new
+        changed = differences(old, new)
+        if not changed:
+            log.info("reloaded %s: nothing changed", new.source or "the built-in defaults")
+            return
+        self.spec = spec_from_config(new)
+        self.settler.settle = new.watch.settle_seconds
+        self.settler.quiet = new.watch.quiet_seconds
+        if _pool_settings(old) != _pool_settings(new) or old.executor != new.executor:
+            self.replace_pool()
+        if old.paths.outgoing != new.paths.outgoing:
+            self.writer.cleanup()
+            self.writer = Writer(new.paths.outgoing)
+            self.writer.prepare()
+        if old.paths.incoming != new.paths.incoming or old.watch.polling != new.watch.polling:
+            self.rewatch(moved=old.paths.incoming != new.paths.incoming)
+        if old.watch.rescan_interval != new.watch.rescan_interval:
+            self.next_rescan = time.monotonic() + new.watch.rescan_interval
+        if old.log != new.log:
+            logs.configure(new.log)
+        if old.metrics != new.metrics and not self.once:
+            self.replace_metrics_server(new.metrics.listen)
+        log.info(
+            "reloaded %s: changed %s (%d in flight finish with the settings they started with)",
+            new.source,
+            ", ".join(changed),
+            len(self.in_flight),
+        )
+
+    def replace_pool(self) -> None:
+        """A new pool for new work; the old one finishes what it holds, then stops."""
+        old = self.pool
+        try:
+            self.pool = self._make_pool()
+        except StartupError as e:  # kind = "dask" without Dask installed
+            log.error("cannot change the pool, keeping the current one: %s", e)
+            return
+        old.shutdown(wait=False)
+        self.retired_pools.append(old)
+
+    def retire_finished_pools(self) -> None:
+        for pool in [p for p in self.retired_pools if not p.alive()]:
+            pool.shutdown(wait=True)
+            self.retired_restarts += pool.restarts
+            self.retired_pools.remove(pool)
+
+    def pools(self) -> list[Pool]:
+        return [self.pool, *self.retired_pools]
+
+    def rewatch(self, *, moved: bool) -> None:
+        """Watch the (new) incoming folder. Files tracked under the old one stay where they are."""
+        if moved:
+            self.root = str(self.config.paths.incoming)
+            self.settler = Settler(self.root, self.settler.settle, self.settler.quiet)
+            self.ready.clear()
+            self.queued.clear()
+        if self.watcher is None:
+            return
+        self.watcher.stop()
+        self.watcher = Watcher(self.root, self.inbox, polling=self.config.watch.polling)
+        try:
+            self.watcher.start()
+        except Exception as e:
+            log.error("cannot watch %s: %s", self.root, e)  # housekeeping retries
+        self.start_scan()
+
+    def replace_metrics_server(self, listen: str) -> None:
+        if self.metrics_server is not None:
+            self.metrics_server.close()
+            self.metrics_server = None
+        try:
+            self.metrics_server = self._serve_metrics(listen)
+        except StartupError as e:
+            log.error("%s; the metrics endpoint is off", e)
+
+    def restart_observer(self) -> None:
+        """Restart a dead observer, backing off while it cannot start (incoming/ gone, say)."""
+        assert self.watcher is not None
+        now = time.monotonic()
+        if now < self.observer_retry_at:
+            return
+        try:
+            self.watcher.restart()
+        except Exception as e:
+            self.observer_backoff = min(max(1.0, 2 * self.observer_backoff), OBSERVER_RETRY_MAX)
+            self.observer_retry_at = now + self.observer_backoff
+            log.error(
+                "cannot restart the observer on %s: %s; retrying in %.0f s",
+                self.root,
+                e,
+                self.observer_backoff,
+            )
+            return
+        self.observer_backoff = 0.0
+        self.start_scan()
+
+    def kill_observer(self) -> None:
+        """Test hook (THUMBD_TEST_HOOKS=1, SIGUSR2): stop the observer thread as a crash would."""
+        observer = self.watcher.observer if self.watcher is not None else None
+        if observer is not None:
+            log.warning("test hook: stopping the observer thread")
+            observer.stop()
+            observer.join(timeout=10)
+
+    def health_problem(self) -> str | None:
+        """Why the daemon cannot do its work right now, or None: what the watchdog ping means."""
+        if self.watcher is not None and not self.watcher.alive():
+            return "the observer thread is dead"
+        if not self.pool.alive():
+            return "the worker pool's supervisor thread is dead"
+        if self.config.executor.kind == "dask":
+            return None  # a cluster without a scheduler is waited for (and logged), not stuck
+        # Every task ends within `timeout` (its worker is killed then), and at most two per
+        # worker are handed over: no result for twice that means the pool is stuck.
+        quiet = time.monotonic() - self.last_progress
+        if self.in_flight and quiet > 2 * self.config.resize.timeout + STALL_GRACE:
+            return f"no result from the worker pool for {quiet:.0f} s"
+        return None
+
+    def snapshot(self) -> Snapshot:
+        s = self.stats
+        return Snapshot(
+            settling=len(self.settler),
+            ready=len(self.ready),
+            in_flight=len(self.in_flight),
+            done=s.done,
+            failed=s.failed,
+            bytes_in=s.bytes_in,
+            bytes_out=s.bytes_out,
+            workers=self.config.resize.workers,
+            pool_restarts=self.retired_restarts + sum(p.restarts for p in self.pools()),
+            problem=self.health_problem(),
+        )
+
+    def _make_pool(self) -> Pool:
+        """The local process pool, or a Dask cluster ([executor] kind = "dask")."""
+        if self.config.executor.kind == "dask":
+            return self._dask_pool()
+        return ProcessPool(
+            self.config.resize.workers,
+            max_tasks_per_child=self.config.resize.max_tasks_per_child,
+            timeout=self.config.resize.timeout,
+            initializer=init_worker,
+            initargs=(self.config.resize.max_memory_mb * 2**20, self.config.resize.max_pixels),
+        )
+
+    def _dask_pool(self) -> DaskExecutor:
+        try:
+            from thumbd.dask_executor import DaskExecutor
+        except ImportError as e:
+            raise StartupError(
+                f'[executor] kind = "dask" needs Dask ({e}): pip install "thumbd[dask]"'
+            ) from None
+        pool = DaskExecutor(self.config.executor)
+        problem = pool.unreachable(timeout=30.0) if self.once else None
+        if problem is not None:  # `once` exits; `run` waits for the scheduler to appear
+            pool.shutdown()
+            raise StartupError(problem)
+        return pool
+
+    def _serve_metrics(self, listen: str) -> metrics.Server | None:
+        try:
+            return metrics.serve(listen)
+        except OSError as e:
+            where = self.config.source or "the configuration"
+            raise StartupError(
+                f"{where}: [metrics] listen: cannot listen on {listen}: {e.strerror or e}"
+            ) from None
 
     # -- start-up checks -------------------------------------------------------------------
 
     def _check_folders(self) -> None:
-        incoming = self.config.paths.incoming
-        if not incoming.is_dir():
-            raise StartupError(f"incoming folder {incoming} does not exist (or is not a folder)")
-        if not os.access(incoming, os.R_OK | os.X_OK):
-            raise StartupError(f"incoming folder {incoming} is not readable")
+        _check_incoming(self.config.paths.incoming)
 
     def _take_lock(self) -> None:
         """One daemon per state folder: two would render and record everything twice."""
@@ -647,7 +925,7 @@ class Daemon:
         path = self.config.paths.state / "daemon.lock"
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            pidfile.lock(fd)
         except BlockingIOError:
             other = os.read(fd, 32).decode(errors="replace").strip()
             os.close(fd)
@@ -671,6 +949,19 @@ class Daemon:
     def _end_progress(self) -> None:
         if self.progress is not None:
             self.progress.write("\n")
+
+
+def _pool_settings(c: Config) -> tuple[int, int, float, int, int]:
+    """What a pool (and its workers' initializer) is made with: a change needs a new pool."""
+    r = c.resize
+    return r.workers, r.max_tasks_per_child, r.timeout, r.max_memory_mb, r.max_pixels
+
+
+def _check_incoming(incoming: Path) -> None:
+    if not incoming.is_dir():
+        raise StartupError(f"incoming folder {incoming} does not exist (or is not a folder)")
+    if not os.access(incoming, os.R_OK | os.X_OK):
+        raise StartupError(f"incoming folder {incoming} is not readable")
 
 
 def _size(n: int) -> str:

@@ -170,6 +170,10 @@ class ProcessPool(Executor):
             _kill(w.process)
         self._thread.join()
 
+    def alive(self) -> bool:
+        """The supervisor thread runs (until shutdown, when its last task is done)."""
+        return self._thread.is_alive()
+
     @property
     def busy(self) -> int:
         return sum(1 for w in self._workers if w.task is not None) + len(self._pending)

@@ -47,6 +47,7 @@ TEMP_PATTERNS = ("*.part", "*.partial", "*.crdownload", "*.tmp", "*~")
 
 class Kind(enum.Enum):
     IMAGE = "image"
+    MANIFEST = "manifest"  # a `.urls` file: its URLs are downloaded (thumbd.download)
 
 
 def classify(rel: str, ignore: tuple[str, ...] = ()) -> Kind | None:
@@ -61,6 +62,8 @@ def classify(rel: str, ignore: tuple[str, ...] = ()) -> Kind | None:
         return None
     if p.suffix.lower() in IMAGE_EXTENSIONS:
         return Kind.IMAGE
+    if p.suffix.lower() == ".urls":
+        return Kind.MANIFEST
     return None
 
 

@@ -38,12 +38,24 @@ class UnsafePath(Exception):
     """An output would land outside outgoing/ (a symlinked sub-folder, a `..` in a name)."""
 
 
-def thumbnail_name(rel: str, width: int, ext: str) -> str:
-    """`a/b/x.jpg`, 200, `jpg` -> `a/b/x_200.jpg` (relative to outgoing/)."""
-    folder, slash, name = rel.rpartition("/")  # string work: pathlib is slow in a flood
+def thumbnail_name(rel: str, label: str | int, ext: str) -> str:
+    """`a/b/x.jpg`, 200, `jpg` -> `a/b/x_200.jpg` (relative to outgoing/); a named size's
+    label is its name: `a/b/x_avatar.jpg`."""
+    folder, slash, stem = _split(rel)
+    return f"{folder}{slash}{stem}_{label}.{ext}"
+
+
+def index_name(rel: str) -> str:
+    """`a/b/x.jpg` -> `a/b/x.json`: the index of x's thumbnails ([thumbnails] index = true)."""
+    folder, slash, stem = _split(rel)
+    return f"{folder}{slash}{stem}.json"
+
+
+def _split(rel: str) -> tuple[str, str, str]:
+    """(folder, "/" or "", stem) by string work: pathlib is slow in a flood."""
+    folder, slash, name = rel.rpartition("/")
     dot = name.rfind(".")
-    stem = name[:dot] if 0 < dot < len(name) - 1 else name  # PurePath.stem's rule
-    return f"{folder}{slash}{stem}_{width}.{ext}"
+    return folder, slash, name[:dot] if 0 < dot < len(name) - 1 else name  # PurePath.stem
 
 
 def plain_parts(rel: str) -> list[str]:
@@ -90,7 +102,7 @@ class Writer:
         return total
 
     def _write_one(self, tmp_fd: int, dir_fd: int, name: str, data: bytes) -> int:
-        tmp_name = f"{name}.{os.getpid()}.{next(self._seq)}.tmp"
+        tmp_name = f"{os.getpid()}.{next(self._seq)}.tmp"  # short: names can be long
         fd = os.open(tmp_name, _FILE_FLAGS, 0o666, dir_fd=tmp_fd)  # the umask applies
         try:
             with os.fdopen(fd, "wb") as f:

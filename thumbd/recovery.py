@@ -8,8 +8,9 @@ reason to stop or to start over:
   mortem), says so with a warning, and starts an empty one; a missing one is only worth a
   warning when outgoing/ shows that thumbd ran before;
 - `existing_thumbnails` lets the main loop record a source as done, without rendering it, when
-  every thumbnail it would write is already in outgoing/ and was written after the source last
-  changed. The start-up scan then rebuilds the database from the two folders.
+  every output it would write (each width and named size, in a format the configuration allows,
+  and the index when there is one) is already in outgoing/ and was written after the source
+  last changed. The start-up scan then rebuilds the database from the two folders.
 
 "Written after the source last changed" compares a thumbnail's mtime with the source's ctime,
 not its mtime: `cp -p`, `rsync -a` and cameras set a source's mtime to the past, but nothing
@@ -27,13 +28,17 @@ import stat
 import time
 from pathlib import Path
 
-from thumbd.output import TMP_DIR, thumbnail_name
+from thumbd.output import TMP_DIR, index_name, thumbnail_name
+from thumbd.render import RenderSpec
 from thumbd.state import State, StateError
 
 log = logging.getLogger("thumbd")
 
-# The extensions render() chooses between (JPEG for opaque, PNG for transparent images).
-THUMBNAIL_EXTENSIONS = ("jpg", "png")
+# What render() may write for one size: by [thumbnails] format, plus GIF/WebP for animations.
+_EXTENSIONS = {"auto": ("jpg", "png"), "jpeg": ("jpg",), "png": ("png",), "webp": ("webp",)}
+_EXTENSIONS["avif"] = ("avif",)
+_ANIMATED = ("gif", "webp")
+
 
 # SQLite's primary result codes for "this is not (or no longer) a database".
 _DAMAGED = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
@@ -104,30 +109,46 @@ def _has_thumbnails(outgoing: Path) -> bool:
         return False
 
 
+def expected_outputs(spec: RenderSpec) -> tuple[list[str], tuple[str, ...], bool]:
+    """(labels, possible extensions, index) of what render() makes of every source."""
+    labels = [str(w) for w in spec.widths] + [s.name for s in spec.sizes]
+    extensions = _EXTENSIONS[spec.format] + (_ANIMATED if spec.animated else ())
+    return labels, tuple(dict.fromkeys(extensions)), spec.index
+
+
 def existing_thumbnails(
-    outgoing: Path, rel: str, widths: tuple[int, ...], source: str
+    outgoing: Path, rel: str, spec: RenderSpec, source: str
 ) -> tuple[list[str], int] | None:
-    """(names, total bytes) of a complete thumbnail set written after `source` last changed,
-    or None when any width is missing or older."""
+    """(names, total bytes) of a complete set of outputs written after `source` last changed,
+    or None when any of them is missing or older."""
     try:
         changed = os.lstat(source).st_ctime_ns
     except OSError:
         return None
+    labels, extensions, index = expected_outputs(spec)
+    wanted = [[thumbnail_name(rel, label, ext) for ext in extensions] for label in labels]
+    if index:
+        wanted.append([index_name(rel)])
     names: list[str] = []
     total = 0
-    for width in widths:
-        best: tuple[int, str, int] | None = None
-        for ext in THUMBNAIL_EXTENSIONS:
-            name = thumbnail_name(rel, width, ext)
-            try:
-                st = os.lstat(outgoing / name)
-            except OSError:
-                continue
-            if stat.S_ISREG(st.st_mode) and st.st_mtime_ns >= changed:
-                found = (st.st_mtime_ns, name, st.st_size)
-                best = found if best is None else max(best, found)
-        if best is None:
+    for candidates in wanted:
+        found = _newest(outgoing, candidates, changed)
+        if found is None:
             return None
-        names.append(best[1])
-        total += best[2]
+        names.append(found[1])
+        total += found[2]
     return names, total
+
+
+def _newest(outgoing: Path, candidates: list[str], changed: int) -> tuple[int, str, int] | None:
+    """The newest regular file among `candidates` written at or after `changed`, if any."""
+    best: tuple[int, str, int] | None = None
+    for name in candidates:
+        try:
+            st = os.lstat(outgoing / name)
+        except OSError:
+            continue
+        if stat.S_ISREG(st.st_mode) and st.st_mtime_ns >= changed:
+            found = (st.st_mtime_ns, name, st.st_size)
+            best = found if best is None else max(best, found)
+    return best

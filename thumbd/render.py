@@ -1,4 +1,4 @@
-"""Pillow rendering: decode once, orient, convert colour, make every width.
+"""Pillow rendering: decode once, orient, convert colour, make every size, encode.
 
 `render()` is pure and top level so that it pickles to a worker process: a source path in,
 thumbnails as bytes out, no I/O besides reading the source. Everything that must survive a
@@ -24,9 +24,20 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import IO
 
-from PIL import ExifTags, Image, ImageFile, UnidentifiedImageError, features
+from PIL import (
+    ExifTags,
+    Image,
+    ImageChops,
+    ImageColor,
+    ImageFile,
+    ImageFilter,
+    UnidentifiedImageError,
+)
 
-from thumbd import testhooks
+from thumbd import colour, encode, placeholder, sizing, testhooks
+from thumbd.config import Config
+from thumbd.output import thumbnail_name
+from thumbd.sizing import NamedSize, Target
 
 Signature = tuple[int, int, int]  # (size, mtime_ns, inode)
 Size = tuple[int, int]
@@ -38,16 +49,77 @@ class RenderSpec:
     """What to make of every source. Picklable; built from the configuration."""
 
     widths: tuple[int, ...] = (200, 64, 32)
-    quality: int = 85
+    quality: int = 85  # JPEG
     max_pixels: int = 100_000_000
+    sizes: tuple[NamedSize, ...] = ()
+    format: str = "auto"  # auto | jpeg | png | webp | avif
+    webp_quality: int = 80
+    avif_quality: int = 60
+    progressive: bool = False
+    background: tuple[int, int, int] = (255, 255, 255)
+    keep_metadata: tuple[str, ...] = ()
+    animated: bool = False
+    sharpen: bool = False
+    index: bool = False
+
+    @property
+    def encoding(self) -> encode.Options:
+        return encode.Options(
+            format=self.format,
+            jpeg_quality=self.quality,
+            webp_quality=self.webp_quality,
+            avif_quality=self.avif_quality,
+            progressive=self.progressive,
+            background=self.background,
+        )
+
+
+def spec_from_config(config: Config) -> RenderSpec:
+    """The daemon's spec: `[thumbnails]` plus `[resize] max_pixels`."""
+    t = config.thumbnails
+    return RenderSpec(
+        widths=t.widths,
+        quality=t.quality,
+        max_pixels=config.resize.max_pixels,
+        sizes=tuple(
+            NamedSize(
+                s.name,
+                s.width,
+                s.height,
+                s.mode,
+                "attention" if s.crop == "attention" else "centre",
+            )
+            for s in t.size
+        ),
+        format=t.format,
+        webp_quality=t.webp_quality,
+        avif_quality=t.avif_quality,
+        progressive=t.progressive,
+        background=_rgb(t.background),
+        keep_metadata=t.keep_metadata,
+        animated=t.animated,
+        sharpen=t.sharpen,
+        index=t.index,
+    )
+
+
+def _rgb(colour_name: str) -> tuple[int, int, int]:
+    r, g, b = ImageColor.getrgb(colour_name)[:3]
+    return r, g, b
 
 
 @dataclass(frozen=True, slots=True)
 class Thumbnail:
-    width: int  # the configured width this thumbnail is named after
+    width: int  # the configured width (a named size's box width)
     size: tuple[int, int]  # its real pixel size
-    ext: str  # "jpg" or "png"
+    ext: str  # "jpg", "png", "webp", "avif" or "gif"
     data: bytes
+    label: str = ""  # what it is named after: `<stem>_<label>.<ext>`; the width by default
+    frames: int = 1
+
+    @property
+    def name(self) -> str:
+        return self.label or str(self.width)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,17 +131,22 @@ class RenderResult:
     thumbnails: tuple[Thumbnail, ...] = ()
     error: str | None = None
     cpu_seconds: float = 0.0
+    index: bytes | None = None  # `<stem>.json` ([thumbnails] index = true)
 
     @property
     def ok(self) -> bool:
         return self.error is None
 
 
-def _avif_available() -> bool:
+def _register_heif() -> bool:
+    """HEIC/HEIF (the iPhone default) through pillow-heif, when it is installed."""
     try:
-        return features.check_module("avif")
-    except ValueError:  # Pillow before 11.2 does not know the name at all
+        import pillow_heif
+    except ImportError:
         return False
+    # Never decode embedded thumbnails, depth maps or auxiliary images: only the picture.
+    pillow_heif.register_heif_opener(thumbnails=False, depth_images=False, aux_images=False)
+    return True
 
 
 # The formats thumbd reads; Image.open tries no other decoder. Every extra format is extra
@@ -83,7 +160,8 @@ ALLOWED_FORMATS: tuple[str, ...] = (
     "TIFF",
     "BMP",
     "MPO",
-    *(("AVIF",) if _avif_available() else ()),
+    *(("AVIF",) if encode.avif_available() else ()),
+    *(("HEIF",) if _register_heif() else ()),
 )
 
 
@@ -149,7 +227,7 @@ class _Refused(Exception):
 
 
 def render(path: str, spec: RenderSpec) -> RenderResult:
-    """Read `path` once and make one thumbnail per width of `spec`, in the order of spec.widths."""
+    """Read `path` once and make one thumbnail per width of `spec`, then one per named size."""
     started = time.process_time()
     signature: Signature | None = None
     try:
@@ -158,18 +236,61 @@ def render(path: str, spec: RenderSpec) -> RenderResult:
             signature = (st.st_size, st.st_mtime_ns, st.st_ino)
             _check_file(st)
             testhooks.trip(f)
-            source_size, thumbnails = _render_file(f, spec)
+            return _render_source(f, spec, os.path.basename(path), signature, started)
     except _Refused as refused:
-        return RenderResult(
-            signature=signature,
-            source_size=None,
-            error=refused.reason,
-            cpu_seconds=time.process_time() - started,
-        )
+        return _refusal(refused, signature, started)
+
+
+def render_bytes(
+    data: bytes, spec: RenderSpec, name: str, signature: Signature | None = None
+) -> RenderResult:
+    """render() of a source already read into memory, for a worker that cannot see the watched
+    folder (a Dask cluster). `name` is the source's file name (render() uses it in the index);
+    `signature` is what the reader saw, passed through to the result."""
+    started = time.process_time()
+    try:
+        if not data:
+            raise _Refused("empty file (0 bytes)")
+        return _render_source(io.BytesIO(data), spec, name, signature, started)
+    except _Refused as refused:
+        return _refusal(refused, signature, started)
+
+
+def read_source(path: str) -> tuple[Signature, bytes] | RenderResult:
+    """The whole source and the signature it was read at, to ship to render_bytes(); or the
+    result render() gives for a file it cannot read."""
+    started = time.process_time()
+    signature: Signature | None = None
+    try:
+        with _open_source(path) as f:
+            st = os.fstat(f.fileno())
+            signature = (st.st_size, st.st_mtime_ns, st.st_ino)
+            _check_file(st)
+            return signature, f.read()
+    except _Refused as refused:
+        return _refusal(refused, signature, started)
+    except OSError as e:
+        return _refusal(_Refused(f"cannot read file: {e.strerror or e}"), signature, started)
+
+
+def _render_source(
+    f: IO[bytes], spec: RenderSpec, name: str, signature: Signature | None, started: float
+) -> RenderResult:
+    source_size, thumbnails, index = _render_file(f, spec, name)
     return RenderResult(
         signature=signature,
         source_size=source_size,
         thumbnails=thumbnails,
+        cpu_seconds=time.process_time() - started,
+        index=index,
+    )
+
+
+def _refusal(refused: _Refused, signature: Signature | None, started: float) -> RenderResult:
+    return RenderResult(
+        signature=signature,
+        source_size=None,
+        error=refused.reason,
         cpu_seconds=time.process_time() - started,
     )
 
@@ -254,21 +375,73 @@ def _describe(e: BaseException) -> str:
     return f"cannot decode image: {text}"
 
 
-def _render_file(f: IO[bytes], spec: RenderSpec) -> tuple[Size, tuple[Thumbnail, ...]]:
-    largest = max(spec.widths)  # out here: a bad spec is a bug to raise, not a bad file
+@dataclass(frozen=True, slots=True)
+class _Source:
+    """What decoding learnt about a source, for everything after it."""
+
+    name: str  # file name, for the index
+    size: Size  # upright
+    orientation: int
+    box: Box | None  # the source's box in the drafted picture
+    profile: bytes | None  # to convert from; None: already sRGB
+    metadata: encode.Metadata
+
+
+Rendered = tuple[Size, tuple[Thumbnail, ...], bytes | None]
+
+
+def _render_file(f: IO[bytes], spec: RenderSpec, name: str) -> Rendered:
+    if not spec.widths and not spec.sizes:
+        raise ValueError("RenderSpec has no widths and no sizes")  # a bug, not a bad file
     with _input_errors_refused(spec.max_pixels), Image.open(f, formats=_openers()) as im:
+        _pick_largest_image(im)
         stored_size = im.size
         _check_pixels(stored_size, spec.max_pixels)  # before anything can load pixels
-        box = _draft(im, largest)
+        box = _draft(im, spec)
         im.load()
         # Read after load(): some decoders (TIFF in Pillow 13) apply the orientation
         # themselves while loading, report the upright size from open(), and drop the tag.
         orientation = _orientation(im)
+        source = _Source(
+            name=name,
+            size=_oriented(stored_size, orientation),
+            orientation=orientation,
+            box=box,
+            profile=colour.profile_to_convert(im),
+            metadata=encode.kept_metadata(im, spec.keep_metadata),
+        )
+        targets = sizing.targets(source.size, spec.widths, spec.sizes)
+        if spec.animated and _is_animation(im):
+            return _render_animation(im, source, targets, spec)
     picture = _renderable(im)  # pixels are in memory now; closing the file does not matter
-    source_size = _oriented(stored_size, orientation)
-    targets = [_target_size(source_size, width) for width in spec.widths]
-    thumbnails = _make_thumbnails(picture, box, orientation, spec, targets)
-    return source_size, thumbnails
+    return _render_still(picture, source, targets, spec)
+
+
+def _pick_largest_image(im: Image.Image) -> None:
+    """Seek a multi-image TIFF or HEIF to its largest image, never a small embedded preview.
+
+    Seeking reads headers only; the pixels of the chosen image are decoded once, later.
+    """
+    if im.format not in ("TIFF", "HEIF"):
+        return
+    count = min(getattr(im, "n_frames", 1), _MAX_IMAGES_LOOKED_AT)
+    if count < 2:
+        return
+    first = im.tell()
+    sizes = {}
+    for i in range(count):
+        im.seek(i)
+        sizes[i] = im.size[0] * im.size[1]
+    best = max(sizes, key=lambda i: (sizes[i], i == first))  # the primary image wins a tie
+    im.seek(best)
+
+
+_MAX_IMAGES_LOOKED_AT = 64
+_ANIMATED_FORMATS = ("GIF", "WEBP", "PNG", "AVIF")
+
+
+def _is_animation(im: Image.Image) -> bool:
+    return im.format in _ANIMATED_FORMATS and getattr(im, "n_frames", 1) > 1
 
 
 def _check_pixels(size: Size, max_pixels: int) -> None:
@@ -291,15 +464,7 @@ def _oriented(size: Size, orientation: int) -> Size:
     return (size[1], size[0]) if orientation in _SWAPS_AXES else size
 
 
-def _target_size(source: Size, width: int) -> Size:
-    """Thumbnail size for a configured width: aspect kept, never larger than the source."""
-    sw, sh = source
-    if sw <= width:
-        return source
-    return width, max(1, round(sh * width / sw))
-
-
-def _draft(im: ImageFile.ImageFile, largest: int) -> Box | None:
+def _draft(im: ImageFile.ImageFile, spec: RenderSpec) -> Box | None:
     """Let a JPEG decode at 1/2, 1/4 or 1/8 scale when the thumbnails are that much smaller.
 
     Must run before any pixel access. Returns the source's box in the drafted image (draft
@@ -308,11 +473,11 @@ def _draft(im: ImageFile.ImageFile, largest: int) -> Box | None:
     if im.format not in _DRAFTABLE:
         return None
     # JPEG decoders do not orient, so the tag read now is the one load() will leave.
-    orientation = _orientation(im)
-    upright = _oriented(im.size, orientation)
-    tw = _target_size(upright, largest)[0]
-    want = _DRAFT_MARGIN * tw, max(1, round(_DRAFT_MARGIN * tw * upright[1] / upright[0]))
-    drafted = im.draft(None, _oriented(want, orientation))  # None: keep the decoded mode
+    upright = _oriented(im.size, _orientation(im))
+    scale = max(t.scale for t in sizing.targets(upright, spec.widths, spec.sizes))
+    w, h = im.size  # a scale is the same both ways round: no need to orient the request
+    want = max(1, round(_DRAFT_MARGIN * w * scale)), max(1, round(_DRAFT_MARGIN * h * scale))
+    drafted = im.draft(None, want)  # None: keep the decoded mode
     return drafted[1] if drafted is not None else None
 
 
@@ -330,8 +495,14 @@ def _renderable(im: Image.Image) -> Image.Image:
         return im
     if mode == "1":
         return im.convert("L")
-    if mode in ("P", "CMYK", "YCbCr", "RGBX"):
-        return im.convert("RGB")  # CMYK: plain conversion; the ICC profile is dropped anyway
+    if mode == "CMYK":
+        # Resized as it is, then converted with its (or the default) profile. Pillow reads
+        # every CMYK JPEG as Adobe's inverted kind; only one with Adobe's marker is.
+        if im.format in _DRAFTABLE and "adobe" not in im.info:
+            return ImageChops.invert(im)
+        return im
+    if mode in ("P", "YCbCr", "RGBX"):
+        return im.convert("RGB")
     if mode in ("PA", "RGBa"):
         return im.convert("RGBA")
     if mode == "La":
@@ -383,37 +554,91 @@ def _without_opaque_alpha(im: Image.Image) -> Image.Image:
 
 
 # ---------------------------------------------------------------------------------------------
-# Sizes and encoding
+# Sizes
 
 
-def _make_thumbnails(
-    picture: Image.Image,
-    box: Box | None,
-    orientation: int,
-    spec: RenderSpec,
-    targets: list[Size],
-) -> tuple[Thumbnail, ...]:
-    """Resize largest first, each from the previous one; turn upright only the small results.
+class _Pipeline:
+    """Turns one decoded picture (or animation frame) into every target's image.
 
-    Resizing in the stored orientation and transposing the thumbnail afterwards is the same
-    picture as transposing the full image first, at a fraction of the cost.
+    The first resize makes a base at the largest scale any target needs; colour conversion
+    happens there, at thumbnail size. Then targets are made largest first, each whole-picture
+    one from the previous (the cascade), crops from the smallest whole picture still at least
+    their scale. Everything is resized in the stored orientation and turned upright at the end:
+    the same picture as turning the full image first, at a fraction of the cost.
     """
-    largest_first = sorted(range(len(targets)), key=lambda i: targets[i][0], reverse=True)
-    made: dict[int, Thumbnail] = {}
-    previous: Image.Image | None = None
-    for i in largest_first:
-        stored = _oriented(targets[i], orientation)
-        if previous is None:
-            current = picture.resize(
-                stored, Image.Resampling.LANCZOS, box=box, reducing_gap=_REDUCING_GAP
-            )
-            # Deciding on the largest thumbnail is cheap and carries over to the smaller ones.
-            current = _without_opaque_alpha(current)
-        else:
-            current = previous.resize(stored, Image.Resampling.LANCZOS)
-        previous = current
-        made[i] = _encode(_upright(current, orientation), spec.widths[i], spec.quality)
-    return tuple(made[i] for i in range(len(targets)))
+
+    def __init__(self, source: _Source, targets: list[Target], spec: RenderSpec, *, still: bool):
+        self.source = source
+        self.targets = targets
+        self.spec = spec
+        self.still = still
+        self.order = sorted(range(len(targets)), key=lambda i: targets[i].scale, reverse=True)
+        self.placed = False
+
+    def run(self, picture: Image.Image, box: Box | None) -> tuple[list[Image.Image], Image.Image]:
+        """(one upright sRGB image per target, in target order; the upright base)."""
+        base_size = self._base_size()
+        base = picture.resize(
+            self._stored(base_size), Image.Resampling.LANCZOS, box=box, reducing_gap=_REDUCING_GAP
+        )
+        if self.still:
+            base = _without_opaque_alpha(base)  # cheap here, and it carries over to every size
+        base = colour.to_srgb(base, self.source.profile)
+        if not self.placed:
+            self._place_crops(base)
+        made: dict[int, Image.Image] = {}
+        current = base
+        for i in self.order:
+            target = self.targets[i]
+            if target.crop is None:
+                if current.size != self._stored(target.size):
+                    current = current.resize(self._stored(target.size), Image.Resampling.LANCZOS)
+                out = current
+            else:
+                out = current.resize(
+                    self._stored(target.size),
+                    Image.Resampling.LANCZOS,
+                    box=self._crop_in(current, target.crop),
+                )
+            made[i] = self._finish(out, target)
+        return [made[i] for i in range(len(self.targets))], _upright(base, self.source.orientation)
+
+    def _base_size(self) -> Size:
+        first = self.targets[self.order[0]]
+        if first.crop is None:
+            return first.size
+        sw, sh = self.source.size
+        return max(1, round(sw * first.scale)), max(1, round(sh * first.scale))
+
+    def _stored(self, upright: Size) -> Size:
+        return _oriented(upright, self.source.orientation)
+
+    def _crop_in(self, current: Image.Image, crop: Box) -> Box:
+        """An upright source box -> the same region of `current` (stored orientation)."""
+        x0, y0, x1, y1 = sizing.stored_box(crop, self.source.size, self.source.orientation)
+        sw, sh = self._stored(self.source.size)
+        fx, fy = current.width / sw, current.height / sh
+        return x0 * fx, y0 * fy, x1 * fx, y1 * fy
+
+    def _place_crops(self, base: Image.Image) -> None:
+        """Move attention crops once, from the first picture (animation frames share them)."""
+        self.placed = True
+        if any(t.attention for t in self.targets):
+            upright = _upright(base, self.source.orientation)
+            self.targets = [
+                sizing.place_by_attention(t, upright, self.source.size) if t.attention else t
+                for t in self.targets
+            ]
+
+    def _finish(self, im: Image.Image, target: Target) -> Image.Image:
+        im = _upright(im, self.source.orientation)
+        if self.spec.sharpen and target.scale <= _SHARPEN_BELOW_SCALE:
+            # Light: restores the crispness a large downscale averages away, no halos.
+            im = im.filter(ImageFilter.UnsharpMask(radius=0.6, percent=60, threshold=2))
+        return im
+
+
+_SHARPEN_BELOW_SCALE = 1 / 3  # sharpen thumbnails at most a third of the source's size
 
 
 def _upright(im: Image.Image, orientation: int) -> Image.Image:
@@ -421,16 +646,71 @@ def _upright(im: Image.Image, orientation: int) -> Image.Image:
     return im if method is None else im.transpose(method)
 
 
-def _encode(im: Image.Image, width: int, quality: int) -> Thumbnail:
-    # Encoders copy comment, ICC profile and the like from im.info, which resize() carried
-    # over from the source: thumbnails carry no metadata.
-    im.info = {}
-    out = io.BytesIO()
-    if im.mode in ("LA", "RGBA"):
-        # Speed over a few percent of size: optimize would retry every filter.
-        im.save(out, "PNG", optimize=False, compress_level=_PNG_COMPRESS_LEVEL)
-        ext = "png"
-    else:
-        im.save(out, "JPEG", quality=quality, optimize=True, progressive=False)
-        ext = "jpg"
-    return Thumbnail(width=width, size=im.size, ext=ext, data=out.getvalue())
+# ---------------------------------------------------------------------------------------------
+# Stills and animations
+
+
+def _render_still(
+    picture: Image.Image, source: _Source, targets: list[Target], spec: RenderSpec
+) -> Rendered:
+    images, base = _Pipeline(source, targets, spec, still=True).run(picture, source.box)
+    options = spec.encoding
+    thumbnails = []
+    for target, im in zip(targets, images, strict=True):
+        ext, data = encode.encode_still(im, options, source.metadata)
+        thumbnails.append(Thumbnail(target.width, im.size, ext, data, label=target.label))
+    return source.size, tuple(thumbnails), _index(spec, source, thumbnails, base)
+
+
+def _render_animation(
+    im: Image.Image, source: _Source, targets: list[Target], spec: RenderSpec
+) -> Rendered:
+    """Every frame through the same pipeline (frames are resized as they are decoded, so memory
+    holds one full frame at a time), then an animated GIF or WebP per target."""
+    pipeline = _Pipeline(source, targets, spec, still=False)
+    loop = im.info.get("loop")
+    frames: list[list[Image.Image]] = [[] for _ in targets]
+    durations: list[int] = []
+    first = None
+    mode = "RGB"
+    for n in range(getattr(im, "n_frames", 1)):
+        im.seek(n)
+        im.load()
+        durations.append(int(im.info.get("duration") or 0))
+        picture = _renderable(im)
+        if n == 0:
+            mode = "RGBA" if picture.mode in ("LA", "RGBA") else "RGB"
+        images, base = pipeline.run(picture.convert(mode), None)
+        first = first or base
+        for made, image in zip(frames, images, strict=True):
+            made.append(image)
+    fmt = "GIF" if im.format == "GIF" and spec.format != "webp" else "WEBP"
+    options = spec.encoding
+    thumbnails = []
+    for target, made in zip(targets, frames, strict=True):
+        ext, data = encode.encode_animation(
+            made, durations, loop if isinstance(loop, int) else None, fmt, options, source.metadata
+        )
+        thumbnails.append(
+            Thumbnail(target.width, made[0].size, ext, data, label=target.label, frames=len(made))
+        )
+    assert first is not None
+    return source.size, tuple(thumbnails), _index(spec, source, thumbnails, first)
+
+
+def _index(
+    spec: RenderSpec, source: _Source, thumbnails: list[Thumbnail], picture: Image.Image
+) -> bytes | None:
+    if not spec.index:
+        return None
+    entries = [
+        placeholder.Entry(
+            file=thumbnail_name(source.name, t.name, t.ext),
+            name=t.name,
+            size=t.size,
+            bytes=len(t.data),
+            frames=t.frames,
+        )
+        for t in thumbnails
+    ]
+    return placeholder.index_json(source.name, source.size, entries, picture)

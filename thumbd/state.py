@@ -22,6 +22,7 @@ from thumbd.render import Signature
 
 DONE = "done"
 FAILED = "failed"
+MANIFEST = "manifest"  # a URL manifest whose every URL has an outcome (not counted as a source)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sources (
@@ -38,6 +39,16 @@ CREATE TABLE IF NOT EXISTS sources (
     updated   REAL NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS sources_status ON sources(status);
+CREATE TABLE IF NOT EXISTS urls (
+    manifest  TEXT NOT NULL,
+    url       TEXT NOT NULL,
+    status    TEXT NOT NULL,
+    reason    TEXT,
+    file      TEXT,
+    bytes     INTEGER NOT NULL DEFAULT 0,
+    updated   REAL NOT NULL,
+    PRIMARY KEY (manifest, url)
+) WITHOUT ROWID;
 -- Sources `thumbd retry` cleared: a running daemon takes them from here (see take_retries).
 CREATE TABLE IF NOT EXISTS retries (path TEXT PRIMARY KEY) WITHOUT ROWID;
 """
@@ -62,6 +73,27 @@ class Totals:
     bytes_out: int
 
 
+@dataclass(frozen=True, slots=True)
+class UrlRecord:
+    """The outcome of one URL of one manifest (paths relative to incoming/)."""
+
+    manifest: str
+    url: str
+    status: str
+    reason: str | None
+    file: str | None
+    bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestTotals:
+    manifest: str
+    done: int
+    failed: int
+    bytes_downloaded: int
+    bytes_out: int  # thumbnails written for its downloaded files
+
+
 class StateError(Exception):
     """The state database cannot be opened or is damaged."""
 
@@ -74,7 +106,7 @@ class State:
         try:
             if readonly:
                 self._db = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
-                if not self._has_schema():
+                if not self._table_exists("sources"):
                     # A daemon is creating it this very moment: read it as the empty state.
                     self._db.close()
                     self._db = sqlite3.connect(":memory:", isolation_level=None)
@@ -86,17 +118,21 @@ class State:
                 self._db.execute("PRAGMA synchronous=NORMAL")
                 self._db.executescript(_SCHEMA)
             self._db.execute("SELECT count(*) FROM sources").fetchone()
+            self._has_urls = self._table_exists("urls")
         except sqlite3.DatabaseError as e:
             raise StateError(f"{db}: {e}") from e
         self._in_tx = False
         self._data_version = self._version()
 
+    def _table_exists(self, name: str) -> bool:
+        # A read-only reader of a database written by an older thumbd has no urls table.
+        row = self._db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
+        ).fetchone()
+        return row is not None
+
     def close(self) -> None:
         self._db.close()
-
-    def _has_schema(self) -> bool:
-        query = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'sources'"
-        return self._db.execute(query).fetchone() is not None
 
     def quick_check(self) -> str | None:
         """None when SQLite finds the database sound, else its first complaint."""
@@ -220,6 +256,76 @@ class State:
             " coalesce(sum(bytes_in), 0), coalesce(sum(bytes_out), 0) FROM sources"
         ).fetchone()
         return Totals(*(int(v) for v in row))
+
+    # -- URL manifests ---------------------------------------------------------------------
+
+    def record_manifest(self, path: str, sig: Signature) -> None:
+        """Every URL `path` lists has an outcome: scans need not look at it again."""
+        self._put(path, sig, MANIFEST, None, [], 0, 0)
+
+    def url_records(self, manifest: str) -> dict[str, UrlRecord]:
+        rows = self._db.execute(_URL_SELECT + " WHERE manifest = ?", (manifest,))
+        return {r.url: r for r in map(_url_record, rows)}
+
+    def record_url_done(self, manifest: str, url: str, file: str, size: int) -> None:
+        self._put_url(manifest, url, DONE, None, file, size)
+
+    def record_url_failed(self, manifest: str, url: str, reason: str) -> None:
+        self._put_url(manifest, url, FAILED, reason, None, 0)
+
+    def _put_url(
+        self, manifest: str, url: str, status: str, reason: str | None, file: str | None, n: int
+    ) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO urls (manifest, url, status, reason, file, bytes, updated)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (manifest, url, status, reason, file, n, time.time()),
+        )
+
+    def forget_failed_urls(self, manifest: str, keep: set[str] | None = None) -> None:
+        """Forget failures of URLs no longer listed (all of them if `keep` is None), so that
+        listing a URL again tries it again."""
+        rows = self._db.execute(
+            "SELECT url FROM urls WHERE manifest = ? AND status = ?", (manifest, FAILED)
+        ).fetchall()
+        gone = [(manifest, url) for (url,) in rows if keep is None or url not in keep]
+        self._db.executemany("DELETE FROM urls WHERE manifest = ? AND url = ?", gone)
+
+    def url_failures(self) -> list[UrlRecord]:
+        if not self._has_urls:
+            return []
+        rows = self._db.execute(_URL_SELECT + " WHERE status = ? ORDER BY manifest, url", (FAILED,))
+        return [_url_record(r) for r in rows]
+
+    def manifest_totals(self, manifest: str | None = None) -> list[ManifestTotals]:
+        """URL outcomes and bytes per manifest: downloaded, and thumbnails of those files."""
+        if not self._has_urls:
+            return []
+        where = "" if manifest is None else " WHERE u.manifest = ?"
+        rows = self._db.execute(
+            "SELECT u.manifest, coalesce(sum(u.status = 'done'), 0),"
+            " coalesce(sum(u.status = 'failed'), 0), coalesce(sum(u.bytes), 0),"
+            " coalesce(sum(s.bytes_out), 0)"
+            " FROM urls u LEFT JOIN sources s ON s.path = u.file AND s.status = 'done'"
+            f"{where} GROUP BY u.manifest ORDER BY u.manifest",
+            () if manifest is None else (manifest,),
+        )
+        return [ManifestTotals(str(m), int(d), int(f), int(b), int(o)) for m, d, f, b, o in rows]
+
+
+_URL_SELECT = "SELECT manifest, url, status, reason, file, bytes FROM urls"
+
+
+def _url_record(row: tuple[object, ...]) -> UrlRecord:
+    manifest, url, status, reason, file, size = row
+    return UrlRecord(
+        manifest=str(manifest),
+        url=str(url),
+        status=str(status),
+        reason=None if reason is None else str(reason),
+        file=None if file is None else str(file),
+        bytes=int(size),  # type: ignore[call-overload]
+    )
 
 
 def _under(path: str, prefix: str) -> bool:

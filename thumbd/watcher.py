@@ -19,8 +19,11 @@ from typing import Any
 
 from watchdog.events import (
     DirMovedEvent,
+    FileAttribEvent,
     FileClosedEvent,
+    FileCreatedEvent,
     FileDeletedEvent,
+    FileModifiedEvent,
     FileMovedEvent,
     FileSystemEvent,
     FileSystemEventHandler,
@@ -50,6 +53,22 @@ class DirArrived:
 @dataclass(frozen=True, slots=True)
 class Overflow:
     """Events were lost; only a scan can find what they were about."""
+
+
+# The events the handler uses. watchdog's default also asks the kernel for every open and
+# every close after reading, so each file a worker reads and each folder a scan lists would
+# queue two more events: in a flood, those alone overflow the kernel queue, the overflow
+# triggers a rescan, and the rescan's reads refill the queue. (The kernel mask follows this
+# list; folders still get watches as they are created.)
+EVENTS: list[type[FileSystemEvent]] = [
+    FileCreatedEvent,
+    FileModifiedEvent,
+    FileAttribEvent,
+    FileClosedEvent,
+    FileMovedEvent,
+    FileDeletedEvent,
+    DirMovedEvent,
+]
 
 
 class Handler(FileSystemEventHandler):
@@ -184,7 +203,8 @@ class Watcher:
 
     def _schedule(self, observer: BaseObserver) -> BaseObserver:
         observer.name = "observer"
-        observer.schedule(Handler(self.root, self.inbox), self.root, recursive=True)
+        handler = Handler(self.root, self.inbox)
+        observer.schedule(handler, self.root, recursive=True, event_filter=EVENTS)
         observer.start()
         return observer
 

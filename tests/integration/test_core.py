@@ -9,13 +9,14 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from tests.conftest import Daemon, all_files, temp_files, thumbd, wait_until
+from tests.conftest import Daemon, _env, all_files, temp_files, thumbd, wait_until
 
 
 def photo(size: tuple[int, int] = (480, 360), seed: int = 0) -> Image.Image:
@@ -58,16 +59,20 @@ def test_chunked_writer_gives_the_same_thumbnails_as_the_complete_file(daemon: D
     target = daemon.incoming / "x.jpg"
     chunks = [data[i * len(data) // 20 : (i + 1) * len(data) // 20] for i in range(20)]
     with target.open("wb") as f:
-        for chunk in chunks:
+        for i, chunk in enumerate(chunks):
             f.write(chunk)
             f.flush()
-            time.sleep(0.15)
+            # 3 s in all, unevenly, as a network stalls: some gaps outlast settle_seconds,
+            # so only the missing close event tells that the file is not complete yet.
+            time.sleep(0.05 if i % 2 else 0.25)
     wait_until(lambda: daemon.done("x.jpg") and daemon.done("ref/x.jpg"), 30, "both thumbnail sets")
     for mine, ref in zip(daemon.thumbs("x.jpg"), daemon.thumbs("ref/x.jpg"), strict=False):
         assert mine.read_bytes() == ref.read_bytes()
     status = daemon.status()
     assert status["failed"] == 0 and status["failures"] == []
-    assert done_lines(daemon.read_log(), "x.jpg") == 1
+    log = daemon.read_log()
+    assert done_lines(log, "x.jpg") == 1
+    assert "failed x.jpg" not in log, "a partial file was taken"
 
 
 def _stage(daemon: Daemon, data: bytes) -> Path:
@@ -239,3 +244,51 @@ def test_a_second_daemon_on_the_same_state_refuses(daemon: Daemon) -> None:
     daemon.start()
     r = thumbd("run", "-c", str(daemon.config), timeout=30)
     assert r.returncode == 2 and "another thumbd" in r.stderr
+
+
+def test_sigint_drains_too_and_a_second_signal_exits_at_once(daemon: Daemon) -> None:
+    daemon.write_config({"resize": {"workers": 1}})
+    daemon.start()
+    big = daemon.tmp / "big.png"  # 48 MP with no JPEG draft: about a second a render
+    Image.linear_gradient("L").resize((8000, 6000)).save(big, compress_level=1)
+    for i in range(4):
+        shutil.copyfile(big, daemon.tmp / f"big{i}.png")
+        os.rename(daemon.tmp / f"big{i}.png", daemon.incoming / f"big{i}.png")
+    wait_until(lambda: len(list(daemon.outgoing.glob("big0_*"))) == 3, 60, "the first file")
+    daemon.send(signal.SIGINT)
+    wait_until(lambda: "SIGINT: draining (" in daemon.read_log(), 30, "the drain to start")
+    assert "SIGINT: draining (0 in flight)" not in daemon.read_log()
+    daemon.send(signal.SIGINT)
+    assert daemon.stop(timeout=10) == 128 + signal.SIGINT
+    assert "second signal, exiting now" in daemon.read_log()
+    daemon.start()
+    wait_until(lambda: all(daemon.done(f"big{i}.png") for i in range(4)), 120, "the rest")
+    assert daemon.stop(signal.SIGINT) == 0
+    assert temp_files(daemon.outgoing) == []
+
+
+def test_once_shows_progress_on_a_terminal(tmp_path: Path) -> None:
+    import pty
+
+    d = Daemon(tmp_path)
+    write_jpegs(d.incoming, 5)
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "thumbd", "once", "-c", str(d.config)],
+        stderr=follower,
+        stdout=subprocess.DEVNULL,
+        env=_env(),
+    )
+    os.close(follower)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:  # EIO: the terminal's other side closed
+            break
+        if not chunk:
+            break
+        out += chunk
+    assert proc.wait(timeout=60) == 0
+    os.close(leader)
+    assert b"\rthumbd: 5/5 (0 failed)" in out

@@ -1,0 +1,431 @@
+"""Running as a service: systemd's notify protocol and watchdog, start/status/stop with a pidfile,
+live reload on SIGHUP, live status, metrics and logs; the real daemon, real sockets, signals."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import Daemon, _env, temp_files, thumbd, wait_until
+from tests.integration.test_core import jpeg_bytes, photo
+
+OLD_WIDTHS = (200, 64, 32)
+
+
+def png_bytes(size: tuple[int, int]) -> bytes:
+    """A large PNG: no draft decoding, so a render takes a noticeable fraction of a second."""
+    buf = io.BytesIO()
+    photo(size).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def drop(daemon: Daemon, names: list[str], data: bytes) -> None:
+    """Write each file beside incoming/ and rename it in: it arrives complete."""
+    for name in names:
+        staged = daemon.tmp / f".staged-{name}"
+        staged.write_bytes(data)
+        os.rename(staged, daemon.incoming / name)
+
+
+class NotifySocket:
+    """A unix datagram socket standing in for systemd's $NOTIFY_SOCKET."""
+
+    def __init__(self) -> None:
+        # sun_path holds 107 bytes; pytest's tmp_path can be longer than that.
+        self.dir = tempfile.mkdtemp(prefix="thumbd-notify-", dir="/tmp")
+        self.path = os.path.join(self.dir, "notify")
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(self.path)
+        self.seen: list[str] = []
+
+    def receive(self, timeout: float) -> str | None:
+        self.sock.settimeout(timeout)
+        try:
+            message = self.sock.recv(4096).decode()
+        except (TimeoutError, BlockingIOError):  # settimeout(0) makes it non-blocking
+            return None
+        self.seen.append(message)
+        return message
+
+    def wait_for(self, predicate: Callable[[str], bool], timeout: float, what: str) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            message = self.receive(0.2)
+            if message is not None and predicate(message):
+                return message
+        pytest.fail(f"timed out after {timeout} s waiting for {what}; got {self.seen[-10:]}")
+
+    def drain(self) -> None:
+        while self.receive(0.0) is not None:
+            pass
+
+    def collect(self, seconds: float) -> list[str]:
+        got: list[str] = []
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            message = self.receive(left)
+            if message is not None:
+                got.append(message)
+        return got
+
+    def close(self) -> None:
+        self.sock.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture
+def notify_socket() -> Iterator[NotifySocket]:
+    s = NotifySocket()
+    yield s
+    s.close()
+
+
+def lines(message: str) -> list[str]:
+    return message.split("\n")
+
+
+# -- 1. the notify protocol and the watchdog ----------------------------------------------------
+
+
+def test_notify_ready_status_reload_stop_and_watchdog_follows_health(
+    daemon: Daemon, notify_socket: NotifySocket
+) -> None:
+    daemon.start(
+        env={
+            "NOTIFY_SOCKET": notify_socket.path,
+            "WATCHDOG_USEC": "1000000",
+            "THUMBD_TEST_HOOKS": "1",
+        }
+    )
+    notify_socket.wait_for(lambda m: "READY=1" in lines(m), 30, "READY=1")
+    drop(daemon, ["a.jpg"], jpeg_bytes())
+    status = notify_socket.wait_for(lambda m: "STATUS=1 done" in m, 30, "a STATUS= with 1 done")
+    assert re.search(r"STATUS=1 done, 0 failed, \d+ queued, \d+ in flight, [\d.]+ files/s", status)
+    notify_socket.wait_for(lambda m: m == "WATCHDOG=1", 30, "a watchdog ping")
+
+    # The observer dies and cannot come back (its folder is gone): the pings stop.
+    away = daemon.tmp / "incoming.away"
+    os.rename(daemon.incoming, away)
+    daemon.send(signal.SIGUSR2)
+    wait_until(
+        lambda: "unhealthy: the observer thread is dead" in daemon.read_log(), 30, "unhealthy"
+    )
+    notify_socket.drain()  # anything sent before the daemon logged that
+    quiet = notify_socket.collect(3.0)  # six ping intervals
+    assert "WATCHDOG=1" not in quiet
+    assert any("unhealthy: the observer thread is dead" in m for m in quiet), quiet
+
+    # The folder is back: the observer restarts, and so do the pings.
+    os.rename(away, daemon.incoming)
+    notify_socket.wait_for(lambda m: m == "WATCHDOG=1", 60, "pings after the observer is back")
+    assert "healthy again" in daemon.read_log()
+    drop(daemon, ["b.jpg"], jpeg_bytes(seed=2))
+    wait_until(lambda: daemon.done("b.jpg"), 30, "a file after the observer restarted")
+
+    daemon.send(signal.SIGHUP)
+    reloading = notify_socket.wait_for(lambda m: "RELOADING=1" in lines(m), 30, "RELOADING=1")
+    assert re.search(r"^MONOTONIC_USEC=\d+$", reloading, re.M), reloading
+    notify_socket.wait_for(lambda m: "READY=1" in lines(m), 30, "READY=1 after the reload")
+
+    daemon.send(signal.SIGTERM)
+    notify_socket.wait_for(lambda m: "STOPPING=1" in lines(m), 30, "STOPPING=1")
+    assert daemon.proc is not None and daemon.proc.wait(timeout=60) == 0
+
+
+def test_a_notify_socket_that_is_gone_is_logged_once_and_changes_nothing(daemon: Daemon) -> None:
+    daemon.start(env={"NOTIFY_SOCKET": "/nonexistent/notify", "WATCHDOG_USEC": "1000000"})
+    drop(daemon, ["a.jpg"], jpeg_bytes())
+    wait_until(lambda: daemon.done("a.jpg"), 30, "a thumbnail")
+    assert daemon.stop() == 0
+    assert daemon.read_log().count("cannot notify systemd at /nonexistent/notify") == 1
+
+
+# -- 3. start / status / stop with a pidfile ----------------------------------------------------
+
+
+def run_start(config: Path) -> subprocess.CompletedProcess[str]:
+    """`thumbd start -c NAME` from the config's folder (a relative path, as people type it),
+    under umask 077: the daemon must set its own (022) so that thumbnails stay readable."""
+    command = f'umask 077; exec "{sys.executable}" -m thumbd start -c "{config.name}"'
+    return subprocess.run(
+        ["sh", "-c", command],
+        cwd=config.parent,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=_env(),
+    )
+
+
+def read_pid(path: Path) -> int:
+    return int(path.read_text().strip())
+
+
+def lock_free(daemon: Daemon) -> bool:
+    return "thumbd: not running" in thumbd("status", "-c", str(daemon.config)).stdout
+
+
+@pytest.fixture
+def background(tmp_path: Path) -> Iterator[tuple[Daemon, list[int]]]:
+    """A daemon's folders for `thumbd start`; every pid recorded is killed (group and all)."""
+    d = Daemon(tmp_path)
+    pids: list[int] = []
+    yield d, pids
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+
+
+def test_start_refuses_twice_survives_a_stale_pidfile_and_stop_drains(
+    background: tuple[Daemon, list[int]],
+) -> None:
+    d, pids = background
+    state = d.tmp / ".thumbd"
+    first = run_start(d.config)
+    assert first.returncode == 0, first.stderr
+    pid = read_pid(state / "thumbd.pid")
+    pids.append(pid)
+    assert f"started (pid {pid})" in first.stdout
+    assert os.readlink(f"/proc/{pid}/cwd") == "/"
+
+    second = run_start(d.config)
+    assert second.returncode == 2
+    assert f"already running (pid {pid})" in second.stderr
+
+    drop(d, ["a.jpg"], jpeg_bytes())
+    wait_until(lambda: d.done("a.jpg"), 30, "a thumbnail from the background daemon")
+    assert all(t.stat().st_mode & 0o777 == 0o644 for t in d.thumbs("a.jpg"))
+    assert f"running (pid {pid})" in thumbd("status", "-c", str(d.config)).stdout
+
+    # kill -9: the pidfile stays behind, naming a dead process.
+    os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: lock_free(d), 30, "the killed daemon's lock to go")
+    assert read_pid(state / "thumbd.pid") == pid
+
+    third = run_start(d.config)
+    assert third.returncode == 0, third.stderr
+    new_pid = read_pid(state / "thumbd.pid")
+    pids.append(new_pid)
+    assert new_pid != pid
+    log = (state / "thumbd.log").read_text()
+    assert f"replaced the stale pidfile {state / 'thumbd.pid'} (pid {pid})" in log
+
+    # The daemon's working directory is /: SIGHUP still finds the file named relative to ours.
+    d.write_config({"thumbnails": {"widths": [300]}})
+    os.kill(new_pid, signal.SIGHUP)
+    wait_until(lambda: "changed [thumbnails] widths" in (state / "thumbd.log").read_text(), 30)
+
+    drop(d, [f"b{i}.png" for i in range(6)], png_bytes((3200, 2400)))
+    wait_until(lambda: "done b" in (state / "thumbd.log").read_text(), 60, "the burst to start")
+    stopped = thumbd("stop", "-c", str(d.config))
+    assert stopped.returncode == 0, stopped.stderr
+    assert f"stopped (pid {new_pid})" in stopped.stdout
+    log = (state / "thumbd.log").read_text()
+    assert "stopped (SIGTERM)" in log.splitlines()[-1]
+    assert not (state / "thumbd.pid").exists()
+    assert not (state / "status.json").exists()
+    assert temp_files(d.outgoing) == []
+    assert "thumbd: not running" in thumbd("status", "-c", str(d.config)).stdout
+    again = thumbd("stop", "-c", str(d.config))
+    assert again.returncode == 0 and "not running" in again.stdout
+
+
+def test_start_reports_why_the_daemon_could_not_start(tmp_path: Path) -> None:
+    cfg = tmp_path / "thumbd.toml"
+    cfg.write_text('[paths]\nincoming = "nowhere"\n')
+    r = run_start(cfg)
+    assert r.returncode == 2
+    assert "nowhere" in r.stderr and "does not exist" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert not (tmp_path / ".thumbd" / "thumbd.pid").exists()
+    (tmp_path / "incoming").mkdir()
+    cfg.write_text('[log]\nfile = "/proc/no-such-folder/thumbd.log"\n')
+    r = run_start(cfg)
+    assert r.returncode == 2
+    assert "cannot open the log file /proc/no-such-folder/thumbd.log" in r.stderr
+
+
+# -- 4. reload on SIGHUP ------------------------------------------------------------------------
+
+
+def widths_present(daemon: Daemon, rel: str) -> set[int]:
+    return {w for w in (*OLD_WIDTHS, 300) if daemon.thumbs(rel, (w,))[0].exists()}
+
+
+def test_sighup_applies_new_widths_to_new_work_and_a_broken_file_keeps_the_old(
+    daemon: Daemon,
+) -> None:
+    daemon.write_config({"resize": {"workers": 1}})
+    daemon.start()
+    burst = [f"burst{i:02d}.png" for i in range(16)]
+    drop(daemon, burst, png_bytes((3200, 2400)))
+    wait_until(lambda: "done burst" in daemon.read_log(), 60, "the burst to start")
+
+    daemon.write_config({"resize": {"workers": 2}, "thumbnails": {"widths": [300]}})
+    daemon.send(signal.SIGHUP)
+    reloaded = wait_until(
+        lambda: re.search(r"reloaded .*: changed (.*) \((\d+) in flight", daemon.read_log()),
+        30,
+        "the reload",
+    )
+    assert "[thumbnails] widths" in reloaded[1] and "[resize] workers" in reloaded[1]
+    assert int(reloaded[2]) > 0, "the burst was over before the reload; nothing was in flight"
+
+    after = ["after0.jpg", "after1.jpg"]
+    drop(daemon, after, jpeg_bytes((900, 600)))
+    wait_until(lambda: all(daemon.done(a, (300,)) for a in after), 60, "files dropped after")
+    wait_until(lambda: daemon.status()["done"] == len(burst) + len(after), 120, "the whole burst")
+    for a in after:
+        assert widths_present(daemon, a) == {300}
+    sets = [widths_present(daemon, b) for b in burst]
+    assert all(s in ({200, 64, 32}, {300}) for s in sets), sets
+    assert set(OLD_WIDTHS) in sets  # rendered or in flight before the reload: old widths
+    status = daemon.status()
+    assert status["failed"] == 0 and status["pending"] == 0
+
+    daemon.write_config({"resize": {"workers": 2}, "thumbnails": {"widths": "big"}})
+    daemon.send(signal.SIGHUP)
+    failed = wait_until(
+        lambda: re.search(r".*reload failed, keeping the current.*", daemon.read_log()),
+        30,
+        "the failed reload",
+    )
+    assert str(daemon.config) in failed[0]
+    assert "[thumbnails] widths" in failed[0]
+    drop(daemon, ["late.jpg"], jpeg_bytes((900, 600)))
+    wait_until(lambda: daemon.done("late.jpg", (300,)), 30, "a file after the failed reload")
+    assert widths_present(daemon, "late.jpg") == {300}
+    assert daemon.proc is not None and daemon.proc.poll() is None
+    assert daemon.stop() == 0
+
+
+def test_sighup_reopens_the_log_file_and_json_lines(daemon: Daemon) -> None:
+    daemon.write_config({"log": {"format": "json", "file": "logs/thumbd.log"}})
+    log_file = daemon.tmp / "logs" / "thumbd.log"
+    daemon.start(ready=False)
+    wait_until(lambda: log_file.exists() and "thumbd started" in log_file.read_text(), 30, "start")
+    drop(daemon, ["a.jpg"], jpeg_bytes())
+    wait_until(lambda: daemon.done("a.jpg"), 30, "a thumbnail")
+    wait_until(lambda: '"source": "a.jpg"' in log_file.read_text(), 30, "the done line")
+
+    rotated = log_file.with_name("thumbd.log.1")
+    os.rename(log_file, rotated)  # what logrotate does before it signals
+    daemon.send(signal.SIGHUP)
+    wait_until(lambda: log_file.exists() and "reloaded" in log_file.read_text(), 30, "new file")
+    assert "reloaded" not in rotated.read_text()
+    assert daemon.stop() == 0
+
+    entries = [json.loads(line) for line in rotated.read_text().splitlines()]
+    assert entries and all(
+        {"time", "level", "thread", "logger", "message"} <= set(e) for e in entries
+    )
+    done = next(e for e in entries if e["message"].startswith("done a.jpg"))
+    assert done["source"] == "a.jpg" and done["level"] == "info" and done["thread"] == "main"
+    assert done["bytes_out"] > 0
+    assert daemon.read_log() == ""  # nothing went to stderr
+
+
+# -- live status ------------------------------------------------------------------------------
+
+
+def test_status_shows_live_figures_of_a_running_daemon(daemon: Daemon) -> None:
+    daemon.write_config({"resize": {"workers": 1}})
+    daemon.start()
+    drop(daemon, [f"s{i:02d}.png" for i in range(40)], png_bytes((3200, 2400)))
+
+    def mid_burst() -> dict[str, Any] | None:
+        live: dict[str, Any] = daemon.status()["daemon"]
+        busy = live.get("done", 0) >= 1 and live.get("in_flight", 0) >= 1
+        return live if busy and live["queue"] >= 1 else None
+
+    live = wait_until(mid_burst, 60, "live figures mid-burst")
+    assert daemon.proc is not None
+    assert live["running"] is True and live["pid"] == daemon.proc.pid
+    assert live["uptime"] > 0 and live["healthy"] is True
+    assert live["queue"] == live["settling"] + live["ready"]
+    text = thumbd("status", "-c", str(daemon.config)).stdout
+    assert f"thumbd: running (pid {daemon.proc.pid}), up " in text
+    for label in ("queue:", "in flight:", "files/s over the last minute", "this run:"):
+        assert label in text
+    assert "done:" in text and "pending:" in text
+    wait_until(lambda: daemon.status()["daemon"].get("rate", 0) > 0, 30, "a rate")
+    assert daemon.stop() == 0
+    after = daemon.status()
+    assert after["daemon"] == {"running": False}
+    assert {"done", "failed", "pending", "failures"} <= set(after)
+
+
+# -- 5. metrics -------------------------------------------------------------------------------
+
+
+def scrape(url: str) -> dict[str, float]:
+    with urllib.request.urlopen(url, timeout=10) as r:
+        text = r.read().decode()
+    values: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            values[name] = float(value)
+    return values
+
+
+def test_metrics_endpoint_counters_move_during_a_burst(daemon: Daemon) -> None:
+    daemon.write_config({"resize": {"workers": 1}, "metrics": {"listen": "127.0.0.1:0"}})
+    daemon.start()
+    port = int(re.search(r"metrics on http://127\.0\.0\.1:(\d+)/metrics", daemon.read_log())[1])
+    url = f"http://127.0.0.1:{port}/metrics"
+    first = scrape(url)
+    assert first["thumbd_files_done_total"] == 0
+    assert first['thumbd_files_failed_total{reason="corrupt"}'] == 0
+
+    total = 12
+    drop(daemon, [f"m{i:02d}.png" for i in range(total)], png_bytes((3200, 2400)))
+    truncated = jpeg_bytes()
+    drop(daemon, ["truncated.jpg"], truncated[: len(truncated) // 2])
+    samples: list[dict[str, float]] = []
+
+    def finished() -> bool:
+        samples.append(scrape(url))
+        return samples[-1]["thumbd_files_done_total"] >= total
+
+    wait_until(finished, 120, "the burst in the metrics")
+    done = [s["thumbd_files_done_total"] for s in samples]
+    assert done == sorted(done)
+    assert any(0 < n < total for n in done), f"never saw the burst mid-way: {done}"
+    assert any(s["thumbd_queue_depth"] + s["thumbd_in_flight"] > 0 for s in samples)
+    wait_until(
+        lambda: scrape(url)['thumbd_files_failed_total{reason="corrupt"}'] == 1, 30, "a failure"
+    )
+    last = scrape(url)
+    assert last["thumbd_bytes_in_total"] > 0 and last["thumbd_bytes_out_total"] > 0
+    assert last["thumbd_render_seconds_count"] == total
+    assert last["thumbd_healthy"] == 1
+    assert daemon.stop() == 0
+
+
+def test_metrics_address_in_use_is_a_clear_startup_error(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        d = Daemon(tmp_path, {"metrics": {"listen": f"127.0.0.1:{port}"}})
+        r = thumbd("run", "-c", str(d.config), timeout=60)
+    assert r.returncode == 2
+    assert "[metrics] listen" in r.stderr and str(port) in r.stderr
+    assert "Traceback" not in r.stderr

@@ -1,0 +1,118 @@
+"""Colour management: bring a source into sRGB with LittleCMS (Pillow's ImageCms).
+
+Thumbnails are sRGB and carry no profile: sRGB is what browsers and viewers assume for untagged
+images (CSS Color 4), and even a compact sRGB profile would cost more bytes than a 32 px
+thumbnail's pixels. So every source that says it is something else is converted:
+
+- RGB with an ICC profile that is not sRGB (Adobe RGB, Display P3, ProPhoto, a camera's);
+- CMYK with its ICC profile, or, without one, with a built-in profile of ISO coated paper
+  (as libvips and sharp do): the naive formula shows 100 % cyan as the screen's pure cyan.
+
+An sRGB profile, or none, costs nothing: no transform is built. The renderer converts after its
+first resize, at thumbnail size (what libvips' thumbnail does), so the cost does not grow with
+the source. Transforms are cached per profile in the worker process; a profile LittleCMS cannot
+use is ignored (the image is shown as if untagged), never a failure.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import re
+
+from PIL import Image, ImageCms
+
+from thumbd import icc
+
+# A marker for "CMYK without a profile": the built-in one is made on first use.
+DEFAULT_CMYK = b"thumbd:default-cmyk"
+
+_SRGB_NAME = re.compile(r"\bsRGB\b", re.IGNORECASE)
+# Colour spaces ImageCms reports (ICC signatures, padded) for the modes thumbd converts.
+_SPACE_FOR_MODE = {"RGB": "RGB", "RGBA": "RGB", "CMYK": "CMYK"}
+
+
+def profile_to_convert(im: Image.Image) -> bytes | None:
+    """The profile to convert `im` from, or None when its pixels are sRGB already.
+
+    Call it on the decoded image, before anything drops `info`.
+    """
+    data = im.info.get("icc_profile")
+    profile = data if isinstance(data, bytes) and data else None
+    if im.mode == "CMYK":
+        return profile if profile is not None and _usable(profile, "CMYK") else DEFAULT_CMYK
+    if im.mode in ("RGB", "RGBA", "P", "PA", "RGBX") and profile is not None:  # all become RGB(A)
+        return profile if _usable(profile, "RGB") and not _is_srgb(profile) else None
+    return None  # grey and palette images, and RGB without a profile: taken as sRGB
+
+
+def to_srgb(im: Image.Image, profile: bytes | None) -> Image.Image:
+    """`im` (RGB, RGBA or CMYK) converted from `profile` to sRGB; alpha is kept."""
+    if profile is None:
+        return im if im.mode != "CMYK" else im.convert("RGB")
+    out_mode = "RGBA" if im.mode == "RGBA" else "RGB"
+    transform = _transform(profile, im.mode, out_mode)
+    if transform is None:
+        return im if im.mode != "CMYK" else im.convert("RGB")
+    converted = ImageCms.applyTransform(im, transform)
+    assert converted is not None  # not in place
+    return converted
+
+
+def _is_srgb(profile: bytes) -> bool:
+    """An sRGB profile, by its description (cameras and editors embed the IEC one, 3 KB)."""
+    return _read(profile)[1]
+
+
+def _usable(profile: bytes, space: str) -> bool:
+    """LittleCMS can read it and it describes `space` (an RGB profile on CMYK data is junk)."""
+    return _read(profile)[0] == space
+
+
+@functools.lru_cache(maxsize=64)
+def _read(profile: bytes) -> tuple[str | None, bool]:
+    """(colour space, is sRGB) of a profile; (None, False) when LittleCMS cannot read it."""
+    opened = _open(profile)
+    if opened is None:
+        return None, False
+    try:
+        description = ImageCms.getProfileDescription(opened)
+    except ImageCms.PyCMSError:
+        description = ""
+    return opened.profile.xcolor_space.strip(), _SRGB_NAME.search(description) is not None
+
+
+def _open(profile: bytes) -> ImageCms.ImageCmsProfile | None:
+    if profile == DEFAULT_CMYK:
+        profile = _default_cmyk()
+    try:
+        return ImageCms.ImageCmsProfile(io.BytesIO(profile))
+    except (OSError, ImageCms.PyCMSError, TypeError, ValueError):
+        return None
+
+
+@functools.lru_cache(maxsize=16)
+def _transform(profile: bytes, in_mode: str, out_mode: str) -> ImageCms.ImageCmsTransform | None:
+    source = _open(profile)
+    if source is None or source.profile.xcolor_space.strip() != _SPACE_FOR_MODE[in_mode]:
+        return None
+    try:
+        return ImageCms.buildTransform(
+            source,
+            _srgb(),
+            in_mode,
+            out_mode,
+            renderingIntent=ImageCms.Intent.PERCEPTUAL,
+        )
+    except ImageCms.PyCMSError:
+        return None
+
+
+@functools.cache
+def _srgb() -> ImageCms.ImageCmsProfile:
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+
+
+@functools.cache
+def _default_cmyk() -> bytes:
+    return icc.cmyk_profile("thumbd default CMYK (ISO coated)")

@@ -1,0 +1,436 @@
+"""Render on a Dask cluster: a `concurrent.futures.Executor` in front of a `distributed.Client`.
+
+Imported only when `[executor] kind = "dask"`, so the local default needs no Dask at all. The
+daemon sees what the local pool gives it: `submit(render, path, spec)` returns a future of a
+`RenderResult`; a crash is `WorkerCrashed`; nothing else changes. The daemon still does every
+write and every state change, so crash safety and idempotence are exactly the local ones.
+
+How a source travels. Workers may be on machines that do not mount the watched folder, so this
+executor reads the file here (`read_source`), moves the bytes straight to a worker with
+`Client.scatter(direct=True)` (Dask's way to move data: large task arguments would go through
+the scheduler and bloat its graph), and runs `render_bytes` there; the thumbnails' bytes come
+back. With `shared_storage = true` every machine mounts the same folders and the task is plain
+`render(path, spec)`: only the path travels.
+
+Failures, and why each is handled where it is:
+- Scattered data has no recipe: when its worker dies, Dask cannot recompute it and cancels the
+  task that needed it. The source is still on disk, so this executor reads and ships it again,
+  up to `retries` times; past that the task counts as a crash (`WorkerCrashed`, "worker
+  crashed") and the daemon's crash policy applies as it does locally.
+- A worker dying while it runs a task whose input lives elsewhere: Dask re-runs the task itself
+  and gives up with `KilledWorker` (the scheduler's `allowed-failures`): `WorkerCrashed` too.
+- An exception inside the task is retried by Dask (`client.submit(retries=...)`).
+- The scheduler going away cancels every task of the client. Those tasks are not failed: they
+  wait here, a new client connects when the scheduler is back, and they are sent again. The
+  daemon keeps at most `max_in_flight` jobs here, so the rest of the backlog stays on disk.
+
+Threads: one thread ("dask") runs an asyncio loop with an asynchronous Client; every task is a
+coroutine on it (read, scatter, submit, await the result), so many round trips overlap. Sources
+are read in asyncio's worker threads; Dask's callback thread only wakes a coroutine. The
+daemon's thread only hands tasks over with `call_soon_threadsafe`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import CancelledError, Executor, Future
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from distributed import Client, KilledWorker
+from distributed.client import FutureCancelledError
+
+from thumbd.config import ExecutorConfig
+from thumbd.executor import WorkerCrashed
+from thumbd.render import (
+    RenderResult,
+    RenderSpec,
+    Signature,
+    read_source,
+    render,
+    render_bytes,
+)
+
+log = logging.getLogger("thumbd.dask")
+
+CONNECT_TIMEOUT = 5.0  # seconds for one attempt to reach the scheduler (and for a scatter)
+RETRY_DELAY = 1.0  # seconds between attempts while the cluster cannot take work
+LOG_EVERY = 60.0  # seconds between repeated "still unreachable" lines
+CONNECTION_LOST = "scheduler-connection-lost"  # Dask's reason for cancelling on a lost client
+RESULT_TIMEOUT = 15.0  # seconds to fetch a finished task's thumbnails before rendering it again
+TASK_PREFIX = "thumbd-render-"  # keys: thumbd-render-<daemon run>-<task> (dashboard, tests)
+
+
+@dataclass(eq=False, slots=True)
+class _Task:
+    future: Future[RenderResult]
+    path: str
+    spec: RenderSpec
+    lost: int = 0  # times its worker died with its data, so it had to be shipped again
+
+
+class _Requeue(Exception):
+    """The cluster could not take or finish this task now; send it again later."""
+
+
+class DaskExecutor(Executor):
+    """Runs thumbd's render() on a Dask cluster; see the module docstring."""
+
+    def __init__(self, settings: ExecutorConfig) -> None:
+        self._settings = settings
+        self._where = str(settings.scheduler_file or settings.address)
+        self._lock = threading.Lock()
+        self._closed = False  # submit() refuses from now on (any thread)
+        # Owned by the loop thread:
+        self._pending: deque[_Task] = deque()  # to send: new, or back after a failure
+        self._running: dict[_Task, asyncio.Task[None]] = {}
+        self._stopping = False
+        self._cancel_unsent = False
+        self._down_since: float | None = None
+        self._down_logged = 0.0
+        self._hold_until = 0.0
+        self._announced = False
+        self._keys = f"{TASK_PREFIX}{uuid.uuid4().hex[:8]}-"  # this run's tasks
+        self.restarts = 0  # tasks whose worker died under them (the daemon's pool figure)
+        self._first_try = threading.Event()  # the first attempt to connect has ended
+        self._first_error: str | None = None
+        started = threading.Event()
+        self._thread = threading.Thread(target=self._thread_main, args=(started,), name="dask")
+        self._thread.daemon = True
+        self._thread.start()
+        started.wait()
+
+    # -- the Executor interface (any thread) -------------------------------------------------
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        if fn is not render or kwargs or len(args) != 2:
+            raise TypeError("DaskExecutor runs thumbd.render.render(path, spec) only")
+        path, spec = args
+        future: Future[RenderResult] = Future()
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("cannot submit after shutdown")
+            self._loop.call_soon_threadsafe(self._accept, _Task(future, path, spec))
+        return future
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Stop taking work. Tasks on the cluster go on; with cancel_futures, unsent ones end
+        cancelled (the daemon leaves them pending)."""
+        self._call(self._stop, cancel_futures)
+        if wait:
+            self._thread.join()
+
+    def terminate(self) -> None:
+        """Stop now: what is still on the cluster ends cancelled (the drain timed out)."""
+        self._call(self._stop, True, True)
+        self._thread.join()
+
+    def alive(self) -> bool:
+        """Its thread runs (until shutdown, when the last task is done)."""
+        return self._thread.is_alive()
+
+    def unreachable(self, timeout: float) -> str | None:
+        """Why the first attempt to reach the scheduler failed, or None if it worked (for
+        `thumbd once`, which should not wait for a scheduler that may never come)."""
+        if not self._first_try.wait(timeout):
+            return f"Dask scheduler {self._where}: no answer within {timeout:g} s"
+        return self._first_error
+
+    def _call(self, fn: Callable[..., None], *args: Any) -> None:
+        with self._lock:
+            self._closed = True
+            if self._thread.is_alive():
+                with contextlib.suppress(RuntimeError):  # the loop has just ended
+                    self._loop.call_soon_threadsafe(fn, *args)
+
+    # -- the loop thread ---------------------------------------------------------------------
+
+    def _thread_main(self, started: threading.Event) -> None:
+        try:
+            asyncio.run(self._main(started))
+        except BaseException as e:  # a bug here: say so, and do not leave the daemon waiting
+            log.critical("the Dask executor stopped: %r", e, exc_info=e)
+            with self._lock:
+                self._closed = True
+            for task in [*self._pending, *self._running]:
+                with contextlib.suppress(Exception):
+                    task.future.set_exception(RuntimeError(f"the Dask executor stopped: {e!r}"))
+        finally:
+            started.set()
+            self._first_try.set()
+
+    async def _main(self, started: threading.Event) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._wakeup = asyncio.Event()
+        started.set()
+        while not self._finished():
+            client = await self._connect()
+            if client is None:
+                continue
+            try:
+                await self._serve(client)
+            finally:
+                with contextlib.suppress(Exception):
+                    await client.close(timeout=CONNECT_TIMEOUT)
+
+    def _accept(self, task: _Task) -> None:
+        self._pending.append(task)
+        self._wakeup.set()
+
+    def _stop(self, cancel_unsent: bool, terminate: bool = False) -> None:
+        self._stopping = True
+        self._cancel_unsent = self._cancel_unsent or cancel_unsent
+        self._drop_unsent()
+        if terminate:
+            for running in self._running.values():
+                running.cancel()
+        self._wakeup.set()
+
+    def _drop_unsent(self) -> None:
+        if self._cancel_unsent:
+            while self._pending:
+                _cancel(self._pending.popleft())
+
+    def _finished(self) -> bool:
+        return self._stopping and not self._pending and not self._running
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep, but wake at once for new work or a shutdown."""
+        self._wakeup.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wakeup.wait(), seconds)
+
+    async def _connect(self) -> Any:
+        """A connected client, or None (after a pause) when the scheduler cannot be reached."""
+        try:
+            client = await Client(
+                self._address(),
+                asynchronous=True,
+                timeout=CONNECT_TIMEOUT,
+                set_as_default=False,
+                direct_to_workers=not self._settings.shared_storage,
+            )
+        except Exception as e:
+            if not self._first_try.is_set():
+                self._first_error = f"cannot reach the Dask scheduler {self._where}: {_brief(e)}"
+                self._first_try.set()
+            self._trouble(f"cannot connect ({_brief(e)})")
+            await self._pause(RETRY_DELAY)
+            return None
+        self._first_try.set()
+        if not self._announced:
+            self._announced = True
+            log.info(
+                "rendering on the Dask cluster at %s (%s, at most %d in flight, keys %s*)",
+                self._where,
+                "shared storage" if self._settings.shared_storage else "sources shipped",
+                self._settings.max_in_flight,
+                self._keys,
+            )
+        return client
+
+    def _address(self) -> str:
+        """The scheduler's address, read from the scheduler file on every attempt: a scheduler
+        restarted on another port rewrites it."""
+        if self._settings.scheduler_file is None:
+            return self._settings.address
+        path = Path(self._settings.scheduler_file)
+        try:
+            return str(json.loads(path.read_text())["address"])
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise ConnectionError(f"cannot read scheduler file {path}: {_brief(e)}") from e
+
+    async def _serve(self, client: Any) -> None:
+        """Start a coroutine per task while the client is connected. Return when everything
+        is finished, or when the client gave up on the scheduler (then a new one connects)."""
+        while not self._finished() and client.status not in ("closing", "closed"):
+            if client.status != "running":
+                # Dask reconnects by itself for CONNECT_TIMEOUT seconds, then closes the
+                # client. The tasks it cancelled come back to _pending meanwhile.
+                self._trouble("lost the connection to the scheduler")
+            elif time.monotonic() >= self._hold_until:
+                while self._pending:
+                    task = self._pending.popleft()
+                    self._running[task] = asyncio.create_task(self._run(client, task))
+            await self._pause(RETRY_DELAY)
+        while self._running:  # a closed client's tasks fail at once: let them requeue
+            await asyncio.wait(list(self._running.values()))
+
+    # -- one task ----------------------------------------------------------------------------
+
+    async def _run(self, client: Any, task: _Task) -> None:
+        try:
+            if not task.future.running() and not task.future.set_running_or_notify_cancel():
+                return  # cancelled before it was sent
+            result = await self._render(client, task)
+        except _Requeue as e:
+            self._requeue(task, str(e))
+        except asyncio.CancelledError:
+            _cancel(task)  # terminated: the source stays pending
+        except BaseException as e:
+            task.future.set_exception(e)
+        else:
+            self._recovered()
+            task.future.set_result(result)
+        finally:
+            del self._running[task]
+            self._wakeup.set()
+
+    async def _render(self, client: Any, task: _Task) -> RenderResult:
+        handles: list[Any] = []
+        try:
+            return await self._attempt(client, task, handles)
+        finally:
+            # Released before the daemon hears of the result: the scheduler never holds more
+            # render tasks than the daemon has in flight.
+            for handle in handles:
+                with contextlib.suppress(Exception):
+                    handle.release()
+
+    async def _attempt(self, client: Any, task: _Task, handles: list[Any]) -> RenderResult:
+        source: tuple[Signature, bytes] | None = None
+        if not self._settings.shared_storage:
+            read = await asyncio.to_thread(read_source, task.path)
+            if isinstance(read, RenderResult):  # unreadable: the answer render() gives
+                return read
+            source = read
+            del read
+        try:
+            work = await self._send(client, task, source, handles)
+        except Exception as e:  # the scheduler or the worker went away, or no workers yet
+            raise _Requeue(_lost(client) or f"cannot send work ({_brief(e)})") from e
+        source = None  # on a worker now: no copy here while it renders (max_in_flight of them)
+        try:
+            return await self._outcome(client, task, work)
+        except (OSError, TimeoutError) as e:  # fetching the result failed
+            if client.status != "running":
+                raise _Requeue(_lost(client)) from e
+            raise self._worker_lost(task, _brief(e)) from e
+
+    async def _send(
+        self, client: Any, task: _Task, source: tuple[Signature, bytes] | None, handles: list[Any]
+    ) -> Any:
+        key, retries = f"{self._keys}{uuid.uuid4().hex}", self._settings.retries
+        if source is None:
+            work = client.submit(render, task.path, task.spec, key=key, retries=retries)
+        else:
+            signature, data = source
+            scattered = await client.scatter(data, direct=True, hash=False)
+            handles.append(scattered)
+            name = os.path.basename(task.path)
+            work = client.submit(
+                render_bytes, scattered, task.spec, name, signature, key=key, retries=retries
+            )
+        handles.append(work)
+        return work
+
+    async def _outcome(self, client: Any, task: _Task, work: Any) -> RenderResult:
+        try:
+            await _finished(work)
+            result: RenderResult = await _fetch(work)
+        except KilledWorker as e:
+            self.restarts += 1
+            raise WorkerCrashed(f"worker crashed ({_killed(e)})") from None
+        except FutureCancelledError as e:
+            if e.reason == CONNECTION_LOST or client.status != "running":
+                raise _Requeue(_lost(client) or "lost the connection") from None
+            # Dask's only other cancel: the scattered bytes were lost with their worker.
+            raise self._worker_lost(task, "its Dask worker died") from None
+        return result
+
+    def _worker_lost(self, task: _Task, why: str) -> Exception:
+        """Send it again (a _Requeue to raise), or, past `retries`, call it a crash."""
+        task.lost += 1
+        self.restarts += 1
+        if task.lost > self._settings.retries:
+            times = "once" if task.lost == 1 else f"{task.lost} times"
+            return WorkerCrashed(f"worker crashed (its Dask worker died {times})")
+        log.warning("%s: %s; sending it again", task.path, why)
+        return _Requeue("")
+
+    def _requeue(self, task: _Task, why: str) -> None:
+        self._pending.appendleft(task)
+        if why:
+            self._trouble(why)
+            self._hold_until = time.monotonic() + RETRY_DELAY
+        self._drop_unsent()
+
+    # -- telling people ----------------------------------------------------------------------
+
+    def _trouble(self, why: str) -> None:
+        """Log that the cluster cannot take work now: once, then every LOG_EVERY seconds."""
+        now = time.monotonic()
+        if self._down_since is None:
+            self._down_since = now
+        elif now - self._down_logged < LOG_EVERY:
+            return
+        self._down_logged = now
+        log.warning(
+            "Dask cluster at %s: %s; %d files wait (nothing is failed), retrying",
+            self._where,
+            why,
+            len(self._pending) + len(self._running),
+        )
+
+    def _recovered(self) -> None:
+        if self._down_since is None:
+            return
+        log.info(
+            "Dask cluster at %s takes work again after %.1f s; catching up on %d files",
+            self._where,
+            time.monotonic() - self._down_since,
+            len(self._pending) + len(self._running),
+        )
+        self._down_since = None
+
+
+async def _finished(work: Any) -> None:
+    """Wait until the task is done (finished, erred or cancelled), without fetching anything."""
+    loop, done = asyncio.get_running_loop(), asyncio.Event()
+    work.add_done_callback(lambda _: loop.call_soon_threadsafe(done.set))  # Dask's thread
+    await done.wait()
+
+
+async def _fetch(work: Any) -> Any:
+    """The result of a finished task. A worker killed just as it finished can hold the fetch
+    for a long time (30 s in the tests); past RESULT_TIMEOUT this raises TimeoutError and the
+    task is sent again. Shielded: concurrent fetches share Dask's gather, which must go on."""
+    fetch = asyncio.ensure_future(work.result())
+    fetch.add_done_callback(lambda f: f.cancelled() or f.exception())  # retrieved, not logged
+    return await asyncio.wait_for(asyncio.shield(fetch), RESULT_TIMEOUT)
+
+
+def _lost(client: Any) -> str:
+    return "" if client.status == "running" else "lost the connection to the scheduler"
+
+
+def _cancel(task: _Task) -> None:
+    if not task.future.cancel():  # already running: cancel() refuses
+        with contextlib.suppress(Exception):
+            task.future.set_exception(CancelledError())
+
+
+def _killed(e: KilledWorker) -> str:
+    try:
+        deaths = e.allowed_failures + 1
+    except (IndexError, TypeError):
+        return "KilledWorker"
+    return f"KilledWorker: {'a worker' if deaths == 1 else f'{deaths} workers'} died running it"
+
+
+def _brief(e: BaseException) -> str:
+    text = str(e).splitlines()[0] if str(e) else ""
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+__all__ = ["TASK_PREFIX", "DaskExecutor"]

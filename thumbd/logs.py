@@ -1,0 +1,146 @@
+"""Logging: level, text or JSON lines, stderr (the journal under systemd) or a file.
+
+A log file is reopened on SIGHUP, so logrotate can move it away and signal thumbd
+(`postrotate ... kill -HUP`) instead of using copytruncate. Under `thumbd start` the daemon's
+stdout and stderr point at the same file (python-daemon redirects them, so that a traceback or
+a fault still lands somewhere); they are reopened with it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+from thumbd.config import LogConfig
+
+LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
+TEXT_FORMAT = "%(asctime)s %(levelname)-7s [%(threadName)s] %(message)s"
+
+# Attributes every LogRecord has; anything else on a record came from `extra=` and is a field.
+_STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message",
+    "asctime",
+    "taskName",
+}
+
+_handler: logging.Handler | None = None
+_default_file: Path | None = None  # where the log goes when `[log] file` is empty
+_std_file: Path | None = None  # the file stdout and stderr point at (thumbd start)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, thread, logger, message, then any extra fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": _iso_time(record.created),
+            "level": record.levelname.lower(),
+            "thread": record.threadName,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key, value in vars(record).items():
+            if key not in _STANDARD and not key.startswith("_"):
+                entry[key] = value
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str, ensure_ascii=False)
+
+
+def _iso_time(created: float) -> str:
+    """Local time with its UTC offset and milliseconds: 2025-05-01T12:00:00.123+02:00."""
+    local = time.localtime(created)
+    offset = time.strftime("%z", local)
+    ms = int(created % 1 * 1000)
+    return f"{time.strftime('%Y-%m-%dT%H:%M:%S', local)}.{ms:03d}{offset[:3]}:{offset[3:]}"
+
+
+class ReopenableFileHandler(logging.StreamHandler[TextIO]):
+    """Appends to a file; `reopen()` starts a new one at the same path (after logrotate)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        super().__init__(self._open())
+
+    def _open(self) -> TextIO:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        return self.path.open("a", encoding="utf-8", buffering=1)
+
+    def reopen(self) -> None:
+        old = self.setStream(self._open())
+        if old is not None:
+            old.close()
+
+    def close(self) -> None:
+        self.acquire()
+        try:
+            self.stream.close()
+        finally:
+            self.release()
+        super().close()
+
+
+def configure(config: LogConfig, *, default_file: Path | None = None) -> None:
+    """Send thumbd's log where `config` says (replacing an earlier configure). `default_file`
+    stands for an empty `[log] file` (stderr otherwise) and is kept for later calls."""
+    global _handler, _default_file
+    if default_file is not None:
+        _default_file = default_file
+    path = Path(config.file) if config.file else _default_file
+    handler: logging.Handler = (
+        ReopenableFileHandler(path) if path else logging.StreamHandler(sys.stderr)
+    )
+    handler.setFormatter(
+        JsonFormatter() if config.format == "json" else logging.Formatter(TEXT_FORMAT)
+    )
+    level = LEVELS[config.level]
+    handler.setLevel(level)
+    root = logging.getLogger()
+    reset()
+    root.addHandler(handler)
+    # The loggers keep WARNING even when the handler shows only errors: the watcher turns
+    # watchdog's overflow warning into a rescan, and a disabled level would never reach it.
+    root.setLevel(min(level, logging.WARNING))
+    _handler = handler
+
+
+def reset() -> None:
+    """Remove and close the handler `configure` installed, if any."""
+    global _handler
+    if _handler is not None:
+        logging.getLogger().removeHandler(_handler)
+        _handler.close()
+        _handler = None
+
+
+def redirect_std_streams(path: Path) -> None:
+    """Point stdout and stderr (the file descriptors) at `path`, appending."""
+    global _std_file
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        for std in (1, 2):
+            os.dup2(fd, std)
+    finally:
+        os.close(fd)
+    _std_file = path
+
+
+def reopen() -> None:
+    """After logrotate: start writing to new files at the configured paths."""
+    if isinstance(_handler, ReopenableFileHandler):
+        _handler.reopen()
+    if _std_file is not None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        redirect_std_streams(_std_file)
