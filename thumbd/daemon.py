@@ -49,6 +49,7 @@ log = logging.getLogger("thumbd")
 CRASH_ATTEMPTS = 2  # a source that kills its worker this many times is recorded as failed
 DISK_FULL_RETRY = 5.0  # seconds between tries to write while outgoing/ is full
 RETRY_CHECK = 0.5  # seconds between looks for `thumbd retry` requests
+RESCAN_GAP = 2.0  # at least this long (or one scan's duration) between back-to-back rescans
 OBSERVER_RETRY_MAX = 30.0  # seconds between tries to restart an observer that cannot start
 STALL_GRACE = 30.0  # seconds past the pool's timeouts before a pool with no results is stuck
 
@@ -135,6 +136,7 @@ class Daemon:
         self.scan_total = 0
         self.scan_found = 0
         self.next_rescan = 0.0
+        self.scan_started = 0.0
         self.disk_full_until = 0.0
         self.disk_full_logged = 0.0
         self.next_retry_check = 0.0
@@ -335,7 +337,8 @@ class Daemon:
         elif isinstance(message, DirArrived):
             self.on_dir(message.rel)
         elif isinstance(message, Overflow):
-            log.warning("inotify queue overflowed: events were lost; rescanning %s", self.root)
+            if not self.rescan_wanted:  # once per scan, not once per overflow: floods repeat
+                log.warning("inotify queue overflowed: events were lost; rescanning %s", self.root)
             self.start_scan()
         elif isinstance(message, Signalled):
             self.on_signal(message.signum)
@@ -377,7 +380,7 @@ class Daemon:
             self.scan_thread = None
             if self.rescan_wanted:
                 self.rescan_wanted = False
-                self.start_scan()
+                self.rescan_soon(now)
 
     # -- deleted sources -------------------------------------------------------------------
 
@@ -653,10 +656,22 @@ class Daemon:
         if self.scan_thread is not None:
             self.rescan_wanted = True
             return
-        self.next_rescan = time.monotonic() + self.config.watch.rescan_interval
+        self.scan_started = time.monotonic()
+        self.next_rescan = self.scan_started + self.config.watch.rescan_interval
         self.scan_found = 0
         self.scan_thread = threading.Thread(target=self._scan, name="scanner", daemon=True)
         self.scan_thread.start()
+
+    def rescan_soon(self, now: float) -> None:
+        """Events were lost while a scan ran: scan again, but not back to back. In a sustained
+        flood the queue overflows again and again; a pause as long as the last scan (at least
+        RESCAN_GAP) keeps scans from taking the CPU the files need, and the next scan still
+        starts after the last overflow."""
+        if self.once:
+            self.start_scan()
+            return
+        gap = max(RESCAN_GAP, now - self.scan_started)
+        self.next_rescan = min(self.next_rescan, now + gap)
 
     def _scan(self) -> None:
         try:

@@ -202,20 +202,25 @@ class State:
 
     def clear_failed(self, paths: list[str] | None) -> list[str]:
         """Forget the failure records of `paths` (each a file or a folder), or of all with None,
-        and leave them for a running daemon in `retries`. Returns what was cleared."""
+        and leave them for a running daemon in `retries`. Returns what was cleared. A manifest
+        with failed URLs counts as failed: its URL failures and its own record go, so that it
+        is read again and only those URLs are fetched again."""
         with self.transaction():
-            failed = [
-                r[0]
-                for r in self._db.execute(
-                    "SELECT path FROM sources WHERE status = ? ORDER BY path", (FAILED,)
-                )
-            ]
+            failed = self._failed_paths()
             if paths is not None:
                 failed = [f for f in failed if any(_under(f, p) for p in paths)]
             for path in failed:
+                self.forget_failed_urls(path)
                 self._db.execute("DELETE FROM sources WHERE path = ?", (path,))
                 self._db.execute("INSERT OR IGNORE INTO retries (path) VALUES (?)", (path,))
         return failed
+
+    def _failed_paths(self) -> list[str]:
+        query = "SELECT path FROM sources WHERE status = ?"
+        if self._has_urls:
+            query += " UNION SELECT manifest FROM urls WHERE status = ?"
+        rows = self._db.execute(query + " ORDER BY 1", (FAILED, FAILED)[: query.count("?")])
+        return [str(r[0]) for r in rows]
 
     def take_retries(self) -> list[str]:
         """The sources `thumbd retry` cleared since the last call."""

@@ -119,7 +119,8 @@ class Handler(FileSystemEventHandler):
 
 
 class _OverflowFilter(logging.Filter):
-    """Turns watchdog's 'queue overflowed' warning into an Overflow message."""
+    """Turns watchdog's 'queue overflowed' warnings into an Overflow message (the daemon logs
+    its own line, once per rescan; a flood would otherwise log thousands of them)."""
 
     def __init__(self, inbox: queue.SimpleQueue[Any]) -> None:
         super().__init__()
@@ -128,6 +129,7 @@ class _OverflowFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if "overflow" in record.getMessage().lower():
             self.inbox.put(Overflow())
+            return False
         return True
 
 
