@@ -114,3 +114,36 @@ def test_watchdogs_overflow_warning_becomes_a_rescan_message(tmp_path: Path) -> 
         collect(inbox, lambda got: any(isinstance(e, Overflow) for e in got))
     finally:
         w.stop()
+
+
+def test_the_kernel_is_asked_for_no_open_or_read_close_events(tmp_path: Path) -> None:
+    """Each source a worker reads would otherwise queue two events (IN_OPEN, IN_CLOSE_NOWRITE)
+    that thumbd ignores: in a flood they alone overflow the kernel queue."""
+    (tmp_path / "sub").mkdir()
+    inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    w = Watcher(str(tmp_path), inbox, polling=False)
+    w.start()
+    try:
+        masks = inotify_masks()
+        assert len(masks) >= 2  # the folder and its sub-folder
+        for mask in masks:
+            assert mask & 0x20 == 0, "IN_OPEN"
+            assert mask & 0x10 == 0, "IN_CLOSE_NOWRITE"
+            assert mask & 0x08, "IN_CLOSE_WRITE"
+    finally:
+        w.stop()
+
+
+def inotify_masks() -> list[int]:
+    """The event masks of this process's inotify watches, as the kernel reports them."""
+    masks = []
+    for fd in os.listdir("/proc/self/fdinfo"):
+        try:
+            text = Path(f"/proc/self/fdinfo/{fd}").read_text()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            if line.startswith("inotify wd:"):
+                fields = dict(f.split(":", 1) for f in line.split()[1:] if ":" in f)
+                masks.append(int(fields["mask"], 16))
+    return masks
