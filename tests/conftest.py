@@ -63,6 +63,7 @@ class Daemon:
         self.config = tmp / "thumbd.toml"
         self.log = tmp / "thumbd.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.prefix: list[str] = []  # a command to run the daemon under (unshare, setpriv)
         self.write_config(settings or {})
 
     def write_config(self, settings: dict[str, dict[str, Any]]) -> None:
@@ -81,9 +82,10 @@ class Daemon:
 
     def start(self, *, ready: bool = True, env: dict[str, str] | None = None) -> Daemon:
         """`env` adds variables (NOTIFY_SOCKET, say) to the daemon's environment."""
+        starts = self.read_log().count("thumbd started")  # the log is kept across restarts
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "thumbd", "run", "-c", str(self.config)],
+                [*self.prefix, sys.executable, "-m", "thumbd", "run", "-c", str(self.config)],
                 stdout=log,
                 stderr=log,
                 env={**_env(), **(env or {})},
@@ -91,7 +93,9 @@ class Daemon:
             )
         if ready:
             wait_until(
-                lambda: "thumbd started" in self.read_log() or self.proc.poll() is not None,
+                lambda: (
+                    self.read_log().count("thumbd started") > starts or self.proc.poll() is not None
+                ),
                 30,
                 "the daemon to start",
             )
@@ -139,13 +143,31 @@ class Daemon:
 
 
 def _reap_group(pgid: int) -> None:
+    """Wait until nothing of the group runs. Its orphans (the fork server) are reaped by init,
+    which may take a second or more; a zombie runs nothing, so it does not count."""
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         try:
             os.killpg(pgid, 0)
         except ProcessLookupError:
             return
+        if not _live_members(pgid):
+            return
         time.sleep(0.05)
+
+
+def _live_members(pgid: int) -> list[int]:
+    live = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":  # state, ppid, pgrp, ...
+            live.append(int(entry))
+    return live
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ import pytest
 from tests import workers
 from tests.conftest import wait_until
 from thumbd.executor import ProcessPool, RemoteError, TaskTimeout, WorkerCrashed
+from thumbd.worker import init_worker
 
 
 def test_far_more_tasks_than_max_tasks_times_workers_all_finish() -> None:
@@ -152,5 +153,13 @@ def test_workers_start_with_pillow_plugins_imported() -> None:
     try:
         assert pool.submit(workers.pillow_initialized, 0).result(timeout=30)
         assert pool.submit(workers.pillow_initialized, 1).result(timeout=30)  # a fresh worker
+    finally:
+        pool.shutdown()
+
+
+def test_workers_get_the_memory_cap_and_pillows_bomb_limit_from_the_initializer() -> None:
+    pool = ProcessPool(1, initializer=init_worker, initargs=(512 * 2**20, 123_456_789))
+    try:
+        assert pool.submit(workers.limits, 0).result(timeout=30) == (512 * 2**20, 123_456_789)
     finally:
         pool.shutdown()

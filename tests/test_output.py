@@ -1,71 +1,91 @@
-"""output.Writer: atomic writes into outgoing/, never outside it, nothing left behind."""
+"""output.Writer: atomic writes that never leave outgoing/, whatever the names or symlinks."""
 
 from __future__ import annotations
 
 import os
-import stat
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pytest
 
-from thumbd.output import TMP_DIR, UnsafePath, Writer
+from thumbd.output import TMP_DIR, UnsafePath, Writer, plain_parts, thumbnail_name
 
 
 @pytest.fixture
 def writer(tmp_path: Path) -> Writer:
-    w = Writer(tmp_path / "outgoing")
+    w = Writer(tmp_path / "out")
     w.prepare()
     return w
 
 
-def leftovers(w: Writer) -> list[str]:
-    return os.listdir(w.tmp)
+@pytest.mark.parametrize(
+    "rel", ["x.jpg", "a/b/x.jpg", "a/b.c/x.y.jpeg", "a/.hidden", "a/x.", "noext", "a/..jpg"]
+)
+def test_thumbnail_names_keep_the_folder_and_the_stem(rel: str) -> None:
+    p = PurePosixPath(rel)
+    assert thumbnail_name(rel, 200, "jpg") == str(p.with_name(f"{p.stem}_200.jpg"))
 
 
-def test_a_write_lands_whole_with_the_umask_mode_and_leaves_no_temporary(writer: Writer) -> None:
-    old = os.umask(0o027)
-    try:
-        assert writer.write("a/b/x_200.jpg", b"x" * 70_000) == 70_000
-    finally:
-        os.umask(old)
-    final = writer.root / "a" / "b" / "x_200.jpg"
-    assert final.read_bytes() == b"x" * 70_000
-    # The mode a plain `cp` would give under the umask the daemon started with (0o022 here).
-    assert stat.S_IMODE(final.stat().st_mode) == 0o666 & ~old
-    assert leftovers(writer) == []
+@pytest.mark.parametrize(
+    "rel", ["", "/etc/x.jpg", "../x.jpg", "a/../../x.jpg", "a/./x.jpg", "a//x.jpg", "..", "a/"]
+)
+def test_names_that_could_leave_the_root_are_refused(writer: Writer, rel: str) -> None:
+    with pytest.raises(UnsafePath):
+        plain_parts(rel)
+    with pytest.raises(UnsafePath):
+        writer.write(rel, b"data")
 
 
-def test_a_second_write_replaces_the_first_in_one_rename(writer: Writer) -> None:
-    writer.write("x_64.jpg", b"old")
-    before = (writer.root / "x_64.jpg").stat().st_ino
-    writer.write("x_64.jpg", b"new")
-    assert (writer.root / "x_64.jpg").read_bytes() == b"new"
-    assert (writer.root / "x_64.jpg").stat().st_ino != before  # a new file, renamed over
-    assert leftovers(writer) == []
+def test_a_write_lands_whole_and_leaves_no_temporary_file(writer: Writer) -> None:
+    assert writer.write("a/b/x_200.jpg", b"thumbnail") == 9
+    assert (writer.root / "a" / "b" / "x_200.jpg").read_bytes() == b"thumbnail"
+    assert list((writer.root / TMP_DIR).iterdir()) == []
 
 
-def test_a_failed_rename_leaves_no_temporary_file(writer: Writer) -> None:
-    (writer.root / "taken_200.jpg").mkdir()  # a folder where the thumbnail should go
-    with pytest.raises(OSError):
-        writer.write("taken_200.jpg", b"data")
-    assert leftovers(writer) == []
+def test_a_symlinked_folder_below_the_root_is_refused_not_followed(
+    writer: Writer, tmp_path: Path
+) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (writer.root / "a").mkdir()
+    os.symlink(elsewhere, writer.root / "a" / "b")
+    with pytest.raises(UnsafePath, match="symbolic link"):
+        writer.write("a/b/x_200.jpg", b"data")
+    assert list(elsewhere.iterdir()) == []
+    assert list((writer.root / TMP_DIR).iterdir()) == []
 
 
-def test_a_symlinked_folder_cannot_lead_writes_outside(tmp_path: Path, writer: Writer) -> None:
-    outside = tmp_path / "elsewhere"
-    outside.mkdir()
-    (writer.root / "link").symlink_to(outside)
-    with pytest.raises(UnsafePath, match="leads outside"):
-        writer.write("link/x_200.jpg", b"data")
-    assert list(outside.iterdir()) == []
-    assert leftovers(writer) == []
+def test_a_symlink_in_place_of_a_thumbnail_is_replaced_not_written_through(
+    writer: Writer, tmp_path: Path
+) -> None:
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    os.symlink(victim, writer.root / "x_200.jpg")
+    writer.write("x_200.jpg", b"data")
+    assert victim.read_text() == "precious"
+    assert not (writer.root / "x_200.jpg").is_symlink()
+    writer.remove("x_200.jpg")
+    assert victim.read_text() == "precious"
 
 
-def test_start_up_clears_what_a_killed_daemon_left(writer: Writer) -> None:
-    (writer.tmp / "x_200.jpg.7.tmp").write_bytes(b"half")
-    again = Writer(writer.root)
-    again.prepare()
-    assert leftovers(again) == []
-    again.write("x_200.jpg", b"whole")  # its own temporary names start over: no clash
-    assert (again.root / "x_200.jpg").read_bytes() == b"whole"
-    assert TMP_DIR in os.listdir(again.root)
+def test_remove_prunes_folders_it_leaves_empty_and_only_those(writer: Writer) -> None:
+    writer.write("a/b/x_200.jpg", b"1")
+    writer.write("a/y_200.jpg", b"2")
+    writer.remove("a/b/x_200.jpg", prune=True)
+    assert not (writer.root / "a" / "b").exists()
+    assert (writer.root / "a" / "y_200.jpg").exists()
+    writer.remove("a/y_200.jpg", prune=True)
+    assert not (writer.root / "a").exists() and writer.root.is_dir()
+    writer.remove("a/y_200.jpg", prune=True)  # gone already: nothing to do
+
+
+def test_prepare_replaces_a_planted_temporary_folder_link(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    root = tmp_path / "out"
+    root.mkdir()
+    os.symlink(elsewhere, root / TMP_DIR)
+    w = Writer(root)
+    w.prepare()
+    w.write("x_200.jpg", b"data")
+    assert list(elsewhere.iterdir()) == []
+    assert (root / TMP_DIR).is_dir() and not (root / TMP_DIR).is_symlink()

@@ -1,9 +1,10 @@
-"""Scans: the walk in the state's order, and the merge of the two."""
+"""Scans: the walk in the state's order, the merge of the two, and what is gone."""
 
 from __future__ import annotations
 
 import os
 import sqlite3
+import threading
 from pathlib import Path
 
 from thumbd import scanner
@@ -71,3 +72,45 @@ def test_unrecorded_is_what_has_no_record_for_its_current_content(tmp_path: Path
     for page in (1, 2, 1000):  # pages of the state end anywhere in the walk
         found = list(scanner.unrecorded(str(root), tmp_path / "thumbd.db", page=page))
         assert found == sqlite_order(sorted(expected)), page
+
+
+def run_scan(root: Path, db: Path) -> tuple[list[str], list[list[str]]]:
+    found: list[str] = []
+    gone: list[list[str]] = []
+    scanner.scan(
+        str(root),
+        db,
+        (),
+        lambda rels, final: found.extend(rels),
+        threading.Event(),
+        gone=gone.append,
+    )
+    return found, gone
+
+
+def test_a_scan_reports_recorded_sources_that_no_longer_exist(tmp_path: Path) -> None:
+    root = tmp_path / "in"
+    (root / "a").mkdir(parents=True)
+    (root / "a" / "kept.jpg").write_bytes(b"x")
+    (root / "new.jpg").write_bytes(b"y")
+    db = tmp_path / "t.db"
+    state = State(db)
+    st = (root / "a" / "kept.jpg").stat()
+    state.record_done("a/kept.jpg", (st.st_size, st.st_mtime_ns, st.st_ino), [], 1, 1)
+    state.record_done("a/deleted.jpg", (1, 2, 3), [], 1, 1)
+    state.record_failed("gone/too.jpg", (1, 2, 3), "bad")
+    state.close()
+    found, gone = run_scan(root, db)
+    assert found == ["new.jpg"]
+    assert gone == [["a/deleted.jpg", "gone/too.jpg"]]
+
+
+def test_an_empty_folder_with_records_is_not_taken_for_mass_deletion(tmp_path: Path) -> None:
+    root = tmp_path / "in"
+    root.mkdir()  # as an unmounted share looks
+    db = tmp_path / "t.db"
+    state = State(db)
+    state.record_done("x.jpg", (1, 2, 3), [], 1, 1)
+    state.close()
+    found, gone = run_scan(root, db)
+    assert found == [] and gone == []

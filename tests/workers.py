@@ -41,3 +41,12 @@ def pillow_initialized(_: int) -> bool:
     from PIL import Image
 
     return bool(Image._initialized)
+
+
+def limits(_: int) -> tuple[int, int | None]:
+    """The address-space cap and Pillow's bomb limit as a worker sees them."""
+    import resource
+
+    from PIL import Image
+
+    return resource.getrlimit(resource.RLIMIT_AS)[0], Image.MAX_IMAGE_PIXELS

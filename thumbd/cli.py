@@ -12,6 +12,7 @@ from typing import Any
 from thumbd import __version__, control, logs
 from thumbd.config import Config, ConfigError, load_config, to_toml
 from thumbd.daemon import Daemon, StartupError
+from thumbd.retry import retry
 from thumbd.state import StateError
 from thumbd.status import collect
 
@@ -48,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     status = command("status", "Show what is done, failed and pending.")
     status.add_argument("--json", action="store_true", help="print one JSON object")
     command("check-config", "Validate the configuration and print the effective values.")
+    again = command("retry", "Clear failure records so those files are tried again.")
+    again.add_argument("paths", nargs="*", metavar="PATH", help="a failed file or a folder")
+    again.add_argument("--all", action="store_true", help="every failed file")
     return parser
 
 
@@ -64,6 +68,11 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_OK
         if args.command == "status":
             return status(config, as_json=args.json)
+        if args.command == "retry":
+            if bool(args.paths) == args.all:
+                print("thumbd: retry needs PATH... or --all (not both)", file=sys.stderr)
+                return EXIT_USAGE
+            return retry(config, args.paths, args.all)
         if args.command == "start":
             return control.start(config)
         if args.command == "stop":

@@ -118,6 +118,10 @@ def _scheduler_address(v: Any) -> str | None:
     return None if ok else 'a scheduler address such as "tcp://10.0.0.5:8786"'
 
 
+def _on_delete(v: Any) -> str | None:
+    return None if v in ("keep", "remove") else '"keep" or "remove"'
+
+
 def _check(fn: Check, default: Any = dataclasses.MISSING, **kw: Any) -> Any:
     if default is dataclasses.MISSING:
         return field(metadata={"check": fn}, **kw)
@@ -161,6 +165,8 @@ class ThumbnailsConfig:
     animated: bool = False
     sharpen: bool = False
     index: bool = False
+    # What happens to the thumbnails of a source that is deleted (or moved away).
+    on_delete: str = _check(_on_delete, "keep")
 
     def problem(self) -> str | None:
         if not self.widths and not self.size:
@@ -174,6 +180,10 @@ class ResizeConfig:
     max_tasks_per_child: int = _check(_positive, 100)
     timeout: float = _check(_positive, 60.0)
     max_pixels: int = _check(_positive, 100_000_000)
+    max_file_bytes: int = _check(_positive, 1_000_000_000)
+    # Address-space cap per worker (RLIMIT_AS); 0 means none. 100 MP of 16-bit pixels peaks
+    # near 1.1 GB in a worker, so the default leaves room for max_pixels and no more.
+    max_memory_mb: int = _check(_non_negative, 2048)
 
 
 @dataclass(frozen=True)

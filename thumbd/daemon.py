@@ -26,7 +26,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from thumbd import logs, metrics, pidfile, scanner
+from thumbd import logs, metrics, pidfile, recovery, scanner
 from thumbd.config import Config, ConfigError, differences, load_config
 from thumbd.download import Downloads, Fetched
 from thumbd.executor import ProcessPool, TaskTimeout, WorkerCrashed
@@ -37,6 +37,7 @@ from thumbd.output import NO_SPACE, UnsafePath, Writer, index_name, thumbnail_na
 from thumbd.render import RenderResult, Signature, render, spec_from_config
 from thumbd.state import State
 from thumbd.watcher import DirArrived, FsEvent, Overflow, Watcher
+from thumbd.worker import init_worker
 
 if TYPE_CHECKING:
     from thumbd.dask_executor import DaskExecutor
@@ -47,6 +48,8 @@ log = logging.getLogger("thumbd")
 
 CRASH_ATTEMPTS = 2  # a source that kills its worker this many times is recorded as failed
 DISK_FULL_RETRY = 5.0  # seconds between tries to write while outgoing/ is full
+RETRY_CHECK = 0.5  # seconds between looks for `thumbd retry` requests
+RESCAN_GAP = 2.0  # at least this long (or one scan's duration) between back-to-back rescans
 OBSERVER_RETRY_MAX = 30.0  # seconds between tries to restart an observer that cannot start
 STALL_GRACE = 30.0  # seconds past the pool's timeouts before a pool with no results is stuck
 # While files keep coming, their records share one commit this often: a commit per file costs
@@ -84,6 +87,13 @@ class ScanBatch:
 
 
 @dataclass(frozen=True, slots=True)
+class Gone:
+    """Recorded sources a complete scan did not find: deleted while nobody was looking."""
+
+    rels: list[str]
+
+
+@dataclass(frozen=True, slots=True)
 class Signalled:
     signum: int
 
@@ -113,6 +123,8 @@ class Daemon:
         self.progress = progress
         self.inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.root = str(config.paths.incoming)
+        self.real_root = os.path.realpath(self.root)
+        self.real_dirs: dict[str, str] = {}
         self.spec = spec_from_config(config)
         self.settler = Settler(self.root, config.watch.settle_seconds, config.watch.quiet_seconds)
         self.writer = Writer(config.paths.outgoing)
@@ -129,8 +141,10 @@ class Daemon:
         self.scan_total = 0
         self.scan_found = 0
         self.next_rescan = 0.0
+        self.scan_started = 0.0
         self.disk_full_until = 0.0
         self.disk_full_logged = 0.0
+        self.next_retry_check = 0.0
         self._lock_fd: int | None = None
         self.state: State
         self.pool: Pool
@@ -162,7 +176,8 @@ class Daemon:
     def startup(self) -> None:
         self._check_folders()
         self._take_lock()
-        self.state = State(self.config.state_db)
+        self.state = recovery.open_state(self.config.state_db, self.config.paths.outgoing)
+        self.state.take_retries()  # the start-up scan finds every source without a record
         self.writer.prepare()
         if not self.once:
             self.metrics_server = self._serve_metrics(self.config.metrics.listen)
@@ -333,10 +348,13 @@ class Daemon:
             self.on_fetched(message)
         elif isinstance(message, ScanBatch):
             self.on_scan(message)
+        elif isinstance(message, Gone):
+            self.on_scan_gone(message.rels)
         elif isinstance(message, DirArrived):
             self.on_dir(message.rel)
         elif isinstance(message, Overflow):
-            log.warning("inotify queue overflowed: events were lost; rescanning %s", self.root)
+            if not self.rescan_wanted:  # once per scan, not once per overflow: floods repeat
+                log.warning("inotify queue overflowed: events were lost; rescanning %s", self.root)
             self.start_scan()
         elif isinstance(message, Signalled):
             self.on_signal(message.signum)
@@ -354,10 +372,8 @@ class Daemon:
     def on_event(self, e: FsEvent) -> None:
         if e.deleted:
             self.settler.discard(e.rel)
-            if e.rel not in self.in_flight and self.state.forget(e.rel) is not None:
-                log.info("removed %s: forgetting it (its thumbnails stay)", e.rel)
-            if classify(e.rel, self.config.watch.ignore) is Kind.MANIFEST:
-                self.downloads.on_deleted(e.rel)
+            if e.rel not in self.in_flight:  # else its result finds it gone
+                self.on_gone(e.rel)
             return
         if classify(e.rel, self.config.watch.ignore) is not None:
             self.settler.touch(e.rel, time.monotonic(), closed=e.closed)
@@ -380,12 +396,53 @@ class Daemon:
             self.scan_thread = None
             if self.rescan_wanted:
                 self.rescan_wanted = False
-                self.start_scan()
+                self.rescan_soon(now)
+
+    # -- deleted sources -------------------------------------------------------------------
+
+    def on_gone(self, rel: str, *, log_each: bool = True) -> bool:
+        """A source is gone: forget its record; `[thumbnails] on_delete` says what happens to
+        its thumbnails. A source never processed has no record: nothing to say."""
+        if classify(rel, self.config.watch.ignore) is Kind.MANIFEST:
+            self.downloads.on_deleted(rel)  # drop its queued URLs, forget its failures
+        else:
+            self.downloads.on_rendered(rel)  # a downloaded image no manifest should wait for
+        record = self.state.forget(rel)
+        if record is None:
+            return False
+        remove = self.config.thumbnails.on_delete == "remove"
+        if remove:
+            for name in record.outputs:
+                self.writer.remove(name, prune=True)
+        if log_each:
+            what = "removed its thumbnails" if remove else "its thumbnails stay"
+            log.info("removed %s: forgetting it (%s)", rel, what)
+        return True
+
+    def on_scan_gone(self, rels: list[str]) -> None:
+        busy = self.in_flight.keys() | self.queued
+        with self.state.transaction():
+            forgotten = sum(
+                self.on_gone(rel, log_each=False)
+                for rel in rels
+                if rel not in busy
+                and rel not in self.settler
+                and not os.path.lexists(os.path.join(self.root, rel))
+            )
+        if forgotten:
+            log.info(
+                "scan: %d recorded sources no longer exist; forgot them (%s)",
+                forgotten,
+                "and removed their thumbnails"
+                if self.config.thumbnails.on_delete == "remove"
+                else "their thumbnails stay",
+            )
 
     # -- from ready to in flight -----------------------------------------------------------
 
     def take_ready(self) -> None:
         now = time.monotonic()
+        self.real_dirs.clear()  # symlinks may change between calls, not within one
         for rel, sig in self.settler.pop_ready(now):
             if rel in self.in_flight or rel in self.queued:
                 self.settler.found(rel, now)  # look again once the running job is through
@@ -396,8 +453,43 @@ class Daemon:
             if classify(rel, self.config.watch.ignore) is Kind.MANIFEST:
                 self.downloads.take(rel, sig)  # its URLs go to the downloader threads
                 continue
-            self.ready.append(Job(rel, os.path.join(self.root, rel), sig, now))
+            job = Job(rel, os.path.join(self.root, rel), sig, now)
+            if self.refused(job) or (record is None and self.adopted(job)):
+                continue
+            self.ready.append(job)
             self.queued.add(rel)
+
+    def refused(self, job: Job) -> bool:
+        """Sources not worth a worker: too big, or reached through a symlinked folder."""
+        folder = os.path.dirname(job.path)
+        real = self.real_dirs.get(folder) or self.real_dirs.setdefault(
+            folder, os.path.realpath(folder)
+        )
+        if real != self.real_root and not real.startswith(self.real_root + os.sep):
+            log.warning("skipping %s: reached through a symbolic link (to %s)", job.rel, real)
+            return True
+        limit = self.config.resize.max_file_bytes
+        if job.signature[0] > limit:
+            self.fail(
+                job,
+                job.signature,
+                f"too large: {job.signature[0]} bytes exceeds max_file_bytes {limit}",
+            )
+            return True
+        return False
+
+    def adopted(self, job: Job) -> bool:
+        """A source with no record whose thumbnails are all there and newer than it (a lost
+        database, a kill between rename and commit): record it done, render nothing."""
+        found = recovery.existing_thumbnails(
+            self.config.paths.outgoing, job.rel, self.spec, job.path
+        )
+        if found is None:
+            return False
+        names, written = found
+        self.state.record_done(job.rel, job.signature, names, job.signature[0], written)
+        log.info("kept %s: its %d thumbnails are already there", job.rel, len(names))
+        return True
 
     def dispatch(self) -> None:
         """Keep every worker busy plus one task each in hand, and no more: the rest wait here,
@@ -443,6 +535,9 @@ class Daemon:
         except TaskTimeout as e:
             self.fail(job, job.signature, str(e))
             return
+        except MemoryError:
+            self.fail(job, job.signature, self.memory_reason("out of memory"))
+            return
         except Exception as e:
             log.error("rendering %s raised %r", job.rel, e, exc_info=e)
             self.fail(job, job.signature, f"internal error: {e}")
@@ -459,16 +554,27 @@ class Daemon:
         else:
             self.fail(job, job.signature, reason)
 
+    def memory_reason(self, reason: str) -> str:
+        limit = self.config.resize.max_memory_mb
+        return f"{reason} (over [resize] max_memory_mb = {limit})" if limit else reason
+
     def on_result(self, job: Job, result: RenderResult) -> None:
         now_sig = signature(job.path)
         if now_sig is None:
-            log.info("%s disappeared before it was done; skipping it", job.rel)
+            log.debug("%s disappeared before it was done; skipping it", job.rel)
+            self.on_gone(job.rel)
+            return
+        if result.signature is None and now_sig == job.signature and result.error is not None:
+            self.fail(job, now_sig, result.error)  # could not even open it (permissions)
             return
         if result.signature != job.signature or now_sig != result.signature:
             self.settler.touch(job.rel, time.monotonic(), closed=None)  # changed: settle again
             return
         if result.error is not None:
-            self.fail(job, now_sig, result.error)
+            reason = result.error
+            if reason.startswith("out of memory"):
+                reason = self.memory_reason(reason)
+            self.fail(job, now_sig, reason)
         else:
             self.write(job, result)
 
@@ -478,7 +584,7 @@ class Daemon:
             files.append((index_name(job.rel), result.index))
         names = [name for name, _ in files]
         try:
-            written = sum(self.writer.write(name, data) for name, data in files)
+            written = self.writer.write_all(files)
         except UnsafePath as e:
             self.fail(job, job.signature, f"unsafe output path: {e}")
             return True
@@ -517,6 +623,9 @@ class Daemon:
                 self.writer.remove(old)
 
     def fail(self, job: Job, sig: Signature, reason: str) -> None:
+        if signature(job.path) is None:
+            self.on_gone(job.rel)  # deleted while it hung or crashed: skipped, not failed
+            return
         self.state.record_failed(job.rel, sig, reason, sig[0])
         self.stats.failed += 1
         metrics.file_failed(reason)
@@ -545,7 +654,11 @@ class Daemon:
             return
         while self.unwritten:
             job, result = self.unwritten.popleft()
-            if signature(job.path) != result.signature:
+            now_sig = signature(job.path)
+            if now_sig is None:
+                self.on_gone(job.rel)
+                continue
+            if now_sig != result.signature:
                 self.settler.touch(job.rel, time.monotonic(), closed=None)
                 continue
             if not self.write(job, result):
@@ -559,10 +672,22 @@ class Daemon:
         if self.scan_thread is not None:
             self.rescan_wanted = True
             return
-        self.next_rescan = time.monotonic() + self.config.watch.rescan_interval
+        self.scan_started = time.monotonic()
+        self.next_rescan = self.scan_started + self.config.watch.rescan_interval
         self.scan_found = 0
         self.scan_thread = threading.Thread(target=self._scan, name="scanner", daemon=True)
         self.scan_thread.start()
+
+    def rescan_soon(self, now: float) -> None:
+        """Events were lost while a scan ran: scan again, but not back to back. In a sustained
+        flood the queue overflows again and again; a pause as long as the last scan (at least
+        RESCAN_GAP) keeps scans from taking the CPU the files need, and the next scan still
+        starts after the last overflow."""
+        if self.once:
+            self.start_scan()
+            return
+        gap = max(RESCAN_GAP, now - self.scan_started)
+        self.next_rescan = min(self.next_rescan, now + gap)
 
     def _scan(self) -> None:
         try:
@@ -572,6 +697,7 @@ class Daemon:
                 self.config.watch.ignore,
                 lambda rels, final: self.inbox.put(ScanBatch(rels, final)),
                 self.scan_stop,
+                gone=lambda rels: self.inbox.put(Gone(rels)),
             )
         except Exception:
             log.exception("scan of %s failed", self.root)
@@ -581,10 +707,32 @@ class Daemon:
         if self.watcher is not None and not self.watcher.alive() and self.stop_reason is None:
             self.restart_observer()
         if not self.once and time.monotonic() >= self.next_rescan:
+            if self.watcher is not None:
+                self.watcher.check_limits()  # new folders may have reached the watch limit
             self.start_scan()
         self.retire_finished_pools()
         if not self.once:
             self.monitor.tick(time.monotonic(), self.snapshot())
+        self.take_retries()
+
+    def take_retries(self) -> None:
+        """`thumbd retry` cleared failure records: look at those sources again now.
+
+        The command only writes to the database; SQLite's data_version tells this connection
+        that another one committed, so no signal, pid file or restart is involved.
+        """
+        now = time.monotonic()
+        if now < self.next_retry_check:
+            return
+        self.next_retry_check = now + RETRY_CHECK
+        if not self.state.changed_elsewhere():
+            return
+        rels = self.state.take_retries()
+        if rels:
+            log.info("retry requested for %d failed files", len(rels))
+        for rel in rels:
+            if rel not in self.in_flight and rel not in self.queued:
+                self.settler.found(rel, now)
 
     def idle(self) -> bool:
         busy = self.scan_thread or self.settler or self.ready or self.in_flight or self.unwritten
@@ -636,11 +784,7 @@ class Daemon:
         self.spec = spec_from_config(new)
         self.settler.settle = new.watch.settle_seconds
         self.settler.quiet = new.watch.quiet_seconds
-        if (old.resize.workers, old.resize.max_tasks_per_child, old.resize.timeout) != (
-            new.resize.workers,
-            new.resize.max_tasks_per_child,
-            new.resize.timeout,
-        ) or old.executor != new.executor:
+        if _pool_settings(old) != _pool_settings(new) or old.executor != new.executor:
             self.replace_pool()
         if old.paths.outgoing != new.paths.outgoing:
             self.writer.cleanup()
@@ -774,6 +918,8 @@ class Daemon:
             self.config.resize.workers,
             max_tasks_per_child=self.config.resize.max_tasks_per_child,
             timeout=self.config.resize.timeout,
+            initializer=init_worker,
+            initargs=(self.config.resize.max_memory_mb * 2**20, self.config.resize.max_pixels),
         )
 
     def _dask_pool(self) -> DaskExecutor:
@@ -834,6 +980,12 @@ class Daemon:
     def _end_progress(self) -> None:
         if self.progress is not None:
             self.progress.write("\n")
+
+
+def _pool_settings(c: Config) -> tuple[int, int, float, int, int]:
+    """What a pool (and its workers' initializer) is made with: a change needs a new pool."""
+    r = c.resize
+    return r.workers, r.max_tasks_per_child, r.timeout, r.max_memory_mb, r.max_pixels
 
 
 def _check_incoming(incoming: Path) -> None:

@@ -4,6 +4,12 @@ A thumbnail is written under a temporary name in `outgoing/.thumbd-tmp/` (the sa
 as its final place) and renamed into place, so no reader ever sees a partial file. Keeping every
 temporary file in that one folder lets start-up remove what a killed daemon left behind without
 walking the whole output tree.
+
+Nothing is ever written outside outgoing/, whatever the names: a name must be a plain relative
+path (no `..`, not absolute), and the folders below outgoing/ are opened one at a time with
+O_NOFOLLOW, each relative to the last (openat), and the file is renamed into the folder so
+opened (renameat). A symlink anywhere below outgoing/ (planted before or swapped in while
+thumbd runs) is refused, not followed; there is no window between a check and the write.
 """
 
 from __future__ import annotations
@@ -11,31 +17,53 @@ from __future__ import annotations
 import contextlib
 import errno
 import itertools
+import logging
 import os
 import shutil
-from pathlib import Path, PurePosixPath
+from collections.abc import Iterator
+from pathlib import Path
+
+log = logging.getLogger("thumbd.output")
 
 TMP_DIR = ".thumbd-tmp"
 
 # Errors that mean "no room now", not "this source is bad": the work stays pending.
 NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
 
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
 
 class UnsafePath(Exception):
-    """An output would land outside outgoing/ (a symlinked sub-folder, say)."""
+    """An output would land outside outgoing/ (a symlinked sub-folder, a `..` in a name)."""
 
 
 def thumbnail_name(rel: str, label: str | int, ext: str) -> str:
     """`a/b/x.jpg`, 200, `jpg` -> `a/b/x_200.jpg` (relative to outgoing/); a named size's
     label is its name: `a/b/x_avatar.jpg`."""
-    p = PurePosixPath(rel)
-    return str(p.with_name(f"{p.stem}_{label}.{ext}"))
+    folder, slash, stem = _split(rel)
+    return f"{folder}{slash}{stem}_{label}.{ext}"
 
 
 def index_name(rel: str) -> str:
     """`a/b/x.jpg` -> `a/b/x.json`: the index of x's thumbnails ([thumbnails] index = true)."""
-    p = PurePosixPath(rel)
-    return str(p.with_name(f"{p.stem}.json"))
+    folder, slash, stem = _split(rel)
+    return f"{folder}{slash}{stem}.json"
+
+
+def _split(rel: str) -> tuple[str, str, str]:
+    """(folder, "/" or "", stem) by string work: pathlib is slow in a flood."""
+    folder, slash, name = rel.rpartition("/")
+    dot = name.rfind(".")
+    return folder, slash, name[:dot] if 0 < dot < len(name) - 1 else name  # PurePath.stem
+
+
+def plain_parts(rel: str) -> list[str]:
+    """The components of a relative path that cannot leave its root; UnsafePath otherwise."""
+    parts = rel.split("/")
+    if any(part in ("", ".", "..") for part in parts):  # also "" and "/abs" (first part "")
+        raise UnsafePath(f"{rel!r} is not a plain relative path")
+    return parts
 
 
 class Writer:
@@ -44,77 +72,123 @@ class Writer:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.tmp = root / TMP_DIR
-        self._root = str(root)
-        self._tmp = str(self.tmp)
-        self._real_root = ""
-        self._safe_dirs: set[str] = set()
-        # Temporary names: unique within this daemon (it holds the state lock, and start-up
-        # empties the folder); O_EXCL still guards against anything else writing there.
-        self._names = itertools.count()
-        self._mode = 0o666 & ~_umask()
+        self._seq = itertools.count()
 
     def prepare(self) -> None:
         """Create the root and clear temporary files a killed daemon may have left."""
         self.root.mkdir(parents=True, exist_ok=True)
+        if self.tmp.is_symlink() or (self.tmp.exists() and not self.tmp.is_dir()):
+            self.tmp.unlink()
         shutil.rmtree(self.tmp, ignore_errors=True)
         self.tmp.mkdir(exist_ok=True)
-        self._real_root = os.path.realpath(self.root)
-        self._safe_dirs.clear()
 
     def cleanup(self) -> None:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
     def write(self, rel: str, data: bytes) -> int:
         """Write `data` to root/rel atomically; return the number of bytes written."""
-        final = self._target(rel)
-        fd, tmp = self._create()
+        return self.write_all([(rel, data)])
+
+    def write_all(self, items: list[tuple[str, bytes]]) -> int:
+        """Write each (rel, data) atomically, in order; return the bytes written. The files of
+        one source share their folder, so it is looked up once."""
+        parts = [(plain_parts(rel), data) for rel, data in items]  # all names checked first
+        total = 0
+        with self._root() as root_fd, self._folder(root_fd, [TMP_DIR]) as tmp_fd:
+            for folders, group in itertools.groupby(parts, key=lambda p: p[0][:-1]):
+                with self._folder(root_fd, folders) as dir_fd:
+                    for path, data in group:
+                        total += self._write_one(tmp_fd, dir_fd, path[-1], data)
+        return total
+
+    def _write_one(self, tmp_fd: int, dir_fd: int, name: str, data: bytes) -> int:
+        tmp_name = f"{os.getpid()}.{next(self._seq)}.tmp"  # short: names can be long
+        fd = os.open(tmp_name, _FILE_FLAGS, 0o666, dir_fd=tmp_fd)  # the umask applies
         try:
-            try:
-                os.fchmod(fd, self._mode)  # exactly this, whatever a default ACL would give
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
-            finally:
-                os.close(fd)
-            os.replace(tmp, final)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)  # ENOSPC may surface here or at close: both end below
+            os.replace(tmp_name, name, src_dir_fd=tmp_fd, dst_dir_fd=dir_fd)
         except BaseException:
-            _unlink(tmp)
+            with contextlib.suppress(OSError):
+                os.unlink(tmp_name, dir_fd=tmp_fd)
             raise
         return len(data)
 
-    def _create(self) -> tuple[int, str]:
-        """A new temporary file, with plain os calls: this runs three times per source, and
-        tempfile's random names and file objects cost the main thread more than the write."""
-        while True:
-            # A counter, not the output's name: that can be long enough to overflow NAME_MAX.
-            tmp = os.path.join(self._tmp, f"{next(self._names)}.tmp")
+    def remove(self, rel: str, *, prune: bool = False) -> None:
+        """Remove root/rel if it is there; with prune, also the folders it leaves empty.
+
+        Never raises: a thumbnail that cannot be removed is only logged.
+        """
+        try:
+            *folders, name = plain_parts(rel)
+        except UnsafePath as e:
+            log.warning("not removing %s: %s", rel, e)
+            return
+        fds: list[int] = []
+        try:
+            fds.append(os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC))
+            for folder in folders:
+                fds.append(os.open(folder, _DIR_FLAGS, dir_fd=fds[-1]))
+            os.unlink(name, dir_fd=fds[-1])
+            if prune:
+                for i in range(len(folders) - 1, -1, -1):
+                    os.rmdir(folders[i], dir_fd=fds[i])  # ENOTEMPTY ends the climb
+        except FileNotFoundError:
+            pass  # gone already
+        except OSError as e:
+            if e.errno in (errno.ELOOP, errno.ENOTDIR):
+                log.warning("not removing %s: reached through a symbolic link", self.root / rel)
+            elif e.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.EBUSY):
+                log.warning("cannot remove %s: %s", self.root / rel, e.strerror)
+        finally:
+            for fd in fds:
+                os.close(fd)
+
+    @contextlib.contextmanager
+    def _root(self) -> Iterator[int]:
+        fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            yield fd
+        finally:
+            os.close(fd)
+
+    @contextlib.contextmanager
+    def _folder(self, root_fd: int, folders: list[str]) -> Iterator[int]:
+        fd = self._open_folders(root_fd, folders)
+        try:
+            yield fd
+        finally:
+            os.close(fd)
+
+    def _open_folders(self, root_fd: int, folders: list[str]) -> int:
+        """A new fd for root/folders, creating what is missing, following no symlink."""
+        fd = os.dup(root_fd)
+        try:
+            for i, folder in enumerate(folders):
+                fd = _replace_fd(fd, self._open_folder(fd, folder, folders[: i + 1]))
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def _open_folder(self, parent: int, name: str, shown: list[str]) -> int:
+        for _ in range(3):  # a folder removed between our mkdir and open is made again
             try:
-                flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
-                return os.open(tmp, flags, 0o666), tmp
-            except FileExistsError:
-                continue
-
-    def remove(self, rel: str) -> None:
-        _unlink(self._target(rel))
-
-    def _target(self, rel: str) -> str:
-        final = os.path.join(self._root, rel)
-        parent = os.path.dirname(final)
-        if parent not in self._safe_dirs:
-            os.makedirs(parent, exist_ok=True)
-            real = os.path.realpath(parent)
-            if os.path.commonpath([real, self._real_root]) != self._real_root:
-                raise UnsafePath(f"{parent} leads outside {self.root} (to {real})")
-            self._safe_dirs.add(parent)
-        return final
+                return os.open(name, _DIR_FLAGS, dir_fd=parent)
+            except FileNotFoundError:
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(name, 0o777, dir_fd=parent)
+            except OSError as e:
+                if e.errno not in (errno.ELOOP, errno.ENOTDIR):
+                    raise
+                where = self.root.joinpath(*shown)
+                raise UnsafePath(
+                    f"{where} is a symbolic link or not a folder; thumbd writes only inside "
+                    f"{self.root}"
+                ) from e
+        return os.open(name, _DIR_FLAGS, dir_fd=parent)
 
 
-def _unlink(path: str) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+def _replace_fd(old: int, new: int) -> int:
+    os.close(old)
+    return new

@@ -10,6 +10,7 @@ Only bugs in this module raise.
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import re
@@ -33,7 +34,7 @@ from PIL import (
     UnidentifiedImageError,
 )
 
-from thumbd import colour, encode, placeholder, sizing
+from thumbd import colour, encode, placeholder, sizing, testhooks
 from thumbd.config import Config
 from thumbd.output import thumbnail_name
 from thumbd.sizing import NamedSize, Target
@@ -234,6 +235,7 @@ def render(path: str, spec: RenderSpec) -> RenderResult:
             st = os.fstat(f.fileno())
             signature = (st.st_size, st.st_mtime_ns, st.st_ino)
             _check_file(st)
+            testhooks.trip(f)
             return _render_source(f, spec, os.path.basename(path), signature, started)
     except _Refused as refused:
         return _refusal(refused, signature, started)
@@ -295,8 +297,9 @@ def _refusal(refused: _Refused, signature: Signature | None, started: float) -> 
 
 def _nonblocking_opener(path: str, flags: int) -> int:
     # O_NONBLOCK: opening a FIFO that landed in the folder must not hang the worker forever
-    # waiting for a writer. It changes nothing for regular files.
-    return os.open(path, flags | os.O_NONBLOCK)
+    # waiting for a writer. It changes nothing for regular files. O_NOFOLLOW: a source swapped
+    # for a symlink (to /etc/shadow, say) after it was checked is refused, not read.
+    return os.open(path, flags | os.O_NONBLOCK | os.O_NOFOLLOW)
 
 
 def _open_source(path: str) -> IO[bytes]:
@@ -309,6 +312,8 @@ def _open_source(path: str) -> IO[bytes]:
     except IsADirectoryError as e:
         raise _Refused("not a regular file (a directory)") from e
     except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise _Refused("a symbolic link (thumbd does not follow links)") from e
         raise _Refused(f"cannot open file: {e.strerror or e}") from e
 
 

@@ -149,14 +149,67 @@ def scan(
     emit: Callable[[list[str], bool], None],
     stop: threading.Event,
     batch: int = 512,
+    gone: Callable[[list[str]], None] | None = None,
 ) -> None:
-    """Post what needs work to `emit` in batches; the last call has final=True."""
+    """Post what needs work to `emit` in batches; the last call has final=True. A complete
+    scan also posts to `gone` the recorded sources that no longer exist (deleted while thumbd
+    was stopped, or while events were lost): the records the sorted merge steps over."""
+    rows = _recorded_in_order(db, 2000)
+    row = next(rows, None)
     found: list[str] = []
-    for rel in unrecorded(root, db, ignore):
+    missing: list[str] = []
+    walked = recorded = 0
+    for rel, entry in walk_in_order(root, ignore):
         if stop.is_set():
             break
+        walked += 1
+        while row is not None and row[0] < rel:
+            missing.append(row[0])
+            recorded += 1
+            row = next(rows, None)
+        if row is not None and row[0] == rel:
+            recorded += 1
+            unchanged = row[1] == _signature(entry)
+            row = next(rows, None)
+            if unchanged:
+                continue
         found.append(rel)
         if len(found) >= batch:
             emit(found, False)
             found = []
+    if not stop.is_set():
+        while row is not None:
+            missing.append(row[0])
+            recorded += 1
+            row = next(rows, None)
+        if gone is not None:
+            _report_gone(root, walked, recorded, missing, gone)
     emit(found, True)
+
+
+def _report_gone(
+    root: str, walked: int, recorded: int, missing: list[str], gone: Callable[[list[str]], None]
+) -> None:
+    if walked or not recorded:
+        gone([rel for rel in missing if vanished(root, rel)])
+        return
+    # Everything gone at once looks like an unmounted share or a failing disk, not like
+    # deletions: keep the records (and, with on_delete = "remove", thumbnails).
+    log.warning(
+        "scan of %s found no files but %d are recorded; keeping their records "
+        "(is the folder mounted?)",
+        root,
+        recorded,
+    )
+
+
+def vanished(root: str, rel: str) -> bool:
+    """True only when the file is certainly gone: a folder the walk could not read, or a file
+    it now ignores, is still there and keeps its record."""
+    try:
+        os.lstat(os.path.join(root, rel))
+    except (FileNotFoundError, NotADirectoryError):
+        return True
+    except OSError:
+        return False
+    return False

@@ -49,6 +49,8 @@ CREATE TABLE IF NOT EXISTS urls (
     updated   REAL NOT NULL,
     PRIMARY KEY (manifest, url)
 ) WITHOUT ROWID;
+-- Sources `thumbd retry` cleared: a running daemon takes them from here (see take_retries).
+CREATE TABLE IF NOT EXISTS retries (path TEXT PRIMARY KEY) WITHOUT ROWID;
 """
 
 
@@ -104,6 +106,11 @@ class State:
         try:
             if readonly:
                 self._db = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+                if not self._table_exists("sources"):
+                    # A daemon is creating it this very moment: read it as the empty state.
+                    self._db.close()
+                    self._db = sqlite3.connect(":memory:", isolation_level=None)
+                    self._db.executescript(_SCHEMA)
             else:
                 db.parent.mkdir(parents=True, exist_ok=True)
                 self._db = sqlite3.connect(db, timeout=10, isolation_level=None)
@@ -113,9 +120,10 @@ class State:
             self._db.execute("SELECT count(*) FROM sources").fetchone()
             self._has_urls = self._table_exists("urls")
         except sqlite3.DatabaseError as e:
-            raise StateError(f"{db}: {e}") from None
+            raise StateError(f"{db}: {e}") from e
         self._in_tx = False
         self._tx_since = 0.0
+        self._data_version = self._version()
 
     def _table_exists(self, name: str) -> bool:
         # A read-only reader of a database written by an older thumbd has no urls table.
@@ -126,6 +134,11 @@ class State:
 
     def close(self) -> None:
         self._db.close()
+
+    def quick_check(self) -> str | None:
+        """None when SQLite finds the database sound, else its first complaint."""
+        row = self._db.execute("PRAGMA quick_check(1)").fetchone()
+        return None if row[0] == "ok" else str(row[0])
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -202,6 +215,48 @@ class State:
         if record is not None:
             self._db.execute("DELETE FROM sources WHERE path = ?", (path,))
         return record
+
+    def clear_failed(self, paths: list[str] | None) -> list[str]:
+        """Forget the failure records of `paths` (each a file or a folder), or of all with None,
+        and leave them for a running daemon in `retries`. Returns what was cleared. A manifest
+        with failed URLs counts as failed: its URL failures and its own record go, so that it
+        is read again and only those URLs are fetched again."""
+        with self.transaction():
+            failed = self._failed_paths()
+            if paths is not None:
+                failed = [f for f in failed if any(_under(f, p) for p in paths)]
+            for path in failed:
+                self.forget_failed_urls(path)
+                self._db.execute("DELETE FROM sources WHERE path = ?", (path,))
+                self._db.execute("INSERT OR IGNORE INTO retries (path) VALUES (?)", (path,))
+        return failed
+
+    def _failed_paths(self) -> list[str]:
+        query = "SELECT path FROM sources WHERE status = ?"
+        if self._has_urls:
+            query += " UNION SELECT manifest FROM urls WHERE status = ?"
+        rows = self._db.execute(query + " ORDER BY 1", (FAILED, FAILED)[: query.count("?")])
+        return [str(r[0]) for r in rows]
+
+    def take_retries(self) -> list[str]:
+        """The sources `thumbd retry` cleared since the last call."""
+        with self.transaction():
+            paths = [r[0] for r in self._db.execute("SELECT path FROM retries")]
+            self._db.execute("DELETE FROM retries")
+        return paths
+
+    def changed_elsewhere(self) -> bool:
+        """True once after another connection (`thumbd retry`) committed a change.
+
+        PRAGMA data_version is SQLite's own answer to exactly this question: it changes when
+        any other connection, in any process, commits; a cheap read, no polling of files.
+        """
+        version = self._version()
+        changed, self._data_version = version != self._data_version, version
+        return changed
+
+    def _version(self) -> int:
+        return int(self._db.execute("PRAGMA data_version").fetchone()[0])
 
     def signatures(self) -> dict[str, tuple[Signature, str]]:
         """Every recorded source with its signature and status, in one query (for scans)."""
@@ -301,6 +356,10 @@ def _url_record(row: tuple[object, ...]) -> UrlRecord:
         file=None if file is None else str(file),
         bytes=int(size),  # type: ignore[call-overload]
     )
+
+
+def _under(path: str, prefix: str) -> bool:
+    return prefix in ("", ".") or path == prefix or path.startswith(prefix.rstrip("/") + "/")
 
 
 def _record(row: tuple[object, ...]) -> Record:

@@ -9,6 +9,7 @@ so that the daemon rescans.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import logging
 import os
@@ -33,9 +34,9 @@ from watchdog.observers.polling import PollingObserver
 log = logging.getLogger("thumbd.watcher")
 
 # The events Handler acts on. Asking for these alone matters: by default watchdog also asks
-# inotify for every open and every read-only close, so each source a worker reads would wake
-# three observer threads twice for nothing, and every file event would bring a "folder modified"
-# event along. (Watches on new folders do not depend on this list.)
+# inotify for every open and every read-only close, so each source a worker reads and each folder
+# a scan lists would queue two more events: in a flood those alone overflow the kernel queue, and
+# the overflow's rescan refills it. (Watches on new folders do not depend on this list.)
 EVENTS: list[type[FileSystemEvent]] = [
     FileCreatedEvent,
     FileModifiedEvent,
@@ -116,7 +117,8 @@ class Handler(FileSystemEventHandler):
 
 
 class _OverflowFilter(logging.Filter):
-    """Turns watchdog's 'queue overflowed' warning into an Overflow message."""
+    """Turns watchdog's 'queue overflowed' warnings into an Overflow message (the daemon logs
+    its own line, once per rescan; a flood would otherwise log thousands of them)."""
 
     def __init__(self, inbox: queue.SimpleQueue[Any]) -> None:
         super().__init__()
@@ -125,6 +127,7 @@ class _OverflowFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if "overflow" in record.getMessage().lower():
             self.inbox.put(Overflow())
+            return False
         return True
 
 
@@ -167,11 +170,29 @@ class Watcher:
                 self.observer.join(timeout=10)
             self.observer = None
 
+    def check_limits(self) -> None:
+        """Fall back to polling if folders created since the start found the watch limit."""
+        if self.polling or self.observer is None:
+            return
+        problem = _watch_limit_reached(self.root)
+        if problem is not None:
+            self._explain_limit(problem)
+            self._stop_observer()
+            self.polling = True
+            self.observer = self._start_observer()
+
     def _start_observer(self) -> BaseObserver:
         if not self.polling:
             observer = _inotify_observer()
             try:
-                return self._schedule(observer)
+                self._schedule(observer)
+                # watchdog adds the watches for sub-folders itself and drops their errors
+                # (it raises only for the root), so a tree beyond the limit would be watched
+                # in part, silently. One more watch tells whether the limit was reached.
+                problem = _watch_limit_reached(self.root)
+                if problem is None:
+                    return observer
+                raise problem
             except OSError as e:
                 _stop_quietly(observer)
                 if e.errno not in (errno.ENOSPC, errno.EMFILE):
@@ -182,9 +203,8 @@ class Watcher:
 
     def _schedule(self, observer: BaseObserver) -> BaseObserver:
         observer.name = "observer"
-        observer.schedule(
-            Handler(self.root, self.inbox), self.root, recursive=True, event_filter=EVENTS
-        )
+        handler = Handler(self.root, self.inbox)
+        observer.schedule(handler, self.root, recursive=True, event_filter=EVENTS)
         observer.start()
         return observer
 
@@ -193,11 +213,12 @@ class Watcher:
         if e.errno == errno.ENOSPC:
             log.error(
                 "inotify watch limit reached: %s has %d folders but fs.inotify.max_user_watches "
-                "is %s; raise it (sysctl fs.inotify.max_user_watches=%d). Falling back to "
-                "polling, which is slower and has no close events.",
+                "is %s (for all of this user's programs together); raise it (sysctl "
+                "fs.inotify.max_user_watches=%d). Falling back to polling, which is slower and "
+                "has no close events.",
                 self.root,
                 folders,
-                _read_sysctl("max_user_watches"),
+                _watch_limit(),
                 max(folders * 2, 65536),
             )
         else:
@@ -223,6 +244,40 @@ def _stop_quietly(observer: BaseObserver) -> None:
             observer.join(timeout=5)
     except Exception:
         log.debug("stopping a failed observer", exc_info=True)
+
+
+def _watch_limit_reached(root: str) -> OSError | None:
+    """Try to add one more inotify watch, in an instance of its own: the error if that fails
+    for the watch limit (ENOSPC: fs.inotify.max_user_watches), else None."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = libc.inotify_init1(os.O_CLOEXEC)
+    if fd < 0:
+        return None  # no instance to spare: says nothing about the watches of ours
+    try:
+        if libc.inotify_add_watch(fd, os.fsencode(root), _IN_ATTRIB) >= 0:
+            return None
+        err = ctypes.get_errno()
+        return OSError(err, os.strerror(err)) if err == errno.ENOSPC else None
+    finally:
+        os.close(fd)
+
+
+_IN_ATTRIB = 0x00000004
+
+
+def _watch_limit() -> str:
+    """The watch limit in force: the sysctl, or a user namespace's lower one (containers)."""
+    limits = [_read_sysctl("max_user_watches"), _read_file("/proc/sys/user/max_inotify_watches")]
+    numbers = [int(v) for v in limits if v.isdigit()]
+    return str(min(numbers)) if numbers else "unknown"
+
+
+def _read_file(path: str) -> str:
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return "unknown"
 
 
 def _read_sysctl(name: str) -> str:

@@ -1,0 +1,85 @@
+"""recovery: a lost or damaged state database, and thumbnails that are already there."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from thumbd.recovery import existing_thumbnails, open_state
+from thumbd.render import RenderSpec
+from thumbd.sizing import NamedSize
+
+
+def make(path: Path, data: bytes = b"x") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+def test_a_complete_set_written_after_the_source_counts(tmp_path: Path) -> None:
+    source = make(tmp_path / "in" / "a" / "x.jpg")
+    out = tmp_path / "out"
+    make(out / "a" / "x_200.jpg", b"12345")
+    make(out / "a" / "x_64.png", b"123")
+    found = existing_thumbnails(out, "a/x.jpg", RenderSpec(widths=(200, 64)), str(source))
+    assert found == (["a/x_200.jpg", "a/x_64.png"], 8)
+    assert (
+        existing_thumbnails(out, "a/x.jpg", RenderSpec(widths=(200, 64, 32)), str(source)) is None
+    )
+    webp = RenderSpec(widths=(200, 64), format="webp")  # other formats were asked for
+    assert existing_thumbnails(out, "a/x.jpg", webp, str(source)) is None
+
+
+def test_named_sizes_and_the_index_belong_to_the_set(tmp_path: Path) -> None:
+    source = make(tmp_path / "in" / "x.jpg")
+    out = tmp_path / "out"
+    make(out / "x_200.jpg")
+    spec = RenderSpec(widths=(200,), sizes=(NamedSize("avatar", 64, 64, "cover", "centre"),))
+    assert existing_thumbnails(out, "x.jpg", spec, str(source)) is None
+    make(out / "x_avatar.jpg")
+    assert existing_thumbnails(out, "x.jpg", spec, str(source)) is not None
+    indexed = RenderSpec(widths=(200,), sizes=spec.sizes, index=True)
+    assert existing_thumbnails(out, "x.jpg", indexed, str(source)) is None
+    make(out / "x.json")
+    assert existing_thumbnails(out, "x.jpg", indexed, str(source)) is not None
+
+
+def test_a_source_that_changed_after_its_thumbnails_does_not_count(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    make(out / "x_200.jpg")
+    time.sleep(0.01)
+    source = make(tmp_path / "in" / "x.jpg")
+    past = time.time() - 3600  # an old mtime (cp -p) does not hide the new ctime
+    os.utime(source, (past, past))
+    assert existing_thumbnails(out, "x.jpg", RenderSpec(widths=(200,)), str(source)) is None
+
+
+def test_a_damaged_database_is_moved_aside_and_replaced(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    db = tmp_path / "state" / "thumbd.db"
+    make(db, os.urandom(4096))
+    with caplog.at_level(logging.WARNING, "thumbd"):
+        state = open_state(db, tmp_path / "out")
+    try:
+        assert state.totals().done == 0
+    finally:
+        state.close()
+    assert "is damaged" in caplog.text
+    assert len(list(db.parent.glob("thumbd.db.damaged-*"))) == 1
+
+
+def test_a_missing_database_is_worth_a_warning_only_after_a_first_run(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    out = tmp_path / "out"
+    with caplog.at_level(logging.WARNING, "thumbd"):
+        open_state(tmp_path / "s1" / "thumbd.db", out).close()
+        assert "missing" not in caplog.text
+        make(out / "x_200.jpg")
+        open_state(tmp_path / "s2" / "thumbd.db", out).close()
+    assert "is missing; rebuilding it" in caplog.text
