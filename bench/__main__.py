@@ -28,7 +28,7 @@ from bench.procmon import wait_for_quiet
 from thumbd.render import RenderSpec
 
 RESULTS = Path(__file__).resolve().parent / "results"
-PARTS = ("render", "burst", "baselines", "light", "soak", "startup", "scale")
+PARTS = ("render", "burst", "baselines", "light", "soak", "startup", "scale", "dask")
 # The phone photos in the corpus: the issue's targets are for phone JPEGs (none is 12 MP; the
 # largest are 8-9 MP).
 PHONE = {"HMD_Nokia_8.3_5G.jpg", "iphone_hdr_NO.jpg", "jolla.jpg"}
@@ -173,6 +173,9 @@ def main(argv: list[str] | None = None) -> int:
             results["startup"] = part_startup(
                 photos, work, args.startup, args.workers, env, copies, args.tree_burst
             )
+        if "dask" in wanted:
+            before("dask")
+            results["dask"] = part_dask(corpus, work / "dask", args.workers)
         if args.profile and copies is not None:
             say("profile: one more burst under py-spy (not timed)")
             raw = (args.json or RESULTS / f"{stamp}.json").with_name(f"profile-{stamp}.txt")
@@ -181,8 +184,30 @@ def main(argv: list[str] | None = None) -> int:
     results["machine"]["load_after"] = os.getloadavg()
     print()
     print(report.table(results))
+    if "dask" in results:
+        print(f"\nDask: {results['dask'].get('line') or results['dask'].get('skipped')}")
     write_outputs(results, args, stamp)
     return 0
+
+
+def part_dask(corpus: Path, work: Path, workers: int) -> dict[str, Any]:
+    """The end-to-end row with a LocalCluster of as many workers next to the local pool."""
+    try:
+        import distributed  # noqa: F401
+    except ImportError:
+        return {"skipped": "distributed is not installed (pip install -e '.[dask]')"}
+    from bench.dask_row import dask_row
+
+    say(f"dask: thumbd once with the local pool, then with a {workers}-worker LocalCluster")
+    row = dask_row(corpus, work, workers=workers)
+    return {
+        "files": row.files,
+        "workers": row.workers,
+        "local_seconds": row.local_seconds,
+        "dask_seconds": row.dask_seconds,
+        "ratio": row.ratio,
+        "line": row.line(),
+    }
 
 
 def part_render(
