@@ -489,6 +489,7 @@ class Daemon:
         names, written = found
         self.state.record_done(job.rel, job.signature, names, job.signature[0], written)
         log.info("kept %s: its %d thumbnails are already there", job.rel, len(names))
+        self.downloads.on_rendered(job.rel)  # a manifest waiting for it need not wait on
         return True
 
     def dispatch(self) -> None:
@@ -829,6 +830,7 @@ class Daemon:
         """Watch the (new) incoming folder. Files tracked under the old one stay where they are."""
         if moved:
             self.root = str(self.config.paths.incoming)
+            self.real_root = os.path.realpath(self.root)
             self.settler = Settler(self.root, self.settler.settle, self.settler.quiet)
             self.ready.clear()
             self.queued.clear()

@@ -639,6 +639,18 @@ def test_a_deleted_or_damaged_state_database_is_rebuilt_without_regenerating(
 # 8. Permissions
 
 
+def test_a_reload_to_another_incoming_folder_takes_its_files(daemon: Daemon) -> None:
+    daemon.start()
+    other = daemon.tmp / "elsewhere-in"
+    other.mkdir()
+    daemon.write_config({"paths": {"incoming": str(other)}})
+    daemon.send(signal.SIGHUP)
+    wait_until(lambda: "reloaded" in daemon.read_log(), 30, "the reload")
+    drop(other, ["moved.jpg"], jpeg_bytes((300, 200)))
+    wait_until(lambda: daemon.done("moved.jpg"), 30, "a file in the new incoming folder")
+    assert "symbolic link" not in daemon.read_log()
+
+
 def test_an_unreadable_source_fails_with_the_reason(tmp_path: Path) -> None:
     d = Daemon(tmp_path)
     (d.incoming / "good.jpg").write_bytes(jpeg_bytes((300, 200)))
