@@ -173,7 +173,7 @@ def _servers_on_one_port() -> tuple[Server, Server]:
 @pytest.fixture(scope="module")
 def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     if shutil.which("openssl") is None:
-        pytest.skip("openssl is not installed: cannot make a test certificate")
+        pytest.skip(reason="openssl is not installed: cannot make a test certificate")
     d = tmp_path_factory.mktemp("tls")
     cert, key = d / "cert.pem", d / "key.pem"
     command = "openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=photos.example"

@@ -290,7 +290,7 @@ def half_transparent(tmp_path: Path) -> Path:
 @pytest.mark.parametrize("fmt", ["auto", "png", "webp", "avif"])
 def test_half_transparency_is_kept(tmp_path: Path, fmt: str) -> None:
     if fmt == "avif" and "AVIF" not in ALLOWED_FORMATS:
-        pytest.skip("this Pillow has no AVIF support")
+        pytest.skip(reason="this Pillow has no AVIF support")
     (thumb,) = ok(half_transparent(tmp_path), RenderSpec(widths=(100,), format=fmt)).thumbnails
     im = decode(thumb)
     assert thumb.ext == {"auto": "png"}.get(fmt, fmt)
@@ -333,7 +333,7 @@ def assert_clean(thumb: Thumbnail) -> None:
 @pytest.mark.parametrize("fmt", ["auto", "jpeg", "png", "webp", "avif"])
 def test_no_exif_gps_xmp_or_comment_by_default(tmp_path: Path, fmt: str) -> None:
     if fmt == "avif" and "AVIF" not in ALLOWED_FORMATS:
-        pytest.skip("this Pillow has no AVIF support")
+        pytest.skip(reason="this Pillow has no AVIF support")
     src = images.make_private_jpeg(tmp_path / "phone.jpg")
     assert Image.open(src).getexif().get_ifd(0x8825)  # the source does leak GPS
     spec = RenderSpec(widths=(200, 64), sizes=(NamedSize("sq", 50, 50, "cover"),), format=fmt)
@@ -451,7 +451,7 @@ def test_multi_page_tiff_uses_its_largest_page(tmp_path: Path) -> None:
 @pytest.mark.parametrize("fmt", ["webp", "avif", "png", "jpeg"])
 def test_output_format_is_configurable(tmp_path: Path, fmt: str) -> None:
     if fmt == "avif" and "AVIF" not in ALLOWED_FORMATS:
-        pytest.skip("this Pillow has no AVIF support")
+        pytest.skip(reason="this Pillow has no AVIF support")
     src = images.make_jpeg(tmp_path / "a.jpg", (640, 480))
     spec = RenderSpec(widths=(200,), format=fmt)
     (thumb,) = ok(src, spec).thumbnails

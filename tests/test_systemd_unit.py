@@ -23,7 +23,7 @@ INSTALLED = "/opt/thumbd/venv/bin/thumbd"
 def analyze() -> str:
     tool = shutil.which("systemd-analyze")
     if tool is None:
-        pytest.skip("systemd-analyze is missing (`make system-deps` installs it as root)")
+        pytest.skip(reason="systemd-analyze is missing (`make system-deps` installs it as root)")
     return tool
 
 

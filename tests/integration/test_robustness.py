@@ -160,7 +160,9 @@ def sysctl(path: str, value: int) -> Iterator[None]:
     try:
         Path(path).write_text(f"{value}\n")
     except OSError as e:
-        pytest.skip(f"cannot set {path} ({e.strerror}): needs root outside a locked container")
+        pytest.skip(
+            reason=f"cannot set {path} ({e.strerror}): needs root outside a locked container"
+        )
     try:
         yield
     finally:
@@ -187,7 +189,9 @@ def as_ordinary_user(*args: str) -> subprocess.CompletedProcess[str]:
         preexec_fn=drop_dac_capabilities if os.geteuid() == 0 else None,
     )
     if r.returncode == 97:
-        pytest.skip("cannot drop CAP_DAC_OVERRIDE here (prctl refused), so root reads anything")
+        pytest.skip(
+            reason="cannot drop CAP_DAC_OVERRIDE here (prctl refused), so root reads anything"
+        )
     return r
 
 
@@ -507,7 +511,9 @@ def tmpfs(path: Path, size: str) -> Iterator[None]:
         text=True,
     )
     if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({r.stderr.strip()}): needs root and mount rights")
+        pytest.skip(
+            reason=f"cannot mount a tmpfs here ({r.stderr.strip()}): needs root and mount rights"
+        )
     try:
         yield
     finally:
@@ -799,12 +805,12 @@ def test_retry_of_a_manifest_fetches_only_its_failed_urls_again(daemon: Daemon) 
 
 def test_the_watch_limit_is_explained_and_polling_takes_over(daemon: Daemon) -> None:
     if shutil.which("unshare") is None:
-        pytest.skip("unshare (util-linux) is not installed")
+        pytest.skip(reason="unshare (util-linux) is not installed")
     probe = subprocess.run(
         ["unshare", "--user", "--map-root-user", "true"], capture_output=True, text=True
     )
     if probe.returncode != 0:
-        pytest.skip(f"user namespaces are not available here: {probe.stderr.strip()}")
+        pytest.skip(reason=f"user namespaces are not available here: {probe.stderr.strip()}")
     for i in range(20):
         (daemon.incoming / f"dir{i:02d}").mkdir()
     # A user namespace with a watch limit of its own: the rest of the machine is untouched.
