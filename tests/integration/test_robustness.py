@@ -118,13 +118,18 @@ def children(pid: int) -> list[int]:
 
 def holds_open(daemon: Daemon, name: str) -> bool:
     """True when a worker has `name` open (it is decoding it)."""
-    for pid in workers_of(daemon):
-        with contextlib.suppress(OSError):
-            for fd in os.listdir(f"/proc/{pid}/fd"):
-                with contextlib.suppress(OSError):
-                    if os.readlink(f"/proc/{pid}/fd/{fd}").endswith("/" + name):
-                        return True
-    return False
+    return any(source_open_in(pid) == name for pid in workers_of(daemon))
+
+
+def source_open_in(pid: int) -> str | None:
+    """The name of the image process `pid` has open, if any."""
+    with contextlib.suppress(OSError):
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            with contextlib.suppress(OSError):
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if "/incoming/" in target:
+                    return target.rsplit("/", 1)[1]
+    return None
 
 
 def workers_of(daemon: Daemon) -> list[int]:
@@ -244,26 +249,25 @@ def test_ten_kill9_of_the_process_group_during_a_burst_lose_nothing(daemon: Daem
 
 
 def test_a_worker_killed_mid_file_is_replaced_and_every_file_completes(daemon: Daemon) -> None:
-    daemon.write_config({"thumbnails": {"widths": [200, 64]}})
+    # Large widths: no shrink-on-load, so each file keeps a worker busy for a while.
+    daemon.write_config({"thumbnails": {"widths": [1200, 300]}})
     daemon.start()
     names = [f"w{i:02d}.jpg" for i in range(40)]
     drop(daemon.incoming, names, jpeg_bytes((2400, 1800)))
-    wait_until(lambda: "done w" in daemon.read_log(), 60, "the first file")
 
     def kill_a_busy_worker() -> bool:
-        # A worker between two files dies unnoticed (it held nothing): try another.
-        victims = workers_of(daemon)
-        if not victims:
-            return False
-        pid = random.choice(victims)
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-        with contextlib.suppress(pytest.fail.Exception):
-            wait_until(lambda: f"worker {pid} died" in daemon.read_log(), 2, "")
-        return f"worker {pid} died (killed by SIGKILL)" in daemon.read_log()
+        """SIGKILL a worker while it has a source open (it is decoding it)."""
+        for pid in workers_of(daemon):
+            if source_open_in(pid) is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                with contextlib.suppress(pytest.fail.Exception):
+                    wait_until(lambda p=pid: f"worker {p} died" in daemon.read_log(), 5, "")
+                return f"worker {pid} died (killed by SIGKILL)" in daemon.read_log()
+        return False
 
-    wait_until(kill_a_busy_worker, 60, "a busy worker to be killed")
-    wait_until(lambda: all(daemon.done(n, (200, 64)) for n in names), 120, "all 40 files")
+    wait_until(kill_a_busy_worker, 60, "a worker to be killed while it decodes a file")
+    wait_until(lambda: all(daemon.done(n, (1200, 300)) for n in names), 120, "all 40 files")
     log = daemon.read_log()
     assert "trying it once more" in log
     status = daemon.status()
@@ -457,10 +461,33 @@ data = buf.getvalue()
 root, me, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 for i in range(n):
     folder = f"{root}/w{me}/d{i % 5}"
-    os.makedirs(folder, exist_ok=True)
     with open(f"{folder}/f{i:05d}.jpg", "wb") as f:
         f.write(data)
 """
+
+
+QUEUE_SYSCTL = "/proc/sys/fs/inotify/max_queued_events"
+
+
+def watches_of(pid: int) -> int:
+    """The inotify watches process `pid` holds, as the kernel reports them."""
+    count = 0
+    for fd in os.listdir(f"/proc/{pid}/fdinfo"):
+        with contextlib.suppress(OSError):
+            text = Path(f"/proc/{pid}/fdinfo/{fd}").read_text()
+            count += text.count("inotify wd:")
+    return count
+
+
+def files_in(root: Path) -> int:
+    """Files in the flood's folders (two levels down), counted cheaply."""
+    count = 0
+    for writer in os.scandir(root):
+        if writer.is_dir():
+            for folder in os.scandir(writer.path):
+                with contextlib.suppress(OSError):
+                    count += len(os.listdir(folder.path))
+    return count
 
 
 @pytest.mark.slow
@@ -473,18 +500,39 @@ def test_a_flood_of_20000_files_with_queue_overflow_gives_one_set_each(daemon: D
         }
     )
     writers, per_writer = 4, 5000
-    # The queue size is read when an inotify instance is made: lowered only while the daemon
-    # starts, so other programs on the machine keep the normal size.
-    with sysctl("/proc/sys/fs/inotify/max_queued_events", 64):
-        daemon.start()
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", FLOOD_WRITER, str(daemon.incoming), str(w), str(per_writer)]
-        )
-        for w in range(writers)
-    ]
-    assert all(p.wait(timeout=120) == 0 for p in procs)
     total = writers * per_writer
+    queue_size = int(Path(QUEUE_SYSCTL).read_text())
+    # Each file queues at least 3 events (create, modify, close). The daemon is stopped until
+    # the writers have queued more than the kernel holds, then goes on while they write the
+    # rest: its observer finds an overflow, as behind any stalled reader. No global setting is
+    # touched, so tests running beside this one keep their events. Only where the queue is
+    # larger than the whole flood's events is it lowered, while the daemon starts (the size is
+    # read when an inotify instance is made).
+    enough = queue_size // 3 + 1000
+    with contextlib.ExitStack() as lowered:
+        if enough >= total:
+            lowered.enter_context(sysctl(QUEUE_SYSCTL, 1024))
+            enough = 1000
+        daemon.start()
+    assert daemon.proc is not None
+    folders = [daemon.incoming / f"w{w}" / f"d{d}" for w in range(writers) for d in range(5)]
+    for folder in folders:
+        folder.mkdir(parents=True)
+    # Watched before the stop: a folder made while the observer sleeps has no watch, so
+    # nothing in it would be queued.
+    wait_until(lambda: watches_of(daemon.proc.pid) > len(folders), 30, "watches on the folders")
+    os.kill(daemon.proc.pid, signal.SIGSTOP)
+    try:
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", FLOOD_WRITER, str(daemon.incoming), str(w), str(per_writer)]
+            )
+            for w in range(writers)
+        ]
+        wait_until(lambda: files_in(daemon.incoming) >= enough, 120, f"{enough} files written")
+    finally:
+        os.kill(daemon.proc.pid, signal.SIGCONT)
+    assert all(p.wait(timeout=120) == 0 for p in procs)
     wait_slowly(lambda: daemon.read_log().count("] done ") >= total, 300, f"{total} files done")
     log = daemon.read_log()
     assert "inotify queue overflowed: events were lost; rescanning" in log
