@@ -4,9 +4,9 @@ Every test runs the real daemon (or `thumbd once`) as a subprocess on real folde
 real too: SIGKILL of the process group and of a worker, a tmpfs that fills up, an inotify queue
 that overflows behind a stalled daemon, a user namespace with a tiny watch limit, capabilities
 dropped so that root meets file permissions. None of them changes anything machine-wide, so
-these tests can run beside others. Only a decoder that crashes or hangs is simulated, through the test-only markers
-of thumbd/testhooks.py (no real input reliably crashes Pillow), exactly as a native crash
-(SIGABRT) or hang looks from outside.
+these tests can run beside others. Only a decoder that crashes or hangs is simulated, through
+the test-only markers of thumbd/testhooks.py (no real input reliably crashes Pillow), exactly
+as a native crash (SIGABRT) or hang looks from outside.
 """
 
 from __future__ import annotations
