@@ -166,9 +166,8 @@ def sysctl(path: str, value: int) -> Iterator[None]:
     try:
         Path(path).write_text(f"{value}\n")
     except OSError as e:
-        pytest.skip(
-            reason=f"cannot set {path} ({e.strerror}): needs root outside a locked container"
-        )
+        why = f"cannot set {path} ({e.strerror}): needs root outside a locked container"
+        pytest.skip(reason=why)
     try:
         yield
     finally:
@@ -195,9 +194,8 @@ def as_ordinary_user(*args: str) -> subprocess.CompletedProcess[str]:
         preexec_fn=drop_dac_capabilities if os.geteuid() == 0 else None,
     )
     if r.returncode == 97:
-        pytest.skip(
-            reason="cannot drop CAP_DAC_OVERRIDE here (prctl refused), so root reads anything"
-        )
+        why = "cannot drop CAP_DAC_OVERRIDE here (prctl refused), so root reads anything"
+        pytest.skip(reason=why)
     return r
 
 
@@ -560,9 +558,8 @@ def tmpfs(path: Path, size: str) -> Iterator[None]:
         text=True,
     )
     if r.returncode != 0:
-        pytest.skip(
-            reason=f"cannot mount a tmpfs here ({r.stderr.strip()}): needs root and mount rights"
-        )
+        why = f"cannot mount a tmpfs here ({r.stderr.strip()}): needs root and mount rights"
+        pytest.skip(reason=why)
     try:
         yield
     finally:
