@@ -33,20 +33,27 @@ from typing import Any
 from PIL import Image, ImageChops, ImageOps, ImageStat
 
 from bench.corpus import Photo
+from thumbd import render as render_module
 from thumbd.render import RenderSpec, render
 
 SWAPS_AXES = frozenset({5, 6, 7, 8})
 
 
-def floor_scale(photo: Photo, largest: int) -> int:
-    """The smallest JPEG DCT scale (1, 2, 4 or 8) giving >= 2x the largest width, upright."""
+def floor_scale(photo: Photo, largest: int, margin: float = 2.0) -> int:
+    """The smallest JPEG DCT scale (1, 2, 4 or 8) giving >= `margin` times the largest width,
+    upright. The floor is defined at twice; render() uses its own margin (render_scale)."""
     w, h = photo.size
     upright_w = h if photo.orientation in SWAPS_AXES else w
-    need = 2 * min(largest, upright_w)
+    need = margin * min(largest, upright_w)
     for scale in (8, 4, 2):
         if -(-upright_w // scale) >= need:
             return scale
     return 1
+
+
+def render_scale(photo: Photo, largest: int) -> int:
+    """The DCT scale render() decodes this photo at (thumbd.render's draft margin)."""
+    return floor_scale(photo, largest, render_module._DRAFT_MARGIN)
 
 
 def decode_floor(photo: Photo, largest: int) -> tuple[int, int]:
@@ -124,6 +131,7 @@ def measure(photos: list[Photo], spec: RenderSpec, repeat: int) -> dict[str, Any
                 "bytes": photo.bytes,
                 "orientation": photo.orientation,
                 "floor_scale": f"1/{floor_scale(photo, largest)}",
+                "render_scale": f"1/{render_scale(photo, largest)}",
                 "floor_ms": floor,
                 "render_ms": rendered,
                 "seed_ms": seed,
@@ -163,6 +171,7 @@ def summarize(rows: list[dict[str, Any]], only: set[str] | None = None) -> dict[
 # report the bench's own peak.
 RSS_PROBE = """
 import sys
+from thumbd import render as render_module
 from thumbd.render import RenderSpec, render
 def peak_kb():
     with open("/proc/self/status") as f:

@@ -27,6 +27,12 @@ def _mark(ok: bool | None) -> str:
     return "" if ok is None else ("  ok" if ok else "  MISSED")
 
 
+def _scales(photo: dict[str, Any]) -> str:
+    """`1/2 1/4`: the floor's DCT scale, then render()'s when it differs."""
+    floor, rendered = photo["floor_scale"], photo.get("render_scale", photo["floor_scale"])
+    return floor if rendered == floor else f"{floor} {rendered}"
+
+
 def table(results: dict[str, Any]) -> str:
     lines: list[str] = []
     add = lines.append
@@ -34,13 +40,13 @@ def table(results: dict[str, Any]) -> str:
     if r:
         add("render() alone, ms CPU per photo (median of repeats, one core)")
         add(
-            f"  {'photo':30} {'MP':>5} {'scale':>5} {'floor':>7} {'render':>7} {'x floor':>8}"
+            f"  {'photo':30} {'MP':>5} {'scales':>7} {'floor':>7} {'render':>7} {'x floor':>8}"
             f" {'seed':>7} {'seed/render':>11} {'PSNR vs seed (dB)':>20}"
         )
         for p in r["photos"]:
             ps = "/".join(_num(v["vs_seed"]) for v in p["psnr_db"].values())
             add(
-                f"  {p['photo'][:30]:30} {p['megapixels']:5.1f} {p['floor_scale']:>5}"
+                f"  {p['photo'][:30]:30} {p['megapixels']:5.1f} {_scales(p):>7}"
                 f" {p['floor_ms']:7.1f} {p['render_ms']:7.1f} {p['render_vs_floor']:8.2f}"
                 f" {p['seed_ms']:7.1f} {p['seed_vs_render']:11.1f} {ps:>20}"
             )

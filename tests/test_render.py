@@ -16,6 +16,8 @@ from PIL import Image, ImageChops, ImageCms, ImageOps, ImageStat, JpegImagePlugi
 from tests import images
 from thumbd.render import ALLOWED_FORMATS, RenderResult, RenderSpec, Thumbnail, render
 
+Size = tuple[int, int]
+
 SPEC = RenderSpec()  # widths (200, 64, 32)
 
 
@@ -321,13 +323,35 @@ def big_jpegs(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
     }
 
 
-@pytest.mark.parametrize("orientation", [1, 6])
+@pytest.fixture(scope="module")
+def upright_phone_jpeg(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A phone photo taken upright, at a quarter of the pixels: stored 2016x1512, orientation
+    6, so 1512 px wide upright; 1/4 scale gives 378 px, 1.89 times a 200 px thumbnail."""
+    folder = tmp_path_factory.mktemp("phone")
+    picture = images.natural((1512, 2016), seed=3)
+    return images.make_jpeg(
+        folder / "portrait.jpg", image=picture.transpose(Image.Transpose.ROTATE_90), orientation=6
+    )
+
+
+@pytest.mark.parametrize(
+    ("photo", "widths", "upright"),
+    [
+        ("o1", (400, 200, 64), (2400, 1800)),
+        ("o6", (400, 200, 64), (2400, 1800)),
+        ("portrait", (200, 64, 32), (1512, 2016)),
+    ],
+)
 def test_drafted_thumbnail_looks_like_a_full_decode(
-    big_jpegs: dict[int, Path], orientation: int
+    big_jpegs: dict[int, Path],
+    upright_phone_jpeg: Path,
+    photo: str,
+    widths: tuple[int, ...],
+    upright: tuple[int, int],
 ) -> None:
-    src = big_jpegs[orientation]
-    result = ok(src, RenderSpec(widths=(400, 200, 64)))
-    assert result.source_size == (2400, 1800)
+    src = upright_phone_jpeg if photo == "portrait" else big_jpegs[int(photo[1])]
+    result = ok(src, RenderSpec(widths=widths))
+    assert result.source_size == upright
     for thumb in result.thumbnails:
         reference = full_decode_reference(src, thumb.size)
         got = decode(thumb)
@@ -341,31 +365,50 @@ def test_drafted_thumbnail_looks_like_a_full_decode(
         assert psnr(got, reference) >= ideal - 1.0, (thumb.width, ideal)
 
 
-@pytest.mark.parametrize(
-    ("orientation", "expected"),
-    [(1, (400, 300)), (6, (300, 400))],  # stored 2400x1800 / 1800x2400, largest width 200
-)
-def test_draft_asks_for_twice_the_largest_width_in_stored_orientation(
-    big_jpegs: dict[int, Path],
-    monkeypatch: pytest.MonkeyPatch,
-    orientation: int,
-    expected: tuple[int, int],
-) -> None:
-    # A spy, not a fake: the real draft still runs, so the output is checked as usual.
-    requests: list[tuple[int, int] | None] = []
+def spy_on_draft(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Size | None, Size]]:
+    """(size asked for, size decoded) of every JPEG draft. A spy, not a fake: the real draft
+    still runs, so the output is checked as usual."""
+    calls: list[tuple[Size | None, Size]] = []
     real_draft = JpegImagePlugin.JpegImageFile.draft
 
     def spy(
-        self: JpegImagePlugin.JpegImageFile, mode: str | None, size: tuple[int, int] | None
+        self: JpegImagePlugin.JpegImageFile, mode: str | None, size: Size | None
     ) -> tuple[str, tuple[int, int, float, float]] | None:
-        requests.append(size)
         assert self.tile, "draft after pixels were loaded does nothing"
-        return real_draft(self, mode, size)
+        drafted = real_draft(self, mode, size)
+        calls.append((size, self.size))
+        return drafted
 
     monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "draft", spy)
+    return calls
+
+
+@pytest.mark.parametrize(
+    ("orientation", "expected"),
+    # stored 2400x1800 / 1800x2400, largest width 200: 1.8 times, then the scale that gives
+    # at least that (1/4: 600x450)
+    [(1, ((360, 270), (600, 450))), (6, ((270, 360), (450, 600)))],
+)
+def test_draft_asks_for_the_largest_width_with_a_margin_in_stored_orientation(
+    big_jpegs: dict[int, Path],
+    monkeypatch: pytest.MonkeyPatch,
+    orientation: int,
+    expected: tuple[Size, Size],
+) -> None:
+    calls = spy_on_draft(monkeypatch)
     result = ok(big_jpegs[orientation], RenderSpec(widths=(64, 200, 32)))
-    assert requests == [expected]
+    assert calls == [expected]
     assert [t.size for t in result.thumbnails] == [(64, 48), (200, 150), (32, 24)]
+
+
+def test_an_upright_phone_photo_decodes_at_the_scale_just_under_twice_the_width(
+    upright_phone_jpeg: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 1512 px wide upright: 1/4 gives 378 px for a 200 px thumbnail (1.89x), not 1/2 (756).
+    calls = spy_on_draft(monkeypatch)
+    result = ok(upright_phone_jpeg, RenderSpec(widths=(200, 64, 32)))
+    assert calls == [((480, 360), (504, 378))]
+    assert [t.size for t in result.thumbnails] == [(200, 267), (64, 85), (32, 43)]
 
 
 # --------------------------------------------------------------------------------------------
