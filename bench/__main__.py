@@ -217,9 +217,9 @@ def part_render(
     measured = render_bench.measure(photos, spec, repeat)
     measured["phone_summary"] = render_bench.summarize(measured["photos"], PHONE)
     if scale:
-        say("render() at 1, 12 and 50 MP (tiled from the largest photo)")
+        say("render() at 1, 12 and 50 MP, and 12 MP taken upright (tiled from the largest photo)")
         largest = max(photos, key=lambda p: p.megapixels)
-        made = render_bench.scale_photos(largest, work / "scale", (1.0, 12.0, 50.0))
+        made = render_bench.scale_photos(largest, work / "scale", (1.0, 12.0, 50.0), (12.0,))
         measured["scale"] = render_bench.measure(made, spec, max(3, repeat // 3))["photos"]
         for row, photo in zip(measured["scale"], made, strict=True):
             row["rss_before_mb"], row["rss_after_mb"] = render_bench.render_rss_mb(photo)

@@ -196,14 +196,18 @@ def render_rss_mb(photo: Photo) -> tuple[float, float]:
     return before, after
 
 
-def scale_photos(source: Photo, folder: Path, megapixels: tuple[float, ...]) -> list[Photo]:
+def scale_photos(
+    source: Photo, folder: Path, megapixels: tuple[float, ...], upright: tuple[float, ...] = ()
+) -> list[Photo]:
     """JPEGs of about `megapixels` MP tiled from one real photo (same detail per pixel as a
-    real photo, unlike an upscale, which decodes faster than any camera file would)."""
+    real photo, unlike an upscale, which decodes faster than any camera file would); then one
+    per `upright` size stored on its side with EXIF orientation 6, as a phone stores a photo
+    taken upright (4000x3000 pixels shown 3000 wide)."""
     folder.mkdir(parents=True, exist_ok=True)
     with Image.open(source.path) as im:
         picture = ImageOps.exif_transpose(im.convert("RGB"))
     made = []
-    for mp in megapixels:
+    for mp, orientation in [(mp, 1) for mp in megapixels] + [(mp, 6) for mp in upright]:
         w = round(math.sqrt(mp * 1e6 * 4 / 3))
         h = round(w * 3 / 4)
         if mp <= picture.size[0] * picture.size[1] / 1e6:
@@ -213,7 +217,10 @@ def scale_photos(source: Photo, folder: Path, megapixels: tuple[float, ...]) -> 
             for y in range(0, h, picture.size[1]):
                 for x in range(0, w, picture.size[0]):
                     canvas.paste(picture, (x, y))
-        path = folder / f"scale-{mp:g}mp.jpg"
-        canvas.save(path, "JPEG", quality=92)
-        made.append(Photo(path, canvas.size, 1, path.stat().st_size))
+        path = folder / f"scale-{mp:g}mp-o{orientation}.jpg"
+        exif = Image.Exif()
+        if orientation != 1:
+            exif[0x0112] = orientation
+        canvas.save(path, "JPEG", quality=92, exif=exif)
+        made.append(Photo(path, canvas.size, orientation, path.stat().st_size))
     return made

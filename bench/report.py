@@ -27,6 +27,11 @@ def _mark(ok: bool | None) -> str:
     return "" if ok is None else ("  ok" if ok else "  MISSED")
 
 
+def _upright(photo: dict[str, Any]) -> str:
+    """` upright`: a photo stored on its side (EXIF orientation 5-8), shown portrait."""
+    return " upright" if photo.get("orientation", 1) in (5, 6, 7, 8) else ""
+
+
 def _scales(photo: dict[str, Any]) -> str:
     """`1/2 1/4`: the floor's DCT scale, then render()'s when it differs."""
     floor, rendered = photo["floor_scale"], photo.get("render_scale", photo["floor_scale"])
@@ -63,7 +68,8 @@ def table(results: dict[str, Any]) -> str:
             )
         for p in r.get("scale", []):
             add(
-                f"  scale {p['megapixels']:5.1f} MP: floor {p['floor_ms']:.1f}, render"
+                f"  scale {p['megapixels']:5.1f} MP{_upright(p)} ({_scales(p)}): floor"
+                f" {p['floor_ms']:.1f}, render"
                 f" {p['render_ms']:.1f} ({p['render_vs_floor']:.2f}x), seed {p['seed_ms']:.1f};"
                 f" a fresh worker's peak RSS {_num(p.get('rss_before_mb'), '.0f')} ->"
                 f" {_num(p.get('rss_after_mb'), '.0f')} MB"
