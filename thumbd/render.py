@@ -19,10 +19,10 @@ import struct
 import time
 import warnings
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import IO
+from typing import IO, TypeVar
 
 from PIL import (
     ExifTags,
@@ -232,17 +232,12 @@ class _Refused(Exception):
 
 def render(path: str, spec: RenderSpec) -> RenderResult:
     """Read `path` once and make one thumbnail per width of `spec`, then one per named size."""
-    started = time.process_time()
-    signature: Signature | None = None
-    try:
-        with _open_source(path) as f:
-            st = os.fstat(f.fileno())
-            signature = (st.st_size, st.st_mtime_ns, st.st_ino)
-            _check_file(st)
-            testhooks.trip(f)
-            return _render_source(f, spec, os.path.basename(path), signature, started)
-    except _Refused as refused:
-        return _refusal(refused, signature, started)
+
+    def make(f: IO[bytes], signature: Signature, started: float) -> RenderResult:
+        testhooks.trip(f)
+        return _render_source(f, spec, os.path.basename(path), signature, started)
+
+    return _with_source(path, make)
 
 
 def render_bytes(
@@ -263,6 +258,22 @@ def render_bytes(
 def read_source(path: str) -> tuple[Signature, bytes] | RenderResult:
     """The whole source and the signature it was read at, to ship to render_bytes(); or the
     result render() gives for a file it cannot read."""
+
+    def read(f: IO[bytes], signature: Signature, _started: float) -> tuple[Signature, bytes]:
+        try:
+            return signature, f.read()
+        except OSError as e:
+            raise _Refused(f"cannot read file: {e.strerror or e}") from e
+
+    return _with_source(path, read)
+
+
+_T = TypeVar("_T")
+
+
+def _with_source(path: str, use: Callable[[IO[bytes], Signature, float], _T]) -> _T | RenderResult:
+    """`use(file, signature, started)` on `path` opened safely and checked to be a non-empty
+    regular file; a refusal on the way becomes the result render() gives for the file."""
     started = time.process_time()
     signature: Signature | None = None
     try:
@@ -270,11 +281,9 @@ def read_source(path: str) -> tuple[Signature, bytes] | RenderResult:
             st = os.fstat(f.fileno())
             signature = (st.st_size, st.st_mtime_ns, st.st_ino)
             _check_file(st)
-            return signature, f.read()
+            return use(f, signature, started)
     except _Refused as refused:
         return _refusal(refused, signature, started)
-    except OSError as e:
-        return _refusal(_Refused(f"cannot read file: {e.strerror or e}"), signature, started)
 
 
 def _render_source(
