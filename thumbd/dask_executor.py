@@ -52,14 +52,8 @@ from distributed.client import FutureCancelledError
 
 from thumbd.config import ExecutorConfig
 from thumbd.executor import WorkerCrashed
-from thumbd.render import (
-    RenderResult,
-    RenderSpec,
-    Signature,
-    read_source,
-    render,
-    render_bytes,
-)
+from thumbd.render import RenderResult, RenderSpec, Signature, read_source, render
+from thumbd.worker import render_bytes_on_cluster, render_on_cluster
 
 log = logging.getLogger("thumbd.dask")
 
@@ -322,14 +316,20 @@ class DaskExecutor(Executor):
     ) -> Any:
         key, retries = f"{self._keys}{uuid.uuid4().hex}", self._settings.retries
         if source is None:
-            work = client.submit(render, task.path, task.spec, key=key, retries=retries)
+            work = client.submit(render_on_cluster, task.path, task.spec, key=key, retries=retries)
         else:
             signature, data = source
             scattered = await client.scatter(data, direct=True, hash=False)
             handles.append(scattered)
             name = os.path.basename(task.path)
             work = client.submit(
-                render_bytes, scattered, task.spec, name, signature, key=key, retries=retries
+                render_bytes_on_cluster,
+                scattered,
+                task.spec,
+                name,
+                signature,
+                key=key,
+                retries=retries,
             )
         handles.append(work)
         return work

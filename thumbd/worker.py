@@ -10,6 +10,11 @@ Workers are dedicated processes, so process-wide settings are theirs to make:
   look at the size; render() turns the warning into a failure. With its default (89.5 MP) a
   90 MP photo would fail as a "bomb" although max_pixels (100 MP) allows it; one number now
   decides.
+
+A Dask worker is not started by thumbd, so `init_worker` never runs there: the cluster's tasks
+are `render_on_cluster` / `render_bytes_on_cluster`, which set Pillow's limit before each render
+(the same number, so the local pool and the cluster accept and refuse the same files). The
+address-space cap is not applied to a cluster's processes: they are the cluster's to size.
 """
 
 from __future__ import annotations
@@ -17,8 +22,23 @@ from __future__ import annotations
 from PIL import Image
 
 from thumbd.executor import set_memory_limit
+from thumbd.render import RenderResult, RenderSpec, Signature, render, render_bytes
 
 
 def init_worker(max_memory_bytes: int, max_pixels: int) -> None:
     set_memory_limit(max_memory_bytes)
     Image.MAX_IMAGE_PIXELS = max_pixels
+
+
+def render_on_cluster(path: str, spec: RenderSpec) -> RenderResult:
+    """render() as a Dask task: a worker sharing the watched folder reads the source itself."""
+    Image.MAX_IMAGE_PIXELS = spec.max_pixels
+    return render(path, spec)
+
+
+def render_bytes_on_cluster(
+    data: bytes, spec: RenderSpec, name: str, signature: Signature | None
+) -> RenderResult:
+    """render_bytes() as a Dask task: the source was shipped to the worker."""
+    Image.MAX_IMAGE_PIXELS = spec.max_pixels
+    return render_bytes(data, spec, name, signature)

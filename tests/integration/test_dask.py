@@ -109,7 +109,7 @@ def done_count(daemon: Daemon, rels: list[str]) -> int:
 
 
 def make_mixed(src: Path) -> int:
-    """50 sources of every kind the renderer treats differently; returns how many."""
+    """51 sources of every kind the renderer treats differently; returns how many."""
     for o in range(1, 9):
         images.make_orientation_probe(_at(src, f"probe/o{o}.jpg"), o)
     for i in range(30):
@@ -127,6 +127,9 @@ def make_mixed(src: Path) -> int:
     images.make_image(_at(src, "grey/rgba.webp"), "RGBA", "WEBP")
     images.make_empty(_at(src, "bad/empty.jpg"))
     images.make_garbage(_at(src, "bad/garbage.jpg"))
+    # Over Pillow's own bomb limit (89.5 MP), under max_pixels (100 MP): both executors must
+    # get past the header and find the pixel data missing.
+    images.make_png_header(_at(src, "bad/90mp.png"), (10000, 9000))
     return len(all_files(src))
 
 
@@ -143,7 +146,7 @@ def render_all(root: Path, src: Path, settings: dict[str, dict[str, Any]]) -> Re
     shutil.rmtree(run.incoming)
     shutil.copytree(src, run.incoming)
     r = thumbd("once", "-c", str(run.config))
-    assert r.returncode == 1, r.stderr  # 1: the two bad files failed, as they should
+    assert r.returncode == 1, r.stderr  # 1: the three bad files failed, as they should
     executor = settings.get("executor")
     if executor is None:
         assert "Dask" not in r.stderr, r.stderr
@@ -153,7 +156,7 @@ def render_all(root: Path, src: Path, settings: dict[str, dict[str, Any]]) -> Re
         assert f"rendering on the Dask cluster at {executor['address']} ({mode}" in r.stderr
     outputs = {str(p.relative_to(run.outgoing)): p.read_bytes() for p in all_files(run.outgoing)}
     status = run.status()
-    assert (status["done"], status["failed"]) == (48, 2), status
+    assert (status["done"], status["failed"]) == (48, 3), status
     return Rendered(outputs, sorted((f["source"], f["reason"]) for f in status["failures"]))
 
 
@@ -165,7 +168,7 @@ class Rendered:
 
 def test_local_pool_and_dask_make_identical_thumbnails(tmp_path: Path, cluster: Cluster) -> None:
     src = tmp_path / "src"
-    assert make_mixed(src) == 50
+    assert make_mixed(src) == 51
     local = render_all(tmp_path / "local", src, {})
     assert len(local.outputs) == 48 * 3
     shipped = render_all(tmp_path / "dask", src, dask_settings(cluster.address))
