@@ -793,6 +793,7 @@ class Daemon:
             self.writer.prepare()
         if old.paths.incoming != new.paths.incoming or old.watch.polling != new.watch.polling:
             self.rewatch(moved=old.paths.incoming != new.paths.incoming)
+        self.downloads.reconfigure(new)
         if old.watch.rescan_interval != new.watch.rescan_interval:
             self.next_rescan = time.monotonic() + new.watch.rescan_interval
         if old.log != new.log:

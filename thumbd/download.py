@@ -394,6 +394,30 @@ class Downloads:
         self.state = state
         shutil.rmtree(os.path.join(self.root, TMP_DIR), ignore_errors=True)
 
+    def reconfigure(self, config: Config) -> None:
+        """A reload. Under a new incoming/, the downloads under the old one end (cancelled:
+        no file under a final name; their manifests stay pending there, read again whenever
+        that folder is watched again) and manifests are read from the new one. New [download]
+        settings apply from the next download started while none is in flight."""
+        moved = str(config.paths.incoming) != self.root
+        self.config = config
+        if not moved:
+            return
+        self.stop_taking()
+        self.cancel()
+        self._retire()
+        self.runs.clear()
+        self.owner.clear()
+        self.root = str(config.paths.incoming)
+        self.start(self.state)
+
+    def _retire(self) -> None:
+        """Let the downloader's threads finish away from the main loop (a thread blocked in
+        getaddrinfo cannot be interrupted)."""
+        old, self.downloader = self.downloader, None
+        if old is not None:
+            threading.Thread(target=old.stop, name="download-retire", daemon=True).start()
+
     def busy(self) -> bool:
         return any(run.fetching for run in self.runs.values())
 
@@ -456,6 +480,9 @@ class Downloads:
         )
 
     def _downloader(self) -> Downloader:
+        stale = self.downloader is not None and self.downloader.config != self.config.download
+        if stale and not self.busy():  # reloaded with new settings: new threads from now on
+            self._retire()
         if self.downloader is None:  # no threads until the first manifest needs them
             self.downloader = Downloader(self.config.download, self.root, self.post)
             self.downloader.start()

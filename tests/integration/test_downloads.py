@@ -510,3 +510,44 @@ def test_once_downloads_and_renders_a_manifest(tmp_path: Path, server: Server) -
     assert "HTTP 404" in bad.stderr
     text = thumbd("status", "-c", str(d.config))
     assert f"p.urls {server.url('/o/missing.jpg')}: HTTP 404" in text.stdout
+
+
+# -- a reload ---------------------------------------------------------------------------------
+
+
+def test_a_reload_to_a_new_incoming_folder_reads_manifests_there_with_new_settings(
+    daemon: Daemon, server: Server
+) -> None:
+    server.routes["/r/a.jpg"] = Body(jpeg((300, 200), seed=1))
+    server.routes["/r/b.jpg"] = Body(jpeg((300, 200), seed=2))
+    daemon.write_config(ALLOW)
+    daemon.start()
+    write_manifest(daemon, "first.urls", [server.url("/r/a.jpg")])
+    wait_until(lambda: daemon.done("first/a.jpg"), 30, "a download under the first folder")
+
+    moved = daemon.tmp / "incoming2"
+    moved.mkdir()
+    download = {**ALLOW["download"], "user_agent": "thumbd-reloaded"}
+    daemon.write_config({"paths": {"incoming": str(moved)}, "download": download})
+    daemon.send(signal.SIGHUP)
+    wait_until(lambda: "[paths] incoming" in daemon.read_log(), 30, "the reload")
+    (moved / ".second.urls.tmp").write_text(server.url("/r/b.jpg") + "\n")
+    os.replace(moved / ".second.urls.tmp", moved / "second.urls")
+
+    wait_until(lambda: daemon.done("second/b.jpg"), 30, "a download under the new folder")
+    assert (moved / "second" / "b.jpg").read_bytes() == jpeg((300, 200), seed=2)
+    assert not (daemon.incoming / "second").exists()
+    assert server.agents == {f"thumbd/{__version__}", "thumbd-reloaded"}
+    assert "cannot read manifest" not in daemon.read_log()
+
+    # [download] alone: the next download after the reload uses the new settings.
+    server.routes["/r/c.jpg"] = Body(jpeg((300, 200), seed=3))
+    download["user_agent"] = "thumbd-third"
+    daemon.write_config({"paths": {"incoming": str(moved)}, "download": download})
+    daemon.send(signal.SIGHUP)
+    wait_until(lambda: "[download] user_agent" in daemon.read_log(), 30, "the second reload")
+    (moved / ".third.urls.tmp").write_text(server.url("/r/c.jpg") + "\n")
+    os.replace(moved / ".third.urls.tmp", moved / "third.urls")
+    wait_until(lambda: daemon.done("third/c.jpg"), 30, "a download with the new settings")
+    assert server.agents == {f"thumbd/{__version__}", "thumbd-reloaded", "thumbd-third"}
+    assert daemon.stop() == 0
