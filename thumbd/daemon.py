@@ -908,7 +908,7 @@ class Daemon:
             failed=s.failed,
             bytes_in=s.bytes_in,
             bytes_out=s.bytes_out,
-            workers=self.config.resize.workers,
+            workers=self.config.resize.workers if self.config.executor.kind == "local" else 0,
             pool_restarts=self.retired_restarts + sum(p.restarts for p in self.pools()),
             problem=self.health_problem(),
         )

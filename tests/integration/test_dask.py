@@ -214,16 +214,24 @@ def test_a_reload_moves_new_work_to_the_cluster_and_back(tmp_path: Path, cluster
     try:
         before = cluster.runs()
         render_batch(daemon, "local")
+        wait_until(lambda: local_workers(daemon) == 2, 10, "status: two local workers")
         reload(daemon, dask_settings(cluster.address), reloads=1)
         render_batch(daemon, "dask")
+        wait_until(lambda: local_workers(daemon) == 0, 10, "status: no local workers")
         reload(daemon, {"executor": {"kind": "local", "address": ""}}, reloads=2)
         render_batch(daemon, "again")
+        wait_until(lambda: local_workers(daemon) == 2, 10, "status: two local workers again")
         [run] = [run for key, run in cluster.runs().items() if key not in before]
         assert run["seen"] == 3  # the "dask" batch, and only that one
         assert daemon.stop() == 0
         assert daemon.status()["failed"] == 0
     finally:
         daemon.kill_group()
+
+
+def local_workers(daemon: Daemon) -> int:
+    workers: int = daemon.status()["daemon"]["workers"]
+    return workers
 
 
 def reload(daemon: Daemon, settings: dict[str, dict[str, Any]], *, reloads: int) -> None:
