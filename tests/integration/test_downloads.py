@@ -518,36 +518,35 @@ def test_once_downloads_and_renders_a_manifest(tmp_path: Path, server: Server) -
 def test_a_reload_to_a_new_incoming_folder_reads_manifests_there_with_new_settings(
     daemon: Daemon, server: Server
 ) -> None:
-    server.routes["/r/a.jpg"] = Body(jpeg((300, 200), seed=1))
-    server.routes["/r/b.jpg"] = Body(jpeg((300, 200), seed=2))
     daemon.write_config(ALLOW)
     daemon.start()
-    write_manifest(daemon, "first.urls", [server.url("/r/a.jpg")])
-    wait_until(lambda: daemon.done("first/a.jpg"), 30, "a download under the first folder")
-
     moved = daemon.tmp / "incoming2"
     moved.mkdir()
-    download = {**ALLOW["download"], "user_agent": "thumbd-reloaded"}
-    daemon.write_config({"paths": {"incoming": str(moved)}, "download": download})
-    daemon.send(signal.SIGHUP)
-    wait_until(lambda: "[paths] incoming" in daemon.read_log(), 30, "the reload")
-    (moved / ".second.urls.tmp").write_text(server.url("/r/b.jpg") + "\n")
-    os.replace(moved / ".second.urls.tmp", moved / "second.urls")
-
-    wait_until(lambda: daemon.done("second/b.jpg"), 30, "a download under the new folder")
-    assert (moved / "second" / "b.jpg").read_bytes() == jpeg((300, 200), seed=2)
+    reload_and_fetch(daemon, server, "first", {}, daemon.incoming)
+    # A new incoming/ (and user agent): manifests are read there, downloads land there.
+    reload_and_fetch(daemon, server, "second", {"paths": {"incoming": str(moved)}}, moved)
     assert not (daemon.incoming / "second").exists()
-    assert server.agents == {f"thumbd/{__version__}", "thumbd-reloaded"}
     assert "cannot read manifest" not in daemon.read_log()
-
     # [download] alone: the next download after the reload uses the new settings.
-    server.routes["/r/c.jpg"] = Body(jpeg((300, 200), seed=3))
-    download["user_agent"] = "thumbd-third"
-    daemon.write_config({"paths": {"incoming": str(moved)}, "download": download})
-    daemon.send(signal.SIGHUP)
-    wait_until(lambda: "[download] user_agent" in daemon.read_log(), 30, "the second reload")
-    (moved / ".third.urls.tmp").write_text(server.url("/r/c.jpg") + "\n")
-    os.replace(moved / ".third.urls.tmp", moved / "third.urls")
-    wait_until(lambda: daemon.done("third/c.jpg"), 30, "a download with the new settings")
-    assert server.agents == {f"thumbd/{__version__}", "thumbd-reloaded", "thumbd-third"}
+    reload_and_fetch(daemon, server, "third", {"paths": {"incoming": str(moved)}}, moved)
+    assert server.agents == {"agent-first", "agent-second", "agent-third"}
     assert daemon.stop() == 0
+
+
+def reload_and_fetch(
+    daemon: Daemon, server: Server, name: str, settings: dict[str, Any], incoming: Path
+) -> None:
+    """Reload with `settings` and the user agent `agent-<name>`, then download one image through
+    `<incoming>/<name>.urls`."""
+    body = jpeg((300, 200), seed=len(name))
+    server.routes[f"/r/{name}.jpg"] = Body(body)
+    reloads = daemon.read_log().count("reloaded ")
+    download = {**ALLOW["download"], "user_agent": f"agent-{name}"}
+    daemon.write_config({**settings, "download": download})
+    daemon.send(signal.SIGHUP)
+    wait_until(lambda: daemon.read_log().count("reloaded ") > reloads, 30, "the reload")
+    tmp = incoming / f".{name}.urls.tmp"
+    tmp.write_text(server.url(f"/r/{name}.jpg") + "\n")
+    os.replace(tmp, incoming / f"{name}.urls")
+    wait_until(lambda: daemon.done(f"{name}/{name}.jpg"), 30, f"the download of {name}.jpg")
+    assert (incoming / name / f"{name}.jpg").read_bytes() == body
