@@ -61,10 +61,12 @@ def keys(rel: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys((plain_key(rel), rel, f"{rel}-{digest}")))
 
 
-def names_for(key: str, labels: Sequence[tuple[str, str]], index: bool) -> Names:
+def names_for(
+    key: str, labels: Sequence[tuple[str, str]], index: bool, *, plain: bool = True
+) -> Names:
     """The outputs under `key` for thumbnails given as (label, extension)."""
     thumbnails = tuple(f"{key}_{label}.{ext}" for label, ext in labels)
-    return Names(key, thumbnails, f"{key}.json" if index else None)
+    return Names(key, thumbnails, f"{key}.json" if index else None, plain)
 
 
 def choose(
@@ -79,9 +81,10 @@ def choose(
     their outputs (`State.outputs_near` without `rel`). Raises NamesTaken if every key is taken.
     """
     owner = {name: path for path, outputs in others.items() for name in outputs}
-    candidates = [
-        replace(names_for(key, labels, index), plain=i == 0) for i, key in enumerate(keys(rel))
-    ]
+    plain = names_for(plain_key(rel), labels, index)
+    if not owner and all(_under(plain.key, name) for name in own):
+        return plain  # no neighbour has any output: the common case, kept cheap for floods
+    candidates = [names_for(k, labels, index, plain=i == 0) for i, k in enumerate(keys(rel))]
     mine = [c for c in candidates if any(_under(c.key, name) for name in own)][:1]
     clashes: list[str] = []
     for names in mine + [c for c in candidates if c not in mine]:
