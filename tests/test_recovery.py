@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from thumbd.recovery import existing_thumbnails, open_state
+from thumbd.recovery import Siblings, existing_thumbnails, open_state, own_thumbnails
 from thumbd.render import RenderSpec
 from thumbd.sizing import NamedSize
 
@@ -56,6 +56,40 @@ def test_a_source_that_changed_after_its_thumbnails_does_not_count(tmp_path: Pat
     past = time.time() - 3600  # an old mtime (cp -p) does not hide the new ctime
     os.utime(source, (past, past))
     assert existing_thumbnails(out, "x.jpg", RenderSpec(widths=(200,)), str(source)) is None
+
+
+def test_only_names_no_sibling_could_have_written_are_adopted(tmp_path: Path) -> None:
+    incoming, out, spec = tmp_path / "in", tmp_path / "out", RenderSpec(widths=(200,))
+    jpg, png = make(incoming / "x.jpg"), make(incoming / "x.png")
+    make(out / "x_200.jpg", b"123")
+    make(out / "x.png_200.jpg", b"12")
+    siblings = Siblings()
+    # Whose is x_200.jpg? Nothing says: x.jpg is rendered again. x.png's own set is its own.
+    assert own_thumbnails(out, "x.jpg", spec, str(jpg), siblings) is None
+    assert own_thumbnails(out, "x.png", spec, str(png), siblings) == (["x.png_200.jpg"], 2)
+    png.unlink()  # alone again: the plain names are x.jpg's
+    assert own_thumbnails(out, "x.jpg", spec, str(jpg), siblings) == (["x_200.jpg"], 3)
+    # x.png.jpg's plain names are x.png_200.jpg: x.png cannot claim them while it is there.
+    make(incoming / "x.png")
+    make(incoming / "x.png.jpg")
+    assert own_thumbnails(out, "x.png", spec, str(incoming / "x.png"), siblings) is None
+
+
+def test_a_quiet_folder_is_listed_once(tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    source = make(folder / "x.jpg")
+    make(folder / "x.png")
+    past = time.time() - 60
+    os.utime(folder, (past, past))
+    siblings = Siblings()
+    assert siblings.contested(str(source)) == {"x"}
+    os.unlink(folder / "x.png")
+    os.utime(folder, (past, past))  # a change the mtime does not show is not seen: cached
+    assert siblings.contested(str(source)) == {"x"}
+    os.utime(folder)  # the folder changed: listed again, and now too fresh to be kept
+    assert siblings.contested(str(source)) == frozenset()
+    make(folder / "x.gif")
+    assert siblings.contested(str(source)) == {"x"}
 
 
 def test_a_damaged_database_is_moved_aside_and_replaced(

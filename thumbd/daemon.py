@@ -26,14 +26,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from thumbd import logs, metrics, pidfile, recovery, scanner
+from thumbd import logs, metrics, names, pidfile, recovery, scanner
 from thumbd.config import Config, ConfigError, differences, load_config
 from thumbd.download import Downloads, Fetched
 from thumbd.executor import ProcessPool, TaskTimeout, WorkerCrashed
 from thumbd.intake import Kind, Settler, classify, signature
 from thumbd.monitor import Monitor, Snapshot
 from thumbd.notify import Notifier
-from thumbd.output import NO_SPACE, UnsafePath, Writer, index_name, thumbnail_name
+from thumbd.output import NO_SPACE, UnsafePath, Writer, plain_key
 from thumbd.render import RenderResult, Signature, render, spec_from_config
 from thumbd.state import State
 from thumbd.watcher import DirArrived, FsEvent, Overflow, Watcher
@@ -125,6 +125,7 @@ class Daemon:
         self.root = str(config.paths.incoming)
         self.real_root = os.path.realpath(self.root)
         self.real_dirs: dict[str, str] = {}
+        self.siblings = recovery.Siblings()  # same-stem files per folder, for adoption
         self.spec = spec_from_config(config)
         self.settler = Settler(self.root, config.watch.settle_seconds, config.watch.quiet_seconds)
         self.writer = Writer(config.paths.outgoing)
@@ -411,8 +412,8 @@ class Daemon:
         if record is None:
             return False
         remove = self.config.thumbnails.on_delete == "remove"
-        if remove:
-            for name in record.outputs:
+        if remove:  # not the names a sibling's row lists too (a state from before names.py)
+            for name in names.unowned(record.outputs, self.state.outputs_near(plain_key(rel))):
                 self.writer.remove(name, prune=True)
         if log_each:
             what = "removed its thumbnails" if remove else "its thumbnails stay"
@@ -481,14 +482,17 @@ class Daemon:
     def adopted(self, job: Job) -> bool:
         """A source with no record whose thumbnails are all there and newer than it (a lost
         database, a kill between rename and commit): record it done, render nothing."""
-        found = recovery.existing_thumbnails(
-            self.config.paths.outgoing, job.rel, self.spec, job.path
+        found = recovery.own_thumbnails(
+            self.config.paths.outgoing, job.rel, self.spec, job.path, self.siblings
         )
         if found is None:
             return False
-        names, written = found
-        self.state.record_done(job.rel, job.signature, names, job.signature[0], written)
-        log.info("kept %s: its %d thumbnails are already there", job.rel, len(names))
+        outputs, written = found
+        others = self.state.outputs_near(plain_key(job.rel))
+        if len(names.unowned(outputs, others)) < len(outputs):
+            return False  # another source's row lists them: they are its thumbnails
+        self.state.record_done(job.rel, job.signature, outputs, job.signature[0], written)
+        log.info("kept %s: its %d thumbnails are already there", job.rel, len(outputs))
         self.downloads.on_rendered(job.rel)  # a manifest waiting for it need not wait on
         return True
 
@@ -580,10 +584,15 @@ class Daemon:
             self.write(job, result)
 
     def write(self, job: Job, result: RenderResult) -> bool:
-        files = [(thumbnail_name(job.rel, t.name, t.ext), t.data) for t in result.thumbnails]
-        if result.index is not None:
-            files.append((index_name(job.rel), result.index))
-        names = [name for name, _ in files]
+        near = self.state.outputs_near(plain_key(job.rel))  # its row and its same-stem siblings'
+        own = near.pop(job.rel, ())
+        labels, index = names.labels(result), result.index is not None
+        try:
+            chosen = names.choose(job.rel, labels, index, own, near)
+        except names.NamesTaken as e:
+            self.fail(job, job.signature, str(e))
+            return True
+        files = names.files(chosen, result)
         try:
             written = self.writer.write_all(files)
         except UnsafePath as e:
@@ -595,9 +604,12 @@ class Daemon:
                 return True
             self.on_disk_full(job, result, e)
             return False
-        self.remove_stale(job.rel, names)
+        if chosen.note is not None:
+            log.info("%s", chosen.note, extra={"source": job.rel})
+        self.remove_stale(own, chosen.all, near)
         assert result.signature is not None
-        self.state.record_done(job.rel, result.signature, names, result.signature[0], written)
+        outputs = list(chosen.all)
+        self.state.record_done(job.rel, result.signature, outputs, result.signature[0], written)
         self.stats.done += 1
         self.stats.bytes_in += result.signature[0]
         self.stats.bytes_out += written
@@ -616,12 +628,13 @@ class Daemon:
         self.show_progress()
         return True
 
-    def remove_stale(self, rel: str, names: list[str]) -> None:
-        """Thumbnails an earlier version of this source had and this one does not."""
-        record = self.state.get(rel)
-        if record is not None:
-            for old in set(record.outputs) - set(names):
-                self.writer.remove(old)
+    def remove_stale(
+        self, own: tuple[str, ...], written: tuple[str, ...], near: dict[str, tuple[str, ...]]
+    ) -> None:
+        """Thumbnails an earlier version of this source had, this one does not, and no other
+        source lists (a state from before sources of the same stem got names of their own)."""
+        for old in names.unowned(set(own) - set(written), near):
+            self.writer.remove(old)
 
     def fail(self, job: Job, sig: Signature, reason: str) -> None:
         if signature(job.path) is None:

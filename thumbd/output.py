@@ -40,15 +40,20 @@ class UnsafePath(Exception):
 
 def thumbnail_name(rel: str, label: str | int, ext: str) -> str:
     """`a/b/x.jpg`, 200, `jpg` -> `a/b/x_200.jpg` (relative to outgoing/); a named size's
-    label is its name: `a/b/x_avatar.jpg`."""
-    folder, slash, stem = _split(rel)
-    return f"{folder}{slash}{stem}_{label}.{ext}"
+    label is its name: `a/b/x_avatar.jpg`. These are the plain names: a source whose sibling
+    of the same stem has them already gets others (thumbd.names)."""
+    return f"{plain_key(rel)}_{label}.{ext}"
 
 
 def index_name(rel: str) -> str:
     """`a/b/x.jpg` -> `a/b/x.json`: the index of x's thumbnails ([thumbnails] index = true)."""
+    return f"{plain_key(rel)}.json"
+
+
+def plain_key(rel: str) -> str:
+    """`a/b/x.jpg` -> `a/b/x`: the folder and stem the plain output names start with."""
     folder, slash, stem = _split(rel)
-    return f"{folder}{slash}{stem}.json"
+    return f"{folder}{slash}{stem}"
 
 
 def _split(rel: str) -> tuple[str, str, str]:

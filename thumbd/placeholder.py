@@ -44,6 +44,15 @@ def index_json(
     return (json.dumps(index, indent=2) + "\n").encode()
 
 
+def with_files(index: bytes, files: list[str]) -> bytes:
+    """The index with its thumbnails' `file`s replaced, in order: the daemon names a source's
+    thumbnails after its whole file name when a sibling has the plain names (thumbd.names)."""
+    data = json.loads(index)
+    for entry, file in zip(data["thumbnails"], files, strict=True):
+        entry["file"] = file
+    return (json.dumps(data, indent=2) + "\n").encode()
+
+
 def _entry(e: Entry) -> dict[str, object]:
     entry: dict[str, object] = {
         "file": e.file,

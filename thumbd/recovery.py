@@ -17,6 +17,12 @@ not its mtime: `cp -p`, `rsync -a` and cameras set a source's mtime to the past,
 can set its ctime, which moves on every write, rename or chmod. A source that arrived (or
 changed) after its thumbnails were written is therefore rendered again, also when its name
 collides with thumbnails left by an earlier, deleted file of the same name.
+
+Sources of one folder with the same stem (`x.jpg`, `x.png`) have names of their own
+(thumbd.names): one the plain `x_200.jpg`, the other `x.png_200.jpg`. Without the database
+nothing says which plain set is whose, so `own_thumbnails` adopts a set only under a name no
+other file of the folder could have written: `x.png_200.jpg` when no `x.png.jpg` is there,
+`x_200.jpg` when `x.jpg` has no sibling of stem `x`. Otherwise the source is rendered again.
 """
 
 from __future__ import annotations
@@ -28,7 +34,8 @@ import stat
 import time
 from pathlib import Path
 
-from thumbd.output import TMP_DIR, index_name, thumbnail_name
+from thumbd.intake import Kind, classify
+from thumbd.output import TMP_DIR, plain_key
 from thumbd.render import RenderSpec
 from thumbd.state import State, StateError
 
@@ -116,19 +123,46 @@ def expected_outputs(spec: RenderSpec) -> tuple[list[str], tuple[str, ...], bool
     return labels, tuple(dict.fromkeys(extensions)), spec.index
 
 
+def own_thumbnails(
+    outgoing: Path, rel: str, spec: RenderSpec, source: str, siblings: Siblings
+) -> tuple[list[str], int] | None:
+    """What existing_thumbnails finds, under a key only `rel` can have written to: its whole
+    file name (`x.png_200.jpg`), or its stem (`x_200.jpg`) when no sibling shares the stem."""
+    changed = _ctime(source)
+    for key in (rel, plain_key(rel)):
+        found = None if changed is None else _complete(outgoing, key, spec, changed)
+        if found is not None:
+            contested = siblings.contested(source)
+            if contested is not None and key.rpartition("/")[2] not in contested:
+                return found
+    return None
+
+
 def existing_thumbnails(
     outgoing: Path, rel: str, spec: RenderSpec, source: str
 ) -> tuple[list[str], int] | None:
-    """(names, total bytes) of a complete set of outputs written after `source` last changed,
-    or None when any of them is missing or older."""
+    """(names, total bytes) of a complete set of plain-named outputs written after `source`
+    last changed, or None when any of them is missing or older."""
+    changed = _ctime(source)
+    return None if changed is None else _complete(outgoing, plain_key(rel), spec, changed)
+
+
+def _ctime(source: str) -> int | None:
     try:
-        changed = os.lstat(source).st_ctime_ns
+        return os.lstat(source).st_ctime_ns
     except OSError:
         return None
+
+
+def _complete(
+    outgoing: Path, key: str, spec: RenderSpec, changed: int
+) -> tuple[list[str], int] | None:
+    """The outputs named after `key` (`<key>_<label>.<ext>`, `<key>.json`), if all are there
+    and none is older than `changed`."""
     labels, extensions, index = expected_outputs(spec)
-    wanted = [[thumbnail_name(rel, label, ext) for ext in extensions] for label in labels]
+    wanted = [[f"{key}_{label}.{ext}" for ext in extensions] for label in labels]
     if index:
-        wanted.append([index_name(rel)])
+        wanted.append([f"{key}.json"])
     names: list[str] = []
     total = 0
     for candidates in wanted:
@@ -152,3 +186,53 @@ def _newest(outgoing: Path, candidates: list[str], changed: int) -> tuple[int, s
             found = (st.st_mtime_ns, name, st.st_size)
             best = found if best is None else max(best, found)
     return best
+
+
+class Siblings:
+    """Which keys (`x`, `x.png`) more than one file of a folder could name thumbnails after.
+
+    Listing a folder costs as much as the folder is large, and a rebuilt database may adopt
+    every source of a folder of 100,000: a folder's answer is kept while its mtime stays the
+    same. A listing made within RACY_SECONDS of the folder's last change is used once and not
+    kept: a file created in the same clock tick would not move the mtime (git's racy-clean
+    rule). Only folders where some source would be adopted are ever listed.
+    """
+
+    RACY_SECONDS = 2.0
+    KEEP = 64  # folders remembered at most
+
+    def __init__(self) -> None:
+        self._folders: dict[str, tuple[int, frozenset[str]]] = {}
+
+    def contested(self, source: str) -> frozenset[str] | None:
+        """The contested keys of the folder of `source`; None when it cannot be listed."""
+        folder = os.path.dirname(source)
+        try:
+            mtime = os.stat(folder).st_mtime_ns
+        except OSError:
+            return None
+        cached = self._folders.get(folder)
+        if cached is not None and cached[0] == mtime:
+            return cached[1]
+        contested = _contested(folder)
+        if contested is not None and time.time_ns() - mtime > self.RACY_SECONDS * 1e9:
+            if len(self._folders) >= self.KEEP:
+                self._folders.clear()
+            self._folders[folder] = (mtime, contested)
+        return contested
+
+
+def _contested(folder: str) -> frozenset[str] | None:
+    """Keys claimed by two files of `folder`: a stem two images share (`x` of `x.jpg` and
+    `x.png`), or a file name that is another image's stem (`x.png` of `x.png.jpg`)."""
+    claims: dict[str, int] = {}
+    try:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if classify(entry.name) is Kind.IMAGE and not entry.is_dir(follow_symlinks=False):
+                    for key in (plain_key(entry.name), entry.name):
+                        claims[key] = claims.get(key, 0) + 1
+    except OSError as e:
+        log.warning("cannot list %s (%s): rendering its sources again", folder, e.strerror)
+        return None
+    return frozenset(key for key, n in claims.items() if n > 1)

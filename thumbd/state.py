@@ -181,6 +181,18 @@ class State:
         ).fetchone()
         return _record(row) if row else None
 
+    def outputs_near(self, key: str) -> dict[str, tuple[str, ...]]:
+        """path -> outputs of every row whose path is `key` or `key.*` in the same folder: the
+        rows that can list an output name made from `key` (see thumbd.names). Two ranges of the
+        primary key: as cheap as a lookup, however large the folder, unless it holds many paths
+        that start with `key.` (a folder `x.d/` of its own is skipped, not parsed)."""
+        rows = self._db.execute(
+            "SELECT path, outputs FROM sources WHERE path = ?1"
+            " OR (path >= ?1 || '.' AND path < ?1 || '/' AND instr(substr(path, ?2), '/') = 0)",
+            (key, len(key) + 2),
+        )
+        return {str(p): tuple(json.loads(o)) for p, o in rows}
+
     def attempts(self, path: str) -> int:
         row = self._db.execute("SELECT attempts FROM sources WHERE path = ?", (path,)).fetchone()
         return int(row[0]) if row else 0

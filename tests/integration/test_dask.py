@@ -29,6 +29,7 @@ import pytest
 
 from tests import images
 from tests.conftest import ROOT, Daemon, _env, _reap_group, all_files, thumbd, wait_until
+from tests.integration.test_names import BLUE, RED, drop, shows
 
 DASK = Path(sys.executable).with_name("dask")  # the console script next to this interpreter
 
@@ -200,6 +201,29 @@ def test_a_dask_worker_killed_mid_burst_loses_nothing(tmp_path: Path, cluster: C
         status = daemon.status()
         assert (status["done"], status["failed"]) == (40, 0), status
         assert daemon.proc is not None and daemon.proc.poll() is None
+    finally:
+        daemon.stop()
+        daemon.kill_group()
+
+
+# -- sources of one stem: written by the daemon, so named as with the local pool --------------
+
+
+def test_same_stem_sources_rendered_on_dask_keep_their_own_thumbnails(
+    tmp_path: Path, cluster: Cluster
+) -> None:
+    settings = {**dask_settings(cluster.address), "thumbnails": {"index": True}}
+    daemon = Daemon(tmp_path, settings)
+    daemon.start()
+    try:
+        drop(daemon, "x.jpg", RED, "JPEG")
+        wait_until(lambda: shows(daemon, "x", "red"), 60, "x.jpg's thumbnails")
+        drop(daemon, "x.png", BLUE, "PNG")
+        wait_until(lambda: shows(daemon, "x.png", "blue"), 60, "x.png's own thumbnails")
+        assert shows(daemon, "x", "red")
+        index = json.loads((daemon.outgoing / "x.png.json").read_bytes())
+        assert [t["file"] for t in index["thumbnails"]] == [f"x.png_{w}.jpg" for w in (200, 64, 32)]
+        assert "rendering on the Dask cluster" in daemon.read_log()
     finally:
         daemon.stop()
         daemon.kill_group()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,8 @@ def test_records_of_a_burst_share_commits_and_none_is_lost(
         real_commit(self)
 
     monkeypatch.setattr(State, "commit", counting_commit)
+    # Daemon.run() names the thread it runs on "main": give this one its name back afterwards.
+    monkeypatch.setattr(threading.current_thread(), "name", threading.current_thread().name)
     (tmp_path / "incoming").mkdir()
     for i in range(100):
         images.make_jpeg(tmp_path / "incoming" / f"b{i:02d}.jpg", (96, 72))
