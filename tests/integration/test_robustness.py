@@ -211,7 +211,8 @@ def test_ten_kill9_of_the_process_group_during_a_burst_lose_nothing(daemon: Daem
     rng = random.Random(1234)
     names = [f"b{i:03d}.jpg" for i in range(500)]
     data = jpeg_bytes((800, 600))
-    targets = sorted(rng.sample(range(15, 400), 7))
+    # The last kill comes after at most 250 of 500 files: room for a test process slowed by load.
+    targets = sorted(rng.sample(range(15, 250), 7))
     daemon.start()
     drop(daemon.incoming / "burst", names, data)
     for kill in range(10):
