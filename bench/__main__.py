@@ -105,7 +105,7 @@ def machine() -> dict[str, Any]:
         "kernel": platform.release(),
         "python": platform.python_version(),
         "pillow": PIL.__version__,
-        "libjpeg_turbo": features.version("jpg"),
+        "libjpeg_turbo": features.version("libjpeg_turbo") or features.version("jpg"),
         "vips": baselines.vips_version(),
         "imagemagick": baselines.magick_version(),
         "load_before": os.getloadavg(),
