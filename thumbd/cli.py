@@ -12,7 +12,7 @@ from typing import Any
 from thumbd import __version__, control, logs
 from thumbd.config import Config, ConfigError, load_config, to_toml
 from thumbd.daemon import Daemon, StartupError
-from thumbd.retry import retry
+from thumbd.retry import redo, retry
 from thumbd.state import StateError
 from thumbd.status import collect
 
@@ -52,6 +52,13 @@ def build_parser() -> argparse.ArgumentParser:
     again = command("retry", "Clear failure records so those files are tried again.")
     again.add_argument("paths", nargs="*", metavar="PATH", help="a failed file or a folder")
     again.add_argument("--all", action="store_true", help="every failed file")
+    anew = command(
+        "redo",
+        "Render files again with the current settings (after a change of widths, sizes or "
+        "format): their thumbnails are replaced, and those no longer made are removed.",
+    )
+    anew.add_argument("paths", nargs="*", metavar="PATH", help="a file or a folder in incoming/")
+    anew.add_argument("--all", action="store_true", help="every file")
     return parser
 
 
@@ -68,11 +75,12 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_OK
         if args.command == "status":
             return status(config, as_json=args.json)
-        if args.command == "retry":
+        if args.command in ("retry", "redo"):
             if bool(args.paths) == args.all:
-                print("thumbd: retry needs PATH... or --all (not both)", file=sys.stderr)
+                print(f"thumbd: {args.command} needs PATH... or --all (not both)", file=sys.stderr)
                 return EXIT_USAGE
-            return retry(config, args.paths, args.all)
+            mark = retry if args.command == "retry" else redo
+            return mark(config, args.paths, args.all)
         if args.command == "start":
             return control.start(config)
         if args.command == "stop":

@@ -743,7 +743,7 @@ class Daemon:
             return
         rels = self.state.take_retries()
         if rels:
-            log.info("retry requested for %d failed files", len(rels))
+            log.info("looking again at %d files (thumbd retry or redo)", len(rels))
         for rel in rels:
             if rel not in self.in_flight and rel not in self.queued:
                 self.settler.found(rel, now)

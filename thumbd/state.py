@@ -23,6 +23,7 @@ from thumbd.render import Signature
 DONE = "done"
 FAILED = "failed"
 MANIFEST = "manifest"  # a URL manifest whose every URL has an outcome (not counted as a source)
+REDO = -1  # the mtime_ns of a record `thumbd redo` marked: no file has it, so it is rendered again
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sources (
@@ -242,6 +243,24 @@ class State:
                 self._db.execute("DELETE FROM sources WHERE path = ?", (path,))
                 self._db.execute("INSERT OR IGNORE INTO retries (path) VALUES (?)", (path,))
         return failed
+
+    def mark_for_redo(self, paths: list[str] | None) -> list[str]:
+        """Make the records of `paths` (each a file or a folder), or of all with None, match no
+        file, so that their sources are rendered again with the settings of the moment, and
+        leave them for a running daemon in `retries`. Returns what was marked. The records
+        stay: their outputs are what the new render replaces, and removes where the settings no
+        longer make them."""
+        with self.transaction():
+            rows = [str(r[0]) for r in self._db.execute("SELECT path FROM sources ORDER BY 1")]
+            if paths is not None:
+                rows = [r for r in rows if any(_under(r, p) for p in paths)]
+            self._db.executemany(
+                "UPDATE sources SET mtime_ns = ? WHERE path = ?", [(REDO, r) for r in rows]
+            )
+            self._db.executemany(
+                "INSERT OR IGNORE INTO retries (path) VALUES (?)", [(r,) for r in rows]
+            )
+        return rows
 
     def _failed_paths(self) -> list[str]:
         query = "SELECT path FROM sources WHERE status = ?"

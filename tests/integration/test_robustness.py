@@ -824,6 +824,55 @@ def test_retry_clears_a_failure_and_a_running_daemon_tries_again(daemon: Daemon)
     assert thumbd("retry", "-c", str(daemon.config)).returncode == 2
 
 
+def test_redo_renders_done_files_again_with_new_settings_and_removes_what_they_no_longer_make(
+    daemon: Daemon,
+) -> None:
+    daemon.write_config({"thumbnails": {"widths": [200, 64]}})
+    rels = ["a.jpg", "b/c.jpg", "b/d.jpg"]
+    for rel in rels:
+        drop(
+            daemon.incoming / os.path.dirname(rel), [os.path.basename(rel)], jpeg_bytes((320, 240))
+        )
+    daemon.start()
+    wait_until(lambda: all(daemon.done(r, (200, 64)) for r in rels), 30, "the first widths")
+    daemon.write_config({"thumbnails": {"widths": [120]}})
+    daemon.send(signal.SIGHUP)
+    wait_until(lambda: "[thumbnails] widths" in daemon.read_log(), 30, "the reload")
+    time.sleep(0.5)
+    assert not any(daemon.done(r, (120,)) for r in rels)  # new settings apply to new work only
+
+    r = thumbd("redo", "-c", str(daemon.config), str(daemon.incoming / "b"))  # a folder
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == [
+        "redo b/c.jpg",
+        "redo b/d.jpg",
+        "2 files will be rendered again",
+    ]
+    wait_until(lambda: daemon.done("b/c.jpg", (120,)) and daemon.done("b/d.jpg", (120,)), 30, "b/")
+    wait_until(lambda: not daemon.thumbs("b/d.jpg", (200,))[0].exists(), 30, "the old removed")
+    assert sorted(p.name for p in all_files(daemon.outgoing / "b")) == [
+        "c_120.jpg",
+        "d_120.jpg",
+    ]
+    assert daemon.done("a.jpg", (200, 64)) and not daemon.done("a.jpg", (120,))  # not asked
+    r = thumbd("redo", "-c", str(daemon.config), "nothing.jpg")
+    assert r.returncode == 1 and "no record for nothing.jpg" in r.stderr
+    assert daemon.stop() == 0
+
+    # Without a running daemon: the next `once` renders them.
+    r = thumbd("redo", "-c", str(daemon.config), "--all")
+    assert r.returncode == 0 and "3 files will be rendered again" in r.stdout
+    r = thumbd("once", "-c", str(daemon.config))
+    assert r.returncode == 0, r.stderr
+    assert sorted(str(p.relative_to(daemon.outgoing)) for p in all_files(daemon.outgoing)) == [
+        "a_120.jpg",
+        "b/c_120.jpg",
+        "b/d_120.jpg",
+    ]
+    assert daemon.status()["done"] == 3
+    assert thumbd("redo", "-c", str(daemon.config)).returncode == 2
+
+
 def test_retry_of_a_manifest_fetches_only_its_failed_urls_again(daemon: Daemon) -> None:
     img = jpeg_bytes((320, 240))
     with serving("127.0.0.1") as server:
