@@ -141,6 +141,14 @@ class Daemon:
     def done(self, rel: str, widths: tuple[int, ...] = (200, 64, 32), ext: str = "jpg") -> bool:
         return all(t.exists() for t in self.thumbs(rel, widths, ext))
 
+    def delete_state(self) -> None:
+        """Delete the state database with its WAL and shared-memory files, as a careless
+        `rm` would (the daemon is stopped)."""
+        db = self.tmp / ".thumbd" / "thumbd.db"
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                Path(f"{db}{suffix}").unlink()
+
 
 def _reap_group(pgid: int) -> None:
     """Wait until nothing of the group runs. Its orphans (the fork server) are reaped by init,

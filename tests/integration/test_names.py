@@ -196,10 +196,7 @@ def test_a_lost_state_database_gives_no_source_its_sibling_s_thumbnails(daemon: 
     (second,) = [rel for rel in ("c/x.jpg", "c/x.png") if not plain[rel]]
     for name in first[second]:
         (daemon.outgoing / name).unlink()
-    db = daemon.tmp / ".thumbd" / "thumbd.db"
-    for suffix in ("", "-wal", "-shm"):
-        with contextlib.suppress(FileNotFoundError):
-            Path(f"{db}{suffix}").unlink()
+    daemon.delete_state()
 
     daemon.start()
     wait_until(lambda: daemon.status()["done"] == 5, 30, "the rebuilt state")

@@ -664,10 +664,7 @@ def test_a_deleted_or_damaged_state_database_is_rebuilt_without_regenerating(
     old = (daemon.incoming / "a" / "s3.jpg").stat().st_mtime - 3600
     os.utime(replacement, (old, old))
     os.replace(replacement, daemon.incoming / "a" / "s3.jpg")
-    db = daemon.tmp / ".thumbd" / "thumbd.db"
-    for suffix in ("", "-wal", "-shm"):
-        with contextlib.suppress(FileNotFoundError):
-            Path(f"{db}{suffix}").unlink()
+    daemon.delete_state()
     daemon.start()
     wait_until(lambda: daemon.status()["done"] == 10, 60, "the rebuilt state")
     log = daemon.read_log().split("thumbd started")[-1]
@@ -680,6 +677,7 @@ def test_a_deleted_or_damaged_state_database_is_rebuilt_without_regenerating(
     assert status == {**status, "done": 10, "failed": 0, "pending": 0}
 
     assert daemon.stop() == 0
+    db = daemon.tmp / ".thumbd" / "thumbd.db"
     db.write_bytes(random.Random(5).randbytes(8192))  # damaged beyond SQLite's recognition
     daemon.start()
     wait_until(lambda: daemon.status()["done"] == 10, 60, "the state rebuilt again")
