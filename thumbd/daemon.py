@@ -16,6 +16,7 @@ import logging
 import os
 import queue
 import signal
+import sqlite3
 import threading
 import time
 from collections import deque
@@ -56,6 +57,11 @@ STALL_GRACE = 30.0  # seconds past the pool's timeouts before a pool with no res
 # the main thread more than writing the record. Once nothing is in flight, records are committed
 # at once. A crash loses at most this stretch of records, never a thumbnail: those sources are
 # simply rendered again.
+# SQLite's answers that mean the state folder cannot take a record (full, read-only, failing):
+# the daemon stops cleanly rather than go on rendering what it cannot record.
+_CANNOT_RECORD = frozenset(
+    {sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN}
+)
 COMMIT_EVERY = 0.25
 
 
@@ -170,9 +176,26 @@ class Daemon:
             try:
                 self.main_loop()
                 self.drain()
+            except sqlite3.OperationalError as e:
+                if getattr(e, "sqlite_errorcode", 0) & 0xFF not in _CANNOT_RECORD:
+                    raise  # a bug: keep the traceback
+                self.cannot_record(e)
+                return 1
             finally:
                 self.shutdown()
         return 1 if self.once and self.state_failed() else 0
+
+    def cannot_record(self, e: sqlite3.OperationalError) -> None:
+        """The state database cannot be written (its disk is full, say). Stop: the records of
+        the last moments are rolled back, and their thumbnails, already in place, are recorded
+        by the next start without rendering (recovery.own_thumbnails); nothing is lost."""
+        self.stop_reason = "the state database cannot be written"
+        log.error(
+            "cannot record in %s: %s; stopping. Make room there (or fix it) and start thumbd "
+            "again: the thumbnails already written stay and nothing is rendered twice",
+            self.config.state_db,
+            e,
+        )
 
     def startup(self) -> None:
         self._check_folders()

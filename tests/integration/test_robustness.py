@@ -925,3 +925,29 @@ def test_the_watch_limit_is_explained_and_polling_takes_over(daemon: Daemon) -> 
     assert "Falling back to polling" in log
     drop(daemon.incoming / "dir19", ["deep.jpg"], jpeg_bytes((300, 200)))
     wait_until(lambda: daemon.done("dir19/deep.jpg"), 30, "a file in an unwatched folder")
+
+
+def test_a_full_state_disk_stops_the_daemon_with_a_clear_error_and_loses_nothing(
+    daemon: Daemon,
+) -> None:
+    state = daemon.tmp / ".thumbd"
+    names = [f"s{i}.jpg" for i in range(6)]
+    with tmpfs(state, "4m"):
+        daemon.start()
+        drop(daemon.incoming, ["first.jpg"], jpeg_bytes((320, 240)))
+        wait_until(lambda: daemon.status()["done"] == 1, 30, "a first record")
+        filler = fill(state)
+        drop(daemon.incoming, names, jpeg_bytes((320, 240)))
+        assert daemon.proc is not None
+        code = daemon.proc.wait(timeout=60)
+        log = daemon.read_log()
+        assert code == 1, log
+        assert "Traceback" not in log
+        assert f"cannot record in {state / 'thumbd.db'}: database or disk is full" in log, log
+        filler.unlink()
+        daemon.start()
+        wait_until(lambda: daemon.status()["done"] == 7, 60, "every file after a restart")
+        assert all(daemon.done(n) for n in [*names, "first.jpg"])
+        log = daemon.read_log()
+        assert all(log.count(f"done {n}:") == 1 for n in names), "rendered twice"
+        assert daemon.stop() == 0
