@@ -15,6 +15,15 @@ def write(tmp_path: Path, text: str) -> Path:
     return p
 
 
+def assert_config_error(tmp_path: Path, text: str, expected: str) -> None:
+    """Loading `text` fails with an error that names the file and says `expected`."""
+    p = write(tmp_path, text)
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    assert str(p) in str(e.value)
+    assert expected in str(e.value)
+
+
 def test_defaults_resolve_against_the_current_directory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -84,11 +93,7 @@ def test_download_defaults() -> None:
     ],
 )
 def test_errors_name_the_file_and_the_key(tmp_path: Path, text: str, expected: str) -> None:
-    p = write(tmp_path, text)
-    with pytest.raises(ConfigError) as e:
-        load_config(p)
-    assert str(p) in str(e.value)
-    assert expected in str(e.value)
+    assert_config_error(tmp_path, text, expected)
 
 
 def test_a_missing_file_is_an_error(tmp_path: Path) -> None:
@@ -201,11 +206,7 @@ def test_only_named_sizes_is_allowed(tmp_path: Path) -> None:
 def test_fidelity_keys_errors_name_the_file_and_the_key(
     tmp_path: Path, text: str, expected: str
 ) -> None:
-    p = write(tmp_path, text)
-    with pytest.raises(ConfigError) as e:
-        load_config(p)
-    assert str(p) in str(e.value)
-    assert expected in str(e.value)
+    assert_config_error(tmp_path, text, expected)
 
 
 @pytest.mark.parametrize(
@@ -226,11 +227,7 @@ def test_fidelity_keys_errors_name_the_file_and_the_key(
 def test_executor_errors_name_the_file_and_the_key(
     tmp_path: Path, text: str, expected: str
 ) -> None:
-    p = write(tmp_path, text)
-    with pytest.raises(ConfigError) as e:
-        load_config(p)
-    assert str(p) in str(e.value)
-    assert expected in str(e.value)
+    assert_config_error(tmp_path, text, expected)
 
 
 def test_the_executor_defaults_to_the_local_pool(tmp_path: Path) -> None:

@@ -106,6 +106,16 @@ def done_count(daemon: Daemon, rels: list[str]) -> int:
     return sum(daemon.done(rel) for rel in rels)
 
 
+def start_burst(daemon: Daemon, n: int, timeout: float) -> list[str]:
+    """n large JPEGs renamed into incoming/ at once; returns once five are done."""
+    staged = daemon.tmp / "staged"
+    rels = make_sources(staged, n, (1600, 1200))
+    for rel in rels:
+        os.rename(staged / rel, daemon.incoming / rel)
+    wait_until(lambda: done_count(daemon, rels) >= 5, timeout, "the burst to get going")
+    return rels
+
+
 # -- 1. the same thumbnails ------------------------------------------------------------------
 
 
@@ -187,13 +197,9 @@ def test_local_pool_and_dask_make_identical_thumbnails(tmp_path: Path, cluster: 
 
 def test_a_dask_worker_killed_mid_burst_loses_nothing(tmp_path: Path, cluster: Cluster) -> None:
     daemon = Daemon(tmp_path, dask_settings(cluster.address, max_in_flight=8))
-    staged = tmp_path / "staged"
-    rels = make_sources(staged, 40, (1600, 1200))
     daemon.start()
     try:
-        for rel in rels:
-            os.rename(staged / rel, daemon.incoming / rel)
-        wait_until(lambda: done_count(daemon, rels) >= 5, 60, "the burst to get going")
+        rels = start_burst(daemon, 40, 60)
         assert done_count(daemon, rels) < len(rels)
         victim = sorted(cluster.workers.values())[0]
         os.kill(victim, signal.SIGKILL)
@@ -385,13 +391,9 @@ def test_the_scheduler_stopped_for_10_s_mid_burst_loses_nothing(
         tmp_path,
         {"executor": {"kind": "dask", "scheduler_file": str(cli_cluster.file), "max_in_flight": 6}},
     )
-    staged = tmp_path / "staged"
-    rels = make_sources(staged, 60, (1600, 1200))
     daemon.start()
     try:
-        for rel in rels:
-            os.rename(staged / rel, daemon.incoming / rel)
-        wait_until(lambda: done_count(daemon, rels) >= 5, 90, "the burst to get going")
+        rels = start_burst(daemon, 60, 90)
         assert cli_cluster.scheduler is not None and cli_cluster.workers is not None
         _stop(cli_cluster.scheduler, signal.SIGKILL)
         # Dask workers exit when their scheduler is gone; systemd (Restart=always) starts them
