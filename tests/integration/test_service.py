@@ -345,30 +345,41 @@ def test_sighup_reopens_the_log_file_and_json_lines(daemon: Daemon) -> None:
 
 
 def test_status_shows_live_figures_of_a_running_daemon(daemon: Daemon) -> None:
-    daemon.write_config({"resize": {"workers": 1}})
-    daemon.start()
-    drop(daemon, [f"s{i:02d}.png" for i in range(40)], png_bytes((3200, 2400)))
+    # A source that hangs its worker holds the daemon still, mid-burst: one file done, two in
+    # flight (the hung one and one in hand) and three queued, however fast or loaded the machine.
+    hang = "THUMBD-TEST-HANG-MARKER"
 
-    def mid_burst() -> dict[str, Any] | None:
+    def stuck(live: dict[str, Any]) -> bool:  # status.json lags by up to 2 s: done tells
+        return (live.get("done"), live.get("in_flight")) == (1, 1)
+
+    daemon.write_config({"resize": {"workers": 1}, "daemon": {"shutdown_timeout": 1.0}})
+    daemon.start(env={"THUMBD_TEST_HANG_MARKER": hang})
+    drop(daemon, ["first.jpg"], jpeg_bytes())
+    wait_until(lambda: daemon.done("first.jpg"), 30, "the first file")
+    drop(daemon, ["stuck.jpg"], jpeg_bytes() + hang.encode())  # after the JPEG's end marker
+    wait_until(lambda: stuck(daemon.status()["daemon"]), 30, "the stuck file in flight")
+    drop(daemon, [f"s{i}.jpg" for i in range(4)], jpeg_bytes(seed=2))
+
+    def held() -> dict[str, Any] | None:
         live: dict[str, Any] = daemon.status()["daemon"]
-        busy = live.get("done", 0) >= 1 and live.get("in_flight", 0) >= 1
-        return live if busy and live["queue"] >= 1 else None
+        return live if (live.get("in_flight"), live.get("queue")) == (2, 3) else None
 
-    live = wait_until(mid_burst, 60, "live figures mid-burst")
+    live = wait_until(held, 60, "live figures mid-burst")
     assert daemon.proc is not None
     assert live["running"] is True and live["pid"] == daemon.proc.pid
-    assert live["uptime"] > 0 and live["healthy"] is True
-    assert live["queue"] == live["settling"] + live["ready"]
+    assert live["uptime"] > 0 and live["healthy"] is True and live["done"] == 1
+    assert (live["settling"], live["ready"]) == (0, 3)
     text = thumbd("status", "-c", str(daemon.config)).stdout
     assert f"thumbd: running (pid {daemon.proc.pid}), up " in text
     for label in ("queue:", "in flight:", "files/s over the last minute", "this run:"):
         assert label in text
     assert "done:" in text and "pending:" in text
     wait_until(lambda: daemon.status()["daemon"].get("rate", 0) > 0, 30, "a rate")
-    assert daemon.stop() == 0
+    assert daemon.stop() == 0  # the stuck worker is stopped after shutdown_timeout
     after = daemon.status()
     assert after["daemon"] == {"running": False}
     assert {"done", "failed", "pending", "failures"} <= set(after)
+    assert after["done"] == 1 and after["pending"] == 5
 
 
 # -- 5. metrics -------------------------------------------------------------------------------
