@@ -249,14 +249,17 @@ def test_a_second_daemon_on_the_same_state_refuses(daemon: Daemon) -> None:
 
 
 def test_sigint_drains_too_and_a_second_signal_exits_at_once(daemon: Daemon) -> None:
+    # A source that hangs its worker keeps the drain waiting, however fast the machine.
+    hang = "THUMBD-TEST-HANG-MARKER"
     daemon.write_config({"resize": {"workers": 1}})
-    daemon.start()
-    big = daemon.tmp / "big.png"  # 48 MP with no JPEG draft: about a second a render
-    Image.linear_gradient("L").resize((8000, 6000)).save(big, compress_level=1)
-    for i in range(4):
-        shutil.copyfile(big, daemon.tmp / f"big{i}.png")
-        os.rename(daemon.tmp / f"big{i}.png", daemon.incoming / f"big{i}.png")
-    wait_until(lambda: len(list(daemon.outgoing.glob("big0_*"))) == 3, 60, "the first file")
+    daemon.start(env={"THUMBD_TEST_HANG_MARKER": hang})
+    names = ["stuck.jpg", *(f"after{i}.jpg" for i in range(3))]
+    for name in names:
+        data = jpeg_bytes() + (hang.encode() if name == "stuck.jpg" else b"")
+        (daemon.tmp / name).write_bytes(data)  # the marker sits after the JPEG's end
+        os.rename(daemon.tmp / name, daemon.incoming / name)
+        if name == "stuck.jpg":
+            wait_until(lambda: daemon.status()["daemon"].get("in_flight"), 30, "it in flight")
     daemon.send(signal.SIGINT)
     wait_until(lambda: "SIGINT: draining (" in daemon.read_log(), 30, "the drain to start")
     assert "SIGINT: draining (0 in flight)" not in daemon.read_log()
@@ -265,8 +268,9 @@ def test_sigint_drains_too_and_a_second_signal_exits_at_once(daemon: Daemon) -> 
     # load the daemon may take that one as the second signal (exit 143).
     assert daemon.proc is not None and daemon.proc.wait(timeout=10) == 128 + signal.SIGINT
     assert "second signal, exiting now" in daemon.read_log()
-    daemon.start()
-    wait_until(lambda: all(daemon.done(f"big{i}.png") for i in range(4)), 120, "the rest")
+    assert not daemon.done("stuck.jpg")
+    daemon.start()  # without the marker: the stuck file renders now
+    wait_until(lambda: all(daemon.done(n) for n in names), 60, "every file")
     assert daemon.stop(signal.SIGINT) == 0
     assert temp_files(daemon.outgoing) == []
 
