@@ -246,6 +246,7 @@ class Downloader:
         limits = Limits(
             connect_timeout=config.connect_timeout,
             read_timeout=config.read_timeout,
+            total_timeout=config.total_timeout,
             max_bytes=config.max_bytes,
             max_redirects=config.max_redirects,
             user_agent=config.user_agent,

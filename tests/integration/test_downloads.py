@@ -30,6 +30,7 @@ from tests.httpserver import (
     Silent,
     Slow,
     Steps,
+    Trickle,
     serving,
     status,
 )
@@ -169,6 +170,7 @@ def test_every_bad_url_fails_with_its_reason_and_the_daemon_goes_on(
     r["/slow.jpg"] = Slow(img, parts=8, pause=0.3)  # 2.4 s in all, never 1.5 s without a byte
     r["/endless.jpg"] = Endless()
     r["/silent.jpg"] = Silent()
+    r["/drip.jpg"] = Trickle(pause=0.2)  # never 1.5 s without a byte, never the end
     r["/x.jpg"] = Body(b"<!doctype html><p>not found, but 200</p>" * 20, "text/html")
     r["/good.jpg"] = Body(img)
     r["/labelled-text.jpg"] = Body(img, "text/plain")  # the bytes decide, not the label
@@ -179,6 +181,7 @@ def test_every_bad_url_fails_with_its_reason_and_the_daemon_goes_on(
                 "allow_private_addresses": True,
                 "connect_timeout": 2.0,
                 "read_timeout": 1.5,
+                "total_timeout": 5.0,
                 "max_bytes": 300_000,
                 "retries": 2,
                 "max_redirects": 3,
@@ -197,6 +200,7 @@ def test_every_bad_url_fails_with_its_reason_and_the_daemon_goes_on(
         "slow": u("/slow.jpg"),
         "endless": u("/endless.jpg"),
         "silent": u("/silent.jpg"),
+        "drip": u("/drip.jpg"),
         "html": u("/x.jpg"),
         "refused": f"http://127.0.0.1:{closed_port}/y.jpg",
         "file": "file:///etc/passwd",
@@ -221,6 +225,7 @@ def test_every_bad_url_fails_with_its_reason_and_the_daemon_goes_on(
         "loop": "redirect loop",
         "endless": "larger than 300 KB",
         "silent": "timed out after 1.5 s",
+        "drip": "timed out: not complete within total_timeout (5 s)",
         "html": "not an image (text/html)",
         "refused": "connection refused",
         "file": "unsupported scheme: file",
@@ -240,6 +245,7 @@ def test_every_bad_url_fails_with_its_reason_and_the_daemon_goes_on(
     assert c["/down.jpg"] == 3  # one try and two retries
     assert "3 attempts" in why[urls["down"]] and "3 attempts" in why[urls["refused"]]
     assert c["/silent.jpg"] == 1  # a read timeout is not retried
+    assert c["/drip.jpg"] == 1  # nor the total one
     assert c["/chain1"] == c["/chain2"] == c["/chain3"] == c["/final.jpg"] == 1
     first, second = server.times["/busy.jpg"]
     assert second - first >= 2.0  # Retry-After: 2 was honoured (a lower bound only)
