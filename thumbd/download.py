@@ -30,7 +30,7 @@ import ssl
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -265,8 +265,9 @@ class Downloader:
     def submit(self, task: UrlTask) -> bool:
         return self.scheduler.put(task)
 
-    def drop(self, manifest_rel: str) -> list[UrlTask]:
-        return self.scheduler.drop(lambda t: t.manifest != manifest_rel)
+    def drop(self, manifest_rel: str, keep_urls: Collection[str] = ()) -> list[UrlTask]:
+        """Take the queued URLs of a manifest out, except `keep_urls`; return them."""
+        return self.scheduler.drop(lambda t: t.manifest != manifest_rel or t.url in keep_urls)
 
     def stop_taking(self) -> list[UrlTask]:
         return self.scheduler.stop_taking()
@@ -431,10 +432,12 @@ class Downloads:
         entries = self._read(rel, sig)
         if entries is None:
             return
-        self.state.forget_failed_urls(rel, keep={e.url for e in entries})
+        listed = {e.url for e in entries}
+        self.state.forget_failed_urls(rel, keep=listed)
         records = self.state.url_records(rel)
         run = self.runs.setdefault(rel, _Run(rel, sig))
         run.signature, run.interrupted, run.recorded = sig, False, False
+        self._drop_unlisted(run, listed)
         for e in entries:
             if e.error is not None and e.url not in records:
                 self.state.record_url_failed(rel, e.url, e.error)
@@ -447,6 +450,21 @@ class Downloads:
         ]
         self._submit(run, todo, records)
         self._check_finished(run)
+
+    def _drop_unlisted(self, run: _Run, listed: set[str]) -> None:
+        """A manifest rewritten while its URLs download: the queued URLs it no longer lists are
+        not fetched (those already in flight finish, as when a manifest is deleted)."""
+        if self.downloader is None or run.fetching.keys() <= listed:
+            return
+        dropped = self.downloader.drop(run.manifest, keep_urls=listed)
+        for task in dropped:
+            run.fetching.pop(task.url, None)
+        if dropped:
+            log.info(
+                "manifest %s: %d queued URLs are no longer listed; not downloading them",
+                run.manifest,
+                len(dropped),
+            )
 
     def _read(self, rel: str, sig: Signature) -> list[manifest.Entry] | None:
         path = os.path.join(self.root, rel)

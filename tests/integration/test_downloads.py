@@ -471,6 +471,37 @@ def test_sigterm_cancels_a_download_that_would_outlast_shutdown_timeout(
 # -- adding lines, restarts, once -----------------------------------------------------------
 
 
+def test_urls_taken_out_of_a_manifest_while_it_downloads_are_not_fetched(
+    daemon: Daemon, server: Server
+) -> None:
+    first = Gate(Body(jpeg((120, 90), seed=1)))
+    server.routes["/first.jpg"] = first
+    server.routes["/new.jpg"] = Body(jpeg((120, 90), seed=2))
+    old = [f"/old/{i}.jpg" for i in range(5)]
+    for i, path in enumerate(old):
+        server.routes[path] = Body(jpeg((120, 90), seed=10 + i))
+    daemon.write_config(
+        {
+            "download": {
+                "allow_private_addresses": True,
+                "read_timeout": 120.0,
+                "threads": 1,  # the first URL holds the only thread: the others wait in line
+                "max_per_host": 1,
+            }
+        }
+    )
+    daemon.start()
+    write_manifest(daemon, "m.urls", [server.url("/first.jpg"), *map(server.url, old)])
+    wait_until(lambda: server.counts["/first.jpg"] == 1, 30, "the first request")
+    write_manifest(daemon, "m.urls", [server.url("/first.jpg"), server.url("/new.jpg")])
+    wait_until(lambda: "5 queued URLs are no longer listed" in daemon.read_log(), 30, "the drop")
+    first.opened.set()
+    wait_until(lambda: daemon.done("m/first.jpg") and daemon.done("m/new.jpg"), 60, "the two")
+    assert all(server.counts[path] == 0 for path in old)
+    assert sorted(p.name for p in downloads(daemon, "m")) == ["first.jpg", "new.jpg"]
+    wait_until(lambda: "manifest m.urls: 2 URLs done, 0 failed" in daemon.read_log(), 30, "totals")
+
+
 def test_adding_lines_fetches_only_the_new_urls(daemon: Daemon, server: Server) -> None:
     for i in range(5):
         server.routes[f"/n/{i}.jpg"] = Body(jpeg((100, 80), seed=i))
