@@ -448,7 +448,8 @@ class Downloads:
             for e in entries
             if e.error is None and e.url not in records and e.url not in run.fetching
         ]
-        self._submit(run, todo, records)
+        valid = [e.url for e in entries if e.error is None]
+        self._submit(run, valid, todo, records)
         self._check_finished(run)
 
     def _drop_unlisted(self, run: _Run, listed: set[str]) -> None:
@@ -479,11 +480,16 @@ class Downloads:
             log.info("cannot read manifest %s (%s); skipping it", rel, e.strerror)
         return None
 
-    def _submit(self, run: _Run, urls: list[str], records: dict[str, Any]) -> None:
+    def _submit(
+        self, run: _Run, listed: list[str], urls: list[str], records: dict[str, Any]
+    ) -> None:
+        """Download `urls`, named in a plan over every URL the manifest `listed`: a URL left
+        pending by a restart gets the name it would have had in one go, not its plain name
+        because the URL it clashes with is done already."""
         if not urls:
             return
         taken = [manifest.file_stem(r.file) for r in records.values() if r.file]
-        stems = manifest.plan_names(urls, [*taken, *run.fetching.values()])
+        stems = manifest.plan_names(listed, [*taken, *run.fetching.values()])
         folder = manifest.folder_for(run.manifest)
         downloader = self._downloader()
         for url in urls:

@@ -37,6 +37,7 @@ from tests.httpserver import (
 from tests.images import natural
 from thumbd import __version__
 from thumbd.fetch import size_text
+from thumbd.manifest import url_hash
 
 FAST = {"connect_timeout": 2.0, "read_timeout": 5.0}
 ALLOW: dict[str, dict[str, Any]] = {"download": {"allow_private_addresses": True, **FAST}}
@@ -469,6 +470,33 @@ def test_sigterm_cancels_a_download_that_would_outlast_shutdown_timeout(
 
 
 # -- adding lines, restarts, once -----------------------------------------------------------
+
+
+def test_a_restart_names_an_unfinished_url_as_one_run_would(daemon: Daemon, server: Server) -> None:
+    img = jpeg((120, 90))
+    server.routes["/a/photo.jpg"] = Body(img)
+    server.routes["/b/photo.jpg"] = Silent()  # still out when the daemon stops
+    daemon.write_config(
+        {
+            "download": {"allow_private_addresses": True, "read_timeout": 120.0},
+            "daemon": {"shutdown_timeout": 1},
+        }
+    )
+    daemon.start()
+    a, b = server.url("/a/photo.jpg"), server.url("/b/photo.jpg")
+    write_manifest(daemon, "m.urls", [a, b])
+    wait_until(lambda: a in url_rows(daemon) and server.counts["/b/photo.jpg"] == 1, 30, "a, b")
+    assert daemon.stop(signal.SIGTERM) == 0
+    assert b not in url_rows(daemon)  # pending
+
+    server.routes["/b/photo.jpg"] = Body(img)
+    daemon.start()
+    wait_until(lambda: b in url_rows(daemon), 30, "b after the restart")
+    names = {url: Path(row[2] or "").name for url, row in url_rows(daemon).items()}
+    # The names one uninterrupted run gives: both hashed, since their plain names clash.
+    assert names == {a: f"photo-{url_hash(a)}.jpg", b: f"photo-{url_hash(b)}.jpg"}
+    wait_until(lambda: daemon.done(f"m/photo-{url_hash(b)}"), 30, "b's thumbnails")
+    assert sorted(p.name for p in downloads(daemon, "m")) == sorted(names.values())
 
 
 def test_urls_taken_out_of_a_manifest_while_it_downloads_are_not_fetched(
