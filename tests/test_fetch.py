@@ -227,11 +227,14 @@ def test_a_declared_length_over_max_bytes_is_refused_unread(tmp_path: Path) -> N
     assert not (tmp_path / "incoming" / "got").exists()
 
 
-def test_cancel_wakes_a_read_that_would_wait_for_its_timeout(tmp_path: Path) -> None:
+@pytest.mark.parametrize("stall", ["headers", "body"])
+def test_cancel_wakes_a_read_that_would_wait_for_its_timeout(tmp_path: Path, stall: str) -> None:
     h = Harness(tmp_path, AddressPolicy(allow_private=True), Limits(read_timeout=600))
     results: list[Result] = []
     with serving() as server:
-        server.routes["/hang.jpg"] = Silent()
+        # body: a response read until the server closes, which http.client reads from a socket
+        # it has taken away from the connection
+        server.routes["/hang.jpg"] = Silent() if stall == "headers" else Trickle(pause=600)
         t = threading.Thread(target=lambda: results.append(h.fetch(server.url("/hang.jpg"))))
         t.start()
         wait_until(lambda: server.counts["/hang.jpg"] == 1, 10, "the request")

@@ -173,7 +173,24 @@ class Sockets:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._open: set[socket.socket] = set()
+        # Sockets fetches are using. http.client "closes" a connection whose response ends with
+        # the connection (Connection: close, or no length) and reads that body from the socket
+        # it handed to the response: closed for _open, but still the one a read blocks on.
+        self._in_use: set[socket.socket] = set()
         self.cancelled = threading.Event()
+
+    def use(self, sock: socket.socket, instead_of: socket.socket | None = None) -> None:
+        with self._lock:
+            if instead_of is not None:
+                self._in_use.discard(instead_of)
+            self._in_use.add(sock)
+        if self.cancelled.is_set():
+            _abort(sock)
+
+    def done_with(self, sock: socket.socket | None) -> None:
+        if sock is not None:
+            with self._lock:
+                self._in_use.discard(sock)
 
     def add(self, sock: socket.socket) -> None:
         with self._lock:
@@ -190,7 +207,7 @@ class Sockets:
         """Wake every thread blocked on the network; they then return Cancelled."""
         self.cancelled.set()
         with self._lock:
-            socks = list(self._open)
+            socks = self._open | self._in_use
         for sock in socks:
             _abort(sock)
 
@@ -205,11 +222,13 @@ def _abort(sock: socket.socket) -> None:
 class _Deadline:
     """One URL's total time (every hop, headers and body). When it passes, the socket in use is
     shut down: that wakes a read however often the server sends a byte (a per-read timeout
-    alone never fires for a server that trickles one byte every few seconds)."""
+    alone never fires for a server that trickles one byte every few seconds). It also tells
+    `Sockets` which socket the fetch uses, so that a shutdown wakes that read too."""
 
-    def __init__(self, seconds: float) -> None:
+    def __init__(self, seconds: float, sockets: Sockets) -> None:
         self.seconds = seconds
         self.expired = False
+        self._sockets = sockets
         self._lock = threading.Lock()
         self._sock: socket.socket | None = None
         self._timer = threading.Timer(seconds, self._expire)
@@ -220,10 +239,13 @@ class _Deadline:
     def watch(self, conn: http.client.HTTPConnection) -> None:
         """`conn` (connected) is in use from now on. Its socket is kept here: http.client drops
         it from the connection while the response to `Connection: close` is being read."""
+        if conn.sock is None:
+            return
         with self._lock:
-            self._sock = conn.sock
+            previous, self._sock = self._sock, conn.sock
             expired = self.expired
-        if expired and conn.sock is not None:
+        self._sockets.use(conn.sock, instead_of=previous)  # a shutdown can wake it, too
+        if expired:
             _abort(conn.sock)
 
     def _expire(self) -> None:
@@ -235,6 +257,9 @@ class _Deadline:
 
     def cancel(self) -> None:
         self._timer.cancel()
+        with self._lock:
+            sock, self._sock = self._sock, None
+        self._sockets.done_with(sock)
 
     def failure(self) -> Failure:
         return Failure(f"timed out: not complete within total_timeout ({self.seconds:g} s)")
@@ -476,7 +501,7 @@ class Fetcher:
         self._local = threading.local()  # the calling thread's _Deadline
 
     def fetch(self, url: str, dest: Destination, slot: HostSlot) -> Result:
-        deadline = self._local.deadline = _Deadline(self.limits.total_timeout)
+        deadline = self._local.deadline = _Deadline(self.limits.total_timeout, self.sockets)
         try:
             return self._follow(url, dest, slot)
         finally:
