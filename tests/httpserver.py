@@ -107,6 +107,33 @@ class Endless(Route):
 
 
 @dataclass
+class Trickle(Route):
+    """A byte every `pause` seconds until the client hangs up: in the body after a JPEG's first
+    bytes, or (`in_headers`) in a header line that never ends."""
+
+    pause: float = 0.2
+    in_headers: bool = False
+
+    def serve(self, h: Handler, n: int) -> None:
+        h.close_connection = True
+        if self.in_headers:
+            h.wfile.write(b"HTTP/1.1 200 OK\r\nX-Wait: ")
+            unit = b"w"
+        else:
+            h.send_response(200)
+            h.send_header("Content-Type", "image/jpeg")
+            h.send_header("Connection", "close")
+            h.end_headers()
+            h.wfile.write(b"\xff\xd8\xff\xe0" + b"\0" * 60)
+            unit = b"\0"
+        with contextlib.suppress(OSError):
+            h.wfile.flush()
+            while not h.server.closing.wait(self.pause):  # type: ignore[attr-defined]
+                h.wfile.write(unit)
+                h.wfile.flush()
+
+
+@dataclass
 class Silent(Route):
     """Reads the request and never answers."""
 
@@ -148,6 +175,7 @@ class Handler(BaseHTTPRequestHandler):
         path = self.path.split("?", 1)[0]
         n = self.server.request_started(path, self.headers.get("Host", ""))
         self.server.agents.add(self.headers.get("User-Agent", ""))
+        self.server.encodings.append(self.headers.get("Accept-Encoding", ""))
         try:
             if self.server.hold:
                 time.sleep(self.server.hold)  # widen the window in which requests overlap
@@ -190,6 +218,7 @@ class Server(ThreadingHTTPServer):
         self.times: dict[str, list[float]] = {}
         self.hosts: list[str] = []
         self.agents: set[str] = set()
+        self.encodings: list[str] = []  # Accept-Encoding of each request
         self.connections = 0
         self.open: set[socket.socket] = set()
         self.max_open = 0

@@ -61,7 +61,8 @@ def test_the_documented_example_is_valid_and_matches_the_defaults() -> None:
 def test_download_defaults() -> None:
     d = load_config(None).download
     assert (d.threads, d.max_per_host, d.retries, d.max_redirects) == (4, 4, 3, 5)
-    assert (d.connect_timeout, d.read_timeout, d.max_bytes) == (10, 30, 50_000_000)
+    assert (d.connect_timeout, d.read_timeout, d.total_timeout) == (10, 30, 300)
+    assert d.max_bytes == 50_000_000
     assert d.allow_private_addresses is False
     assert d.user_agent.startswith("thumbd/")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import io
 import ipaddress
 import shutil
@@ -18,7 +19,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import wait_until
-from tests.httpserver import Body, Server, Silent, serving
+from tests.httpserver import Body, Redirect, Server, Silent, Trickle, serving
 from tests.images import natural
 from thumbd.fetch import (
     AddressPolicy,
@@ -226,11 +227,14 @@ def test_a_declared_length_over_max_bytes_is_refused_unread(tmp_path: Path) -> N
     assert not (tmp_path / "incoming" / "got").exists()
 
 
-def test_cancel_wakes_a_read_that_would_wait_for_its_timeout(tmp_path: Path) -> None:
+@pytest.mark.parametrize("stall", ["headers", "body"])
+def test_cancel_wakes_a_read_that_would_wait_for_its_timeout(tmp_path: Path, stall: str) -> None:
     h = Harness(tmp_path, AddressPolicy(allow_private=True), Limits(read_timeout=600))
     results: list[Result] = []
     with serving() as server:
-        server.routes["/hang.jpg"] = Silent()
+        # body: a response read until the server closes, which http.client reads from a socket
+        # it has taken away from the connection
+        server.routes["/hang.jpg"] = Silent() if stall == "headers" else Trickle(pause=600)
         t = threading.Thread(target=lambda: results.append(h.fetch(server.url("/hang.jpg"))))
         t.start()
         wait_until(lambda: server.counts["/hang.jpg"] == 1, 10, "the request")
@@ -240,6 +244,54 @@ def test_cancel_wakes_a_read_that_would_wait_for_its_timeout(tmp_path: Path) -> 
         h.close()
     assert not alive, "cancel did not wake the blocked read"
     assert results == [Cancelled()]
+
+
+@pytest.mark.parametrize("in_headers", [False, True], ids=["body", "headers"])
+def test_a_server_that_trickles_bytes_is_cut_off_at_total_timeout(
+    tmp_path: Path, in_headers: bool
+) -> None:
+    # A byte every 0.1 s never trips the 30 s read timeout: only the total deadline ends it.
+    limits = Limits(read_timeout=30, total_timeout=1.5)
+    h = Harness(tmp_path, AddressPolicy(allow_private=True), limits)
+    results: list[Result] = []
+    with serving() as server:
+        server.routes["/drip.jpg"] = Trickle(pause=0.1, in_headers=in_headers)
+        t = threading.Thread(target=lambda: results.append(h.fetch(server.url("/drip.jpg"))))
+        t.start()
+        t.join(timeout=60)
+        alive = t.is_alive()
+        h.sockets.cancel()  # let a hung fetch go, so that the test ends either way
+        t.join(timeout=30)
+        h.close()
+    assert not alive, "the fetch went on past total_timeout"
+    assert results == [Failure("timed out: not complete within total_timeout (1.5 s)")]
+    assert list((tmp_path / "incoming").rglob("*.jpg")) == []  # nothing under a final name
+    assert h.connections.idle() == 0  # the cut connection is not kept for reuse
+
+
+def test_redirect_locations_are_read_as_browsers_read_them(allow_all: Harness) -> None:
+    with serving() as server:
+        img = jpeg()
+        server.routes["/caf%C3%A9.jpg"] = Body(img)
+        server.routes["/my%20photo.jpg"] = Body(img)
+        # Raw UTF-8 bytes on the wire (send_header writes Latin-1), as many servers send them.
+        server.routes["/utf8"] = Redirect("/café.jpg".encode().decode("latin-1"))
+        server.routes["/space"] = Redirect("/my photo.jpg")
+        server.routes["/broken"] = Redirect("http://[::1/x.jpg")
+        assert isinstance(allow_all.fetch(server.url("/utf8"), "a"), Downloaded)
+        assert isinstance(allow_all.fetch(server.url("/space"), "b"), Downloaded)
+        broken = allow_all.fetch(server.url("/broken"), "c")
+    assert server.counts["/caf%C3%A9.jpg"] == 1 and server.counts["/my%20photo.jpg"] == 1
+    assert isinstance(broken, Failure) and not broken.retry
+    assert broken.reason.startswith("HTTP 302 redirect to a bad URL ('http://[::1/x.jpg'"), broken
+
+
+def test_a_compressed_body_is_not_asked_for_and_explained(allow_all: Harness) -> None:
+    with serving() as server:
+        server.routes["/z.jpg"] = Body(gzip.compress(jpeg()), headers={"Content-Encoding": "gzip"})
+        result = allow_all.fetch(server.url("/z.jpg"))
+    assert result == Failure("not an image (image/jpeg, Content-Encoding gzip)")
+    assert server.encodings == ["identity"]
 
 
 def test_a_keep_alive_connection_closed_by_the_server_is_replaced_without_a_failure(

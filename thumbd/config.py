@@ -220,6 +220,7 @@ class DownloadConfig:
     max_per_host: int = _check(_positive, 4)
     connect_timeout: float = _check(_positive, 10.0)
     read_timeout: float = _check(_positive, 30.0)
+    total_timeout: float = _check(_positive, 300.0)
     max_bytes: int = _check(_positive, 50_000_000)
     retries: int = _check(_non_negative, 3)
     max_redirects: int = _check(_non_negative, 5)

@@ -30,7 +30,7 @@ import ssl
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -246,6 +246,7 @@ class Downloader:
         limits = Limits(
             connect_timeout=config.connect_timeout,
             read_timeout=config.read_timeout,
+            total_timeout=config.total_timeout,
             max_bytes=config.max_bytes,
             max_redirects=config.max_redirects,
             user_agent=config.user_agent,
@@ -264,8 +265,9 @@ class Downloader:
     def submit(self, task: UrlTask) -> bool:
         return self.scheduler.put(task)
 
-    def drop(self, manifest_rel: str) -> list[UrlTask]:
-        return self.scheduler.drop(lambda t: t.manifest != manifest_rel)
+    def drop(self, manifest_rel: str, keep_urls: Collection[str] = ()) -> list[UrlTask]:
+        """Take the queued URLs of a manifest out, except `keep_urls`; return them."""
+        return self.scheduler.drop(lambda t: t.manifest != manifest_rel or t.url in keep_urls)
 
     def stop_taking(self) -> list[UrlTask]:
         return self.scheduler.stop_taking()
@@ -430,10 +432,12 @@ class Downloads:
         entries = self._read(rel, sig)
         if entries is None:
             return
-        self.state.forget_failed_urls(rel, keep={e.url for e in entries})
+        listed = {e.url for e in entries}
+        self.state.forget_failed_urls(rel, keep=listed)
         records = self.state.url_records(rel)
         run = self.runs.setdefault(rel, _Run(rel, sig))
         run.signature, run.interrupted, run.recorded = sig, False, False
+        self._drop_unlisted(run, listed)
         for e in entries:
             if e.error is not None and e.url not in records:
                 self.state.record_url_failed(rel, e.url, e.error)
@@ -444,8 +448,24 @@ class Downloads:
             for e in entries
             if e.error is None and e.url not in records and e.url not in run.fetching
         ]
-        self._submit(run, todo, records)
+        valid = [e.url for e in entries if e.error is None]
+        self._submit(run, valid, todo, records)
         self._check_finished(run)
+
+    def _drop_unlisted(self, run: _Run, listed: set[str]) -> None:
+        """A manifest rewritten while its URLs download: the queued URLs it no longer lists are
+        not fetched (those already in flight finish, as when a manifest is deleted)."""
+        if self.downloader is None or run.fetching.keys() <= listed:
+            return
+        dropped = self.downloader.drop(run.manifest, keep_urls=listed)
+        for task in dropped:
+            run.fetching.pop(task.url, None)
+        if dropped:
+            log.info(
+                "manifest %s: %d queued URLs are no longer listed; not downloading them",
+                run.manifest,
+                len(dropped),
+            )
 
     def _read(self, rel: str, sig: Signature) -> list[manifest.Entry] | None:
         path = os.path.join(self.root, rel)
@@ -460,11 +480,16 @@ class Downloads:
             log.info("cannot read manifest %s (%s); skipping it", rel, e.strerror)
         return None
 
-    def _submit(self, run: _Run, urls: list[str], records: dict[str, Any]) -> None:
+    def _submit(
+        self, run: _Run, listed: list[str], urls: list[str], records: dict[str, Any]
+    ) -> None:
+        """Download `urls`, named in a plan over every URL the manifest `listed`: a URL left
+        pending by a restart gets the name it would have had in one go, not its plain name
+        because the URL it clashes with is done already."""
         if not urls:
             return
         taken = [manifest.file_stem(r.file) for r in records.values() if r.file]
-        stems = manifest.plan_names(urls, [*taken, *run.fetching.values()])
+        stems = manifest.plan_names(listed, [*taken, *run.fetching.values()])
         folder = manifest.folder_for(run.manifest)
         downloader = self._downloader()
         for url in urls:

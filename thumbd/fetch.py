@@ -8,8 +8,9 @@ Runs on a downloader thread; the main loop never calls it. What it guards agains
   connection is pinned, so DNS rebinding cannot swap the address between check and connect. The
   Host header, TLS SNI and the certificate check still use the URL's host name. Redirects are
   followed here, hop by hop, with the same checks on every hop.
-- Unbounded resources: connect and read timeouts, a cap on the body (`max_bytes`), a cap on
-  redirects, and the caller's per-host limit.
+- Unbounded resources: connect and read timeouts, a total deadline per URL (`total_timeout`:
+  a server that trickles a byte now and then, in its headers or its body, is cut off then), a
+  cap on the body (`max_bytes`), a cap on redirects, and the caller's per-host limit.
 - Lies: the body must sniff as an image by its magic bytes; the Content-Type is only used to
   explain a refusal.
 - Partial files: the body streams into a temporary file under incoming/.thumbd-downloads/
@@ -88,6 +89,7 @@ class Limits:
     max_bytes: int = 50_000_000
     max_redirects: int = 5
     user_agent: str = "thumbd"
+    total_timeout: float = 300.0
 
 
 class _Stop(Exception):
@@ -171,7 +173,24 @@ class Sockets:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._open: set[socket.socket] = set()
+        # Sockets fetches are using. http.client "closes" a connection whose response ends with
+        # the connection (Connection: close, or no length) and reads that body from the socket
+        # it handed to the response: closed for _open, but still the one a read blocks on.
+        self._in_use: set[socket.socket] = set()
         self.cancelled = threading.Event()
+
+    def use(self, sock: socket.socket, instead_of: socket.socket | None = None) -> None:
+        with self._lock:
+            if instead_of is not None:
+                self._in_use.discard(instead_of)
+            self._in_use.add(sock)
+        if self.cancelled.is_set():
+            _abort(sock)
+
+    def done_with(self, sock: socket.socket | None) -> None:
+        if sock is not None:
+            with self._lock:
+                self._in_use.discard(sock)
 
     def add(self, sock: socket.socket) -> None:
         with self._lock:
@@ -188,7 +207,7 @@ class Sockets:
         """Wake every thread blocked on the network; they then return Cancelled."""
         self.cancelled.set()
         with self._lock:
-            socks = list(self._open)
+            socks = self._open | self._in_use
         for sock in socks:
             _abort(sock)
 
@@ -198,6 +217,52 @@ def _abort(sock: socket.socket) -> None:
     # another thread without touching the TLS state that thread is using.
     with contextlib.suppress(OSError):
         socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+class _Deadline:
+    """One URL's total time (every hop, headers and body). When it passes, the socket in use is
+    shut down: that wakes a read however often the server sends a byte (a per-read timeout
+    alone never fires for a server that trickles one byte every few seconds). It also tells
+    `Sockets` which socket the fetch uses, so that a shutdown wakes that read too."""
+
+    def __init__(self, seconds: float, sockets: Sockets) -> None:
+        self.seconds = seconds
+        self.expired = False
+        self._sockets = sockets
+        self._lock = threading.Lock()
+        self._sock: socket.socket | None = None
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+        self._timer.name = "download-deadline"
+        self._timer.start()
+
+    def watch(self, conn: http.client.HTTPConnection) -> None:
+        """`conn` (connected) is in use from now on. Its socket is kept here: http.client drops
+        it from the connection while the response to `Connection: close` is being read."""
+        if conn.sock is None:
+            return
+        with self._lock:
+            previous, self._sock = self._sock, conn.sock
+            expired = self.expired
+        self._sockets.use(conn.sock, instead_of=previous)  # a shutdown can wake it, too
+        if expired:
+            _abort(conn.sock)
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            sock = self._sock
+        if sock is not None:
+            _abort(sock)
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+        with self._lock:
+            sock, self._sock = self._sock, None
+        self._sockets.done_with(sock)
+
+    def failure(self) -> Failure:
+        return Failure(f"timed out: not complete within total_timeout ({self.seconds:g} s)")
 
 
 def _open_socket(ip: IPAddress, port: int, limits: Limits, sockets: Sockets) -> socket.socket:
@@ -433,8 +498,17 @@ class Fetcher:
         self.sockets = sockets
         self.connections = connections
         self.tls = tls or _tls_context()
+        self._local = threading.local()  # the calling thread's _Deadline
 
     def fetch(self, url: str, dest: Destination, slot: HostSlot) -> Result:
+        deadline = self._local.deadline = _Deadline(self.limits.total_timeout, self.sockets)
+        try:
+            return self._follow(url, dest, slot)
+        finally:
+            deadline.cancel()
+            self._local.deadline = None
+
+    def _follow(self, url: str, dest: Destination, slot: HostSlot) -> Result:
         seen = {url}
         for hop in range(self.limits.max_redirects + 1):
             result = self._hop(url, dest, slot)
@@ -447,6 +521,10 @@ class Fetcher:
                 return Failure(f"redirect loop (back to {url})")
             seen.add(url)
         return Failure(f"too many redirects (more than {self.limits.max_redirects})")
+
+    def _expired(self) -> Failure | None:
+        deadline: _Deadline | None = getattr(self._local, "deadline", None)
+        return deadline.failure() if deadline is not None and deadline.expired else None
 
     def _hop(self, url: str, dest: Destination, slot: HostSlot) -> Result | str:
         """One request: its result, or the URL it redirects to."""
@@ -463,17 +541,22 @@ class Fetcher:
         location = response.getheader("Location")
         if not location:
             return Failure(f"HTTP {response.status} redirect without a Location")
-        return urljoin(url, location.strip())
+        return _redirect_target(url, location, response.status)
 
     # -- one request -----------------------------------------------------------------------
 
     def _request(self, target: Target) -> tuple[Connection, http.client.HTTPResponse]:
+        deadline: _Deadline | None = getattr(self._local, "deadline", None)
         reused = self.connections.get(target.key)
         if reused is not None:
+            if deadline is not None:
+                deadline.watch(reused)
             response = self._send_reused(reused, target)
             if response is not None:
                 return reused, response
         conn = self._connect(target)
+        if deadline is not None:
+            deadline.watch(conn)
         try:
             with self._network_errors(connecting=False):
                 return conn, self._send(conn, target)
@@ -518,7 +601,12 @@ class Fetcher:
         return _HTTP(target.host, target.port, ip, self.limits, self.sockets)
 
     def _send(self, conn: Connection, target: Target) -> http.client.HTTPResponse:
-        headers = {"User-Agent": self.limits.user_agent, "Accept": "image/*"}
+        # identity: a gzip-encoded body would not sniff as an image (and could be a bomb)
+        headers = {
+            "User-Agent": self.limits.user_agent,
+            "Accept": "image/*",
+            "Accept-Encoding": "identity",
+        }
         conn.request("GET", target.path, headers=headers)
         return conn.getresponse()
 
@@ -549,7 +637,7 @@ class Fetcher:
         """Keep the connection for the next URL if its response was read to the end."""
         if response.length == 0:
             response.close()  # http.client leaves a fully read response open; finish it
-        if response.will_close or not response.isclosed():
+        if response.will_close or not response.isclosed() or self._expired():
             conn.close()
         else:
             self.connections.put(target.key, conn)
@@ -564,7 +652,7 @@ class Fetcher:
             head, size = self._sniffed_head(response)
             kind = sniff(head)
             if kind is None:
-                return Failure(f"not an image ({_content_type(response)})")
+                return Failure(f"not an image ({_content_type(response)}{_encoding(response)})")
             out.write(head)
             size = self._copy_rest(response, out, size)
             out.close()
@@ -601,6 +689,8 @@ class Fetcher:
             chunk = response.read1(CHUNK)
         if not chunk and self.sockets.cancelled.is_set():
             raise _Stop(Cancelled())  # our own shutdown() ended the stream, not the server
+        if not chunk and (expired := self._expired()) is not None:
+            raise _Stop(expired)  # the deadline's shutdown() ended it: the body is not complete
         return chunk
 
     def _check_size(self, size: int) -> None:
@@ -635,6 +725,8 @@ class Fetcher:
         except Exception as e:
             if self.sockets.cancelled.is_set():
                 raise _Stop(Cancelled()) from None
+            if (expired := self._expired()) is not None:
+                raise _Stop(expired) from None
             raise _Stop(self._failure(e, connecting)) from None
 
     def _failure(self, e: Exception, connecting: bool) -> Failure:
@@ -692,6 +784,28 @@ def retry_after(value: str | None, now: float | None = None) -> float | None:
     except (TypeError, ValueError, IndexError):
         return None
     return max(0.0, when - (time.time() if now is None else now))
+
+
+def _redirect_target(url: str, location: str, status: int) -> str | Failure:
+    """The absolute URL a Location header points to, read the way browsers read it: raw UTF-8
+    bytes (which http.client hands over as Latin-1) are UTF-8, and spaces are percent-encoded."""
+    location = location.strip()
+    with contextlib.suppress(UnicodeError):
+        location = location.encode("latin-1").decode("utf-8")
+    location = location.replace(" ", "%20")
+    try:
+        return urljoin(url, location)
+    except ValueError as e:
+        shown = "".join(c if c.isprintable() else "?" for c in location)[:200]
+        return Failure(f"HTTP {status} redirect to a bad URL ({shown!r}: {e})")
+
+
+def _encoding(response: http.client.HTTPResponse) -> str:
+    """`, Content-Encoding gzip` when the server compressed the body (although thumbd asked for
+    identity): that is why its bytes are not an image's."""
+    value = (response.getheader("Content-Encoding") or "").strip().lower()
+    shown = "".join(c for c in value if c.isprintable())[:30]
+    return f", Content-Encoding {shown}" if shown and shown != "identity" else ""
 
 
 def _content_type(response: http.client.HTTPResponse) -> str:

@@ -30,12 +30,14 @@ from tests.httpserver import (
     Silent,
     Slow,
     Steps,
+    Trickle,
     serving,
     status,
 )
 from tests.images import natural
 from thumbd import __version__
 from thumbd.fetch import size_text
+from thumbd.manifest import url_hash
 
 FAST = {"connect_timeout": 2.0, "read_timeout": 5.0}
 ALLOW: dict[str, dict[str, Any]] = {"download": {"allow_private_addresses": True, **FAST}}
@@ -169,6 +171,7 @@ def test_every_bad_url_fails_with_its_reason_and_the_daemon_goes_on(
     r["/slow.jpg"] = Slow(img, parts=8, pause=0.3)  # 2.4 s in all, never 1.5 s without a byte
     r["/endless.jpg"] = Endless()
     r["/silent.jpg"] = Silent()
+    r["/drip.jpg"] = Trickle(pause=0.2)  # never 1.5 s without a byte, never the end
     r["/x.jpg"] = Body(b"<!doctype html><p>not found, but 200</p>" * 20, "text/html")
     r["/good.jpg"] = Body(img)
     r["/labelled-text.jpg"] = Body(img, "text/plain")  # the bytes decide, not the label
@@ -179,6 +182,7 @@ def test_every_bad_url_fails_with_its_reason_and_the_daemon_goes_on(
                 "allow_private_addresses": True,
                 "connect_timeout": 2.0,
                 "read_timeout": 1.5,
+                "total_timeout": 5.0,
                 "max_bytes": 300_000,
                 "retries": 2,
                 "max_redirects": 3,
@@ -197,6 +201,7 @@ def test_every_bad_url_fails_with_its_reason_and_the_daemon_goes_on(
         "slow": u("/slow.jpg"),
         "endless": u("/endless.jpg"),
         "silent": u("/silent.jpg"),
+        "drip": u("/drip.jpg"),
         "html": u("/x.jpg"),
         "refused": f"http://127.0.0.1:{closed_port}/y.jpg",
         "file": "file:///etc/passwd",
@@ -221,6 +226,7 @@ def test_every_bad_url_fails_with_its_reason_and_the_daemon_goes_on(
         "loop": "redirect loop",
         "endless": "larger than 300 KB",
         "silent": "timed out after 1.5 s",
+        "drip": "timed out: not complete within total_timeout (5 s)",
         "html": "not an image (text/html)",
         "refused": "connection refused",
         "file": "unsupported scheme: file",
@@ -240,6 +246,7 @@ def test_every_bad_url_fails_with_its_reason_and_the_daemon_goes_on(
     assert c["/down.jpg"] == 3  # one try and two retries
     assert "3 attempts" in why[urls["down"]] and "3 attempts" in why[urls["refused"]]
     assert c["/silent.jpg"] == 1  # a read timeout is not retried
+    assert c["/drip.jpg"] == 1  # nor the total one
     assert c["/chain1"] == c["/chain2"] == c["/chain3"] == c["/final.jpg"] == 1
     first, second = server.times["/busy.jpg"]
     assert second - first >= 2.0  # Retry-After: 2 was honoured (a lower bound only)
@@ -463,6 +470,64 @@ def test_sigterm_cancels_a_download_that_would_outlast_shutdown_timeout(
 
 
 # -- adding lines, restarts, once -----------------------------------------------------------
+
+
+def test_a_restart_names_an_unfinished_url_as_one_run_would(daemon: Daemon, server: Server) -> None:
+    img = jpeg((120, 90))
+    server.routes["/a/photo.jpg"] = Body(img)
+    server.routes["/b/photo.jpg"] = Silent()  # still out when the daemon stops
+    daemon.write_config(
+        {
+            "download": {"allow_private_addresses": True, "read_timeout": 120.0},
+            "daemon": {"shutdown_timeout": 1},
+        }
+    )
+    daemon.start()
+    a, b = server.url("/a/photo.jpg"), server.url("/b/photo.jpg")
+    write_manifest(daemon, "m.urls", [a, b])
+    wait_until(lambda: a in url_rows(daemon) and server.counts["/b/photo.jpg"] == 1, 30, "a, b")
+    assert daemon.stop(signal.SIGTERM) == 0
+    assert b not in url_rows(daemon)  # pending
+
+    server.routes["/b/photo.jpg"] = Body(img)
+    daemon.start()
+    wait_until(lambda: b in url_rows(daemon), 30, "b after the restart")
+    names = {url: Path(row[2] or "").name for url, row in url_rows(daemon).items()}
+    # The names one uninterrupted run gives: both hashed, since their plain names clash.
+    assert names == {a: f"photo-{url_hash(a)}.jpg", b: f"photo-{url_hash(b)}.jpg"}
+    wait_until(lambda: daemon.done(f"m/photo-{url_hash(b)}"), 30, "b's thumbnails")
+    assert sorted(p.name for p in downloads(daemon, "m")) == sorted(names.values())
+
+
+def test_urls_taken_out_of_a_manifest_while_it_downloads_are_not_fetched(
+    daemon: Daemon, server: Server
+) -> None:
+    first = Gate(Body(jpeg((120, 90), seed=1)))
+    server.routes["/first.jpg"] = first
+    server.routes["/new.jpg"] = Body(jpeg((120, 90), seed=2))
+    old = [f"/old/{i}.jpg" for i in range(5)]
+    for i, path in enumerate(old):
+        server.routes[path] = Body(jpeg((120, 90), seed=10 + i))
+    daemon.write_config(
+        {
+            "download": {
+                "allow_private_addresses": True,
+                "read_timeout": 120.0,
+                "threads": 1,  # the first URL holds the only thread: the others wait in line
+                "max_per_host": 1,
+            }
+        }
+    )
+    daemon.start()
+    write_manifest(daemon, "m.urls", [server.url("/first.jpg"), *map(server.url, old)])
+    wait_until(lambda: server.counts["/first.jpg"] == 1, 30, "the first request")
+    write_manifest(daemon, "m.urls", [server.url("/first.jpg"), server.url("/new.jpg")])
+    wait_until(lambda: "5 queued URLs are no longer listed" in daemon.read_log(), 30, "the drop")
+    first.opened.set()
+    wait_until(lambda: daemon.done("m/first.jpg") and daemon.done("m/new.jpg"), 60, "the two")
+    assert all(server.counts[path] == 0 for path in old)
+    assert sorted(p.name for p in downloads(daemon, "m")) == ["first.jpg", "new.jpg"]
+    wait_until(lambda: "manifest m.urls: 2 URLs done, 0 failed" in daemon.read_log(), 30, "totals")
 
 
 def test_adding_lines_fetches_only_the_new_urls(daemon: Daemon, server: Server) -> None:
