@@ -446,6 +446,28 @@ def test_pillow_bomb_warning_is_an_error_without_changing_global_warnings(
     assert warnings.filters == filters_before
 
 
+@pytest.mark.parametrize(
+    ("height", "spec", "error"),
+    [
+        (65501, RenderSpec(), "too large for JPEG: a 1x65501 thumbnail exceeds its 65500 "),
+        (16384, RenderSpec(format="webp"), "too large for WebP: a 1x16384 thumbnail exceeds"),
+        (16384, RenderSpec(format="webp", animated=True), "too large for WebP: a 1x16384 "),
+    ],
+)
+def test_long_strip_too_tall_for_the_output_format_is_a_clear_failure(
+    tmp_path: Path, height: int, spec: RenderSpec, error: str
+) -> None:
+    # Never upscaled: a source narrower than every width keeps its height, which can be more
+    # than the encoder can store (libjpeg 65500, libwebp 16383 pixels a side).
+    src = tmp_path / "strip.gif"
+    frames = [Image.new("RGB", (1, height), c) for c in ((255, 0, 0), (0, 255, 0))]
+    frames[0].save(src, save_all=True, append_images=frames[1:], duration=100)
+    result = run(src, spec)
+    assert result.error is not None and result.error.startswith(error), result.error
+    assert result.thumbnails == ()
+    ok(src, RenderSpec(format="png"))  # PNG has no such limit
+
+
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG", "GIF", "TIFF", "BMP"])
 def test_truncated_file(tmp_path: Path, fmt: str) -> None:
     src = images.make_truncated(tmp_path / f"cut.{fmt.lower()}", fmt)

@@ -38,6 +38,11 @@ _EXIF_ITEMS: dict[str, dict[int, tuple[int, ...]]] = {
 METADATA_ITEMS = (*_EXIF_ITEMS, "gps", "xmp", "comment")
 
 _PNG_COMPRESS_LEVEL = 6
+# The longest side each encoder can store (libjpeg's JPEG_MAX_DIMENSION, libwebp's
+# WEBP_MAX_DIMENSION, GIF's 16-bit fields, AV1's frame size); PNG's is 2**31 - 1. Thumbnails are
+# never upscaled, so a long strip narrower than a width keeps its full height.
+_MAX_SIDE = {"JPEG": 65500, "WEBP": 16383, "GIF": 65535, "AVIF": 65536}
+_FORMAT_NAMES = {"JPEG": "JPEG", "WEBP": "WebP", "GIF": "GIF", "AVIF": "AVIF"}
 _WEBP_METHOD = 4  # libwebp's default effort: the usual size/speed balance
 _AVIF_SPEED = 8  # 0 slowest .. 10 fastest; 8 stays well under a JPEG's time at thumbnail size
 
@@ -61,6 +66,20 @@ class Options:
     avif_quality: int = 60
     progressive: bool = False
     background: tuple[int, int, int] = (255, 255, 255)
+
+
+class TooLarge(Exception):
+    """A thumbnail larger than its output format can store; the message says which."""
+
+
+def _check_side(size: tuple[int, int], fmt: str) -> None:
+    limit = _MAX_SIDE.get(fmt)
+    if limit is not None and max(size) > limit:
+        w, h = size
+        raise TooLarge(
+            f"too large for {_FORMAT_NAMES[fmt]}: a {w}x{h} thumbnail exceeds its {limit} pixels"
+            " a side (a PNG output has no such limit)"
+        )
 
 
 def avif_available() -> bool:
@@ -115,6 +134,7 @@ EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "AVIF": "avif", "GIF"
 def encode_still(im: Image.Image, options: Options, meta: Metadata) -> tuple[str, bytes]:
     """(extension, bytes) of one still thumbnail. `im` is L, LA, RGB or RGBA, sRGB, upright."""
     fmt = output_format(im.mode in ("LA", "RGBA"), options)
+    _check_side(im.size, fmt)
     im = _for_format(im, fmt, options.background)
     # Encoders copy comment, ICC profile and the like from im.info, which resize() carried
     # over from the source: only what `meta` holds may reach the file.
@@ -133,6 +153,7 @@ def encode_animation(
     meta: Metadata,
 ) -> tuple[str, bytes]:
     """(extension, bytes) of an animated GIF or WebP; `loop` None means play once."""
+    _check_side(frames[0].size, fmt)
     frames = [_for_format(f, fmt, options.background) for f in frames]
     for f in frames:
         f.info = {}

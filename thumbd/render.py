@@ -354,6 +354,8 @@ def _input_errors_refused(max_pixels: int) -> Iterator[None]:
             yield
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
             raise _Refused(_too_large_for_pillow(e, max_pixels)) from e
+        except encode.TooLarge as e:  # an animation is encoded before its file is closed
+            raise _Refused(str(e)) from e
         except UnidentifiedImageError as e:
             raise _Refused(
                 "cannot identify image file (not one of: " + ", ".join(ALLOWED_FORMATS) + ")"
@@ -670,7 +672,10 @@ def _render_still(
     options = spec.encoding
     thumbnails = []
     for target, im in zip(targets, images, strict=True):
-        ext, data = encode.encode_still(im, options, source.metadata)
+        try:
+            ext, data = encode.encode_still(im, options, source.metadata)
+        except encode.TooLarge as e:
+            raise _Refused(str(e)) from e
         thumbnails.append(Thumbnail(target.width, im.size, ext, data, label=target.label))
     return source.size, tuple(thumbnails), _index(spec, source, thumbnails, base)
 
