@@ -378,6 +378,60 @@ def test_keep_metadata_gps_camera_comment_and_xmp(tmp_path: Path) -> None:
     assert b"secret-xmp-location" in im.info["xmp"]
 
 
+# What Lightroom and phones write: the orientation and the location in XMP too, as attributes
+# or as elements.
+XMP_TEMPLATE = """<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>
+<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF
+ xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"><rdf:Description rdf:about=""
+ xmlns:tiff="http://ns.adobe.com/tiff/1.0/" xmlns:exif="http://ns.adobe.com/exif/1.0/"
+ xmlns:dc="http://purl.org/dc/elements/1.1/" {attributes}>{elements}
+ <dc:rights><rdf:Alt><rdf:li xml:lang="x-default">(c) Jane Doe</rdf:li></rdf:Alt></dc:rights>
+</rdf:Description></rdf:RDF></x:xmpmeta>
+<?xpacket end="w"?>"""
+XMP_AS_ATTRIBUTES = XMP_TEMPLATE.format(
+    attributes='tiff:Orientation="6" exif:GPSLatitude="52,31.208N" exif:GPSLongitude="13,24.0E"',
+    elements="",
+)
+XMP_AS_ELEMENTS = XMP_TEMPLATE.format(
+    attributes="",
+    elements="<tiff:Orientation>6</tiff:Orientation><exif:GPSLatitude>52,31.208N</exif:GPSLatitude>"
+    "<exif:GPSLongitude>13,24.0E</exif:GPSLongitude>",
+)
+
+
+@pytest.mark.parametrize("xmp", [XMP_AS_ATTRIBUTES, XMP_AS_ELEMENTS], ids=["attrs", "elements"])
+def test_kept_xmp_loses_its_orientation_and_its_location_unless_gps_is_kept(
+    tmp_path: Path, xmp: str
+) -> None:
+    src = tmp_path / "phone.jpg"
+    stored = images.upright_probe().transpose(Image.Transpose.ROTATE_90)  # orientation 6
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    stored.save(src, quality=95, exif=exif.tobytes(), xmp=xmp.encode())
+    for keep, gps_kept in ((("xmp",), False), (("xmp", "gps"), True)):
+        for fmt in ("jpeg", "webp"):
+            spec = RenderSpec(widths=(160,), keep_metadata=keep, format=fmt)
+            (thumb,) = ok(src, spec).thumbnails
+            im = decode(thumb)
+            assert images.is_upright(im)
+            # Viewers that read the orientation from XMP (Pillow, photo managers) leave it so.
+            assert im.getexif().get(0x0112) is None, (keep, fmt)
+            assert images.is_upright(ImageOps.exif_transpose(im)), (keep, fmt)
+            assert b"Orientation" not in thumb.data
+            assert b"(c) Jane Doe" in thumb.data  # the rest of the XMP is kept
+            assert (b"GPSLatitude" in thumb.data) is gps_kept, (keep, fmt)
+            assert (b"GPSLongitude" in thumb.data) is gps_kept, (keep, fmt)
+
+
+def test_kept_xmp_that_cannot_be_read_is_dropped(tmp_path: Path) -> None:
+    src = tmp_path / "phone.jpg"
+    broken = b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><tiff:Orientation>6</x:xmpmeta>'
+    images.natural((320, 240)).save(src, quality=90, xmp=broken)
+    (thumb,) = ok(src, RenderSpec(widths=(100,), keep_metadata=("xmp",))).thumbnails
+    assert "xmp" not in decode(thumb).info
+    assert b"Orientation" not in thumb.data
+
+
 # --------------------------------------------------------------------------------------------
 # Acceptance 6: formats
 
