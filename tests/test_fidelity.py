@@ -479,6 +479,54 @@ def test_heif_orientation_comes_out_upright(tmp_path: Path) -> None:
         assert not im.getexif()
 
 
+# The H.273 primaries as published (ITU-T H.273 table 2), independent of what thumbd reads.
+NCLX_PRIMARIES = {
+    12: icc.display_p3(),
+    9: icc.rgb_profile(
+        "BT.2020", (0.708, 0.292), (0.170, 0.797), (0.131, 0.046), icc.D65_XY, icc.SrgbCurve()
+    ),
+}
+
+
+@needs_heif
+@pytest.mark.parametrize("primaries", [12, 9], ids=["display-p3", "bt2020"])
+def test_heif_with_wide_gamut_nclx_colour_is_converted_to_srgb(
+    tmp_path: Path, primaries: int
+) -> None:
+    # HEIF states its colour space as an nclx box (H.273 code points) rather than an ICC profile
+    # when libheif, Android or a converter wrote it: 12 is Display P3, 9 BT.2020; 13 the sRGB
+    # curve. The pixels are in that gamut: read as sRGB they look dull.
+    patches = [(200, 40, 40), (60, 170, 60), (128, 128, 128)]
+    src = images.make_heif(
+        tmp_path / "wide.heic",
+        images.stripes(patches, size=(300, 100)),
+        chroma=444,
+        color_primaries=primaries,
+        transfer_characteristics=13,
+    )
+    assert Image.open(src).info["nclx_profile"]["color_primaries"] == primaries
+    (thumb,) = ok(src, RenderSpec(widths=(150,))).thumbnails
+    im = decode(thumb)
+    got = [rgb_at(im, c) for c in images.stripe_centres(im.size, len(patches))]
+    for want, have in zip(converted(patches, NCLX_PRIMARIES[primaries]), got, strict=True):
+        assert delta_e(have, want) < 2.5, (primaries, have, want)
+    assert delta_e(got[0], patches[0]) > 8  # not the bytes read as sRGB
+
+
+@needs_heif
+def test_heif_with_srgb_or_unspecified_nclx_colour_is_left_alone(tmp_path: Path) -> None:
+    for primaries in (1, 2):
+        src = images.make_heif(
+            tmp_path / f"p{primaries}.heic",
+            Image.new("RGB", (100, 100), (200, 40, 40)),
+            chroma=444,
+            color_primaries=primaries,
+            transfer_characteristics=13,
+        )
+        (thumb,) = ok(src, RenderSpec(widths=(50,))).thumbnails
+        assert delta_e(rgb_at(decode(thumb), (25, 25)), (200, 40, 40)) < 1.5, primaries
+
+
 @needs_heif
 def test_multi_image_heif_uses_its_largest_image(tmp_path: Path) -> None:
     # The primary (first) image is a small red preview; the real picture is the second.

@@ -5,6 +5,8 @@ images (CSS Color 4), and even a compact sRGB profile would cost more bytes than
 thumbnail's pixels. So every source that says it is something else is converted:
 
 - RGB with an ICC profile that is not sRGB (Adobe RGB, Display P3, ProPhoto, a camera's);
+- HEIF whose colour is an nclx box (H.273 code points, what libheif and Android write instead of
+  a profile) naming other primaries than sRGB's: a matrix/TRC profile is made from them;
 - CMYK with its ICC profile, or, without one, with a built-in profile of ISO coated paper
   (as libvips and sharp do): the naive formula shows 100 % cyan as the screen's pure cyan.
 
@@ -39,11 +41,55 @@ def profile_to_convert(im: Image.Image) -> bytes | None:
     """
     data = im.info.get("icc_profile")
     profile = data if isinstance(data, bytes) and data else None
+    nclx = im.info.get("nclx_profile")  # pillow-heif's; an ICC profile takes precedence
+    if profile is None and isinstance(nclx, dict) and im.mode in ("RGB", "RGBA"):
+        return _nclx_profile(nclx)
     if im.mode == "CMYK":
         return profile if profile is not None and _usable(profile, "CMYK") else DEFAULT_CMYK
     if im.mode in ("RGB", "RGBA", "P", "PA", "RGBX") and profile is not None:  # all become RGB(A)
         return profile if _usable(profile, "RGB") and not _is_srgb(profile) else None
     return None  # grey and palette images, and RGB without a profile: taken as sRGB
+
+
+# H.273 colour primaries that need no conversion: BT.709 (sRGB's) and unspecified.
+_NCLX_SRGB_PRIMARIES = (1, 2)
+# H.273 transfer characteristics -> the display curve. The video curves (BT.709, 601, 2020) are
+# shown with the sRGB one, as browsers do; HDR (PQ, HLG) and the rest are not converted.
+_NCLX_CURVES: dict[int, icc.Curve] = {
+    1: icc.SrgbCurve(),
+    2: icc.SrgbCurve(),
+    4: icc.Gamma(2.2),
+    5: icc.Gamma(2.8),
+    6: icc.SrgbCurve(),
+    8: icc.Gamma(1.0),
+    13: icc.SrgbCurve(),
+    14: icc.SrgbCurve(),
+    15: icc.SrgbCurve(),
+}
+
+
+def _nclx_profile(nclx: dict[str, object]) -> bytes | None:
+    """An ICC profile for an nclx colour description, or None when it is sRGB's (or unusable)."""
+    primaries, transfer = nclx.get("color_primaries"), nclx.get("transfer_characteristics")
+    if primaries in _NCLX_SRGB_PRIMARIES or not isinstance(transfer, int):
+        return None
+    curve = _NCLX_CURVES.get(transfer)
+    values = [nclx.get(f"color_primary_{c}_{axis}") for c in _XY_KEYS for axis in "xy"]
+    xs = [v for v in values if isinstance(v, float) and 0 < v < 1]
+    if curve is None or len(xs) != len(values):
+        return None
+    red, green, blue, white = ((xs[i], xs[i + 1]) for i in range(0, len(xs), 2))
+    return _matrix_profile(red, green, blue, white, curve)
+
+
+_XY_KEYS = ("red", "green", "blue", "white")
+
+
+@functools.lru_cache(maxsize=16)
+def _matrix_profile(
+    red: icc.XY, green: icc.XY, blue: icc.XY, white: icc.XY, curve: icc.Curve
+) -> bytes:
+    return icc.rgb_profile("nclx colour", red, green, blue, white, curve)
 
 
 def to_srgb(im: Image.Image, profile: bytes | None) -> Image.Image:
