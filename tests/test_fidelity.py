@@ -151,6 +151,30 @@ def test_rgba_with_profile_keeps_alpha(tmp_path: Path) -> None:
     assert delta_e(rgb_at(out, (40, 25)), want) < 1.5
 
 
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_grey_source_with_a_grey_profile_is_converted(tmp_path: Path, fmt: str) -> None:
+    # Photoshop embeds a grey profile in every greyscale file it saves (Dot Gain 20 % by
+    # default, or Gray Gamma 2.2); browsers apply it. Here a linear one: mid grey is far lighter.
+    profile = icc.gray_profile("linear grey", icc.Gamma(1.0))
+    src = tmp_path / f"grey.{fmt.lower()}"
+    levels = [(40,), (128,), (220,)]
+    images.stripes(levels, mode="L", size=(300, 100)).save(src, fmt, icc_profile=profile)
+    for source_mode in ("L", "LA"):
+        if source_mode == "LA":
+            if fmt == "JPEG":
+                continue
+            with_alpha = Image.open(src).convert("LA")
+            with_alpha.putpixel((0, 0), (0, 0))  # some transparency: the thumbnail keeps it
+            with_alpha.save(src, icc_profile=profile)
+        (thumb,) = ok(src, RenderSpec(widths=(150,))).thumbnails
+        im = decode(thumb)
+        assert im.mode == source_mode and "icc_profile" not in im.info
+        got = [rgb_at(im, c) for c in images.stripe_centres(im.size, len(levels))]
+        for want, have in zip(converted(levels, profile, mode="L"), got, strict=True):
+            assert delta_e(have, want) < 1.5, (source_mode, have, want)
+        assert got[1][0] > 170  # not the bytes read as sRGB (128)
+
+
 def test_srgb_and_unreadable_profiles_cost_nothing_and_change_nothing(tmp_path: Path) -> None:
     srgb_bytes = SRGB.tobytes()
     picture = images.natural((400, 300))

@@ -7,6 +7,8 @@ thumbnail's pixels. So every source that says it is something else is converted:
 - RGB with an ICC profile that is not sRGB (Adobe RGB, Display P3, ProPhoto, a camera's);
 - HEIF whose colour is an nclx box (H.273 code points, what libheif and Android write instead of
   a profile) naming other primaries than sRGB's: a matrix/TRC profile is made from them;
+- grey with a grey ICC profile (Photoshop embeds Dot Gain 20 % or Gray Gamma 2.2 in greyscale
+  files): converted to sRGB and back to one channel (the grey axis stays grey);
 - CMYK with its ICC profile, or, without one, with a built-in profile of ISO coated paper
   (as libvips and sharp do): the naive formula shows 100 % cyan as the screen's pure cyan.
 
@@ -31,7 +33,9 @@ DEFAULT_CMYK = b"thumbd:default-cmyk"
 
 _SRGB_NAME = re.compile(r"\bsRGB\b", re.IGNORECASE)
 # Colour spaces ImageCms reports (ICC signatures, padded) for the modes thumbd converts.
-_SPACE_FOR_MODE = {"RGB": "RGB", "RGBA": "RGB", "CMYK": "CMYK"}
+_SPACE_FOR_MODE = {"RGB": "RGB", "RGBA": "RGB", "CMYK": "CMYK", "L": "GRAY"}
+# Grey source modes (the renderer makes them L or LA) whose grey profile is applied.
+_GREY_MODES = ("1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N")
 
 
 def profile_to_convert(im: Image.Image) -> bytes | None:
@@ -48,7 +52,9 @@ def profile_to_convert(im: Image.Image) -> bytes | None:
         return profile if profile is not None and _usable(profile, "CMYK") else DEFAULT_CMYK
     if im.mode in ("RGB", "RGBA", "P", "PA", "RGBX") and profile is not None:  # all become RGB(A)
         return profile if _usable(profile, "RGB") and not _is_srgb(profile) else None
-    return None  # grey and palette images, and RGB without a profile: taken as sRGB
+    if im.mode in _GREY_MODES and profile is not None:
+        return profile if _usable(profile, "GRAY") else None
+    return None  # images without a profile: taken as sRGB
 
 
 # H.273 colour primaries that need no conversion: BT.709 (sRGB's) and unspecified.
@@ -93,9 +99,12 @@ def _matrix_profile(
 
 
 def to_srgb(im: Image.Image, profile: bytes | None) -> Image.Image:
-    """`im` (RGB, RGBA or CMYK) converted from `profile` to sRGB; alpha is kept."""
+    """`im` (RGB, RGBA or CMYK; L or LA with a grey profile) converted from `profile` to sRGB;
+    alpha is kept, and grey stays one channel."""
     if profile is None:
         return im if im.mode != "CMYK" else im.convert("RGB")
+    if im.mode in ("L", "LA"):
+        return _grey_to_srgb(im, profile)
     out_mode = "RGBA" if im.mode == "RGBA" else "RGB"
     transform = _transform(profile, im.mode, out_mode)
     if transform is None:
@@ -103,6 +112,19 @@ def to_srgb(im: Image.Image, profile: bytes | None) -> Image.Image:
     converted = ImageCms.applyTransform(im, transform)
     assert converted is not None  # not in place
     return converted
+
+
+def _grey_to_srgb(im: Image.Image, profile: bytes) -> Image.Image:
+    """Grey through sRGB: R = G = B on the grey axis, so taking L back loses nothing."""
+    transform = _transform(profile, "L", "RGB")
+    if transform is None:
+        return im
+    rgb = ImageCms.applyTransform(im.getchannel("L"), transform)
+    assert rgb is not None  # not in place
+    grey = rgb.convert("L")
+    if im.mode == "LA":
+        grey = Image.merge("LA", (grey, im.getchannel("A")))
+    return grey
 
 
 def _is_srgb(profile: bytes) -> bool:
