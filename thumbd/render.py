@@ -31,6 +31,7 @@ from PIL import (
     ImageColor,
     ImageFile,
     ImageFilter,
+    PngImagePlugin,
     UnidentifiedImageError,
 )
 
@@ -163,6 +164,13 @@ ALLOWED_FORMATS: tuple[str, ...] = (
     *(("AVIF",) if encode.avif_available() else ()),
     *(("HEIF",) if _register_heif() else ()),
 )
+
+
+# PNG text chunks (XMP, comments, ImageMagick's hex "Raw profile" chunks, image generators'
+# workflows) are read while opening, and Pillow refuses a compressed one over 1 MB decompressed:
+# Photoshop's XMP history alone can be more, and the picture failed for its metadata. Allow one
+# chunk Pillow's whole text budget (64 MB, still bounded: a text bomb fails as too large).
+PngImagePlugin.MAX_TEXT_CHUNK = PngImagePlugin.MAX_TEXT_MEMORY
 
 
 def _openers() -> tuple[str, ...]:
@@ -385,6 +393,9 @@ def _describe(e: BaseException) -> str:
     lowered = text.lower()
     if isinstance(e, EOFError) or "truncated" in lowered:
         return "image file is truncated"
+    if "max_text_chunk" in lowered or "memory used in text chunks" in lowered:
+        limit = PngImagePlugin.MAX_TEXT_MEMORY // 2**20
+        return f"too large: PNG text chunks (metadata) over {limit} MB decompressed"
     if "not available" in lowered or "unsupported" in lowered or "unknown raw mode" in lowered:
         return f"unsupported format: {text}"
     return f"cannot decode image: {text}"
