@@ -189,6 +189,27 @@ def test_srgb_and_unreadable_profiles_cost_nothing_and_change_nothing(tmp_path: 
         assert ok(src, RenderSpec(widths=(200,))).thumbnails[0].data == reference
 
 
+@pytest.mark.parametrize(
+    ("fmt", "mode"),
+    [("JPEG", "RGB"), ("PNG", "RGB"), ("JPEG", "L"), ("PNG", "L"), ("JPEG", "CMYK")],
+)
+def test_a_profile_with_a_damaged_header_is_ignored_not_fatal(
+    tmp_path: Path, fmt: str, mode: str
+) -> None:
+    # Byte 16-19 of an ICC header name the colour space ("RGB ", "GRAY", "CMYK"); damaged, they
+    # are not even ASCII, which made reading them raise and cost the picture.
+    good = {"RGB": icc.display_p3, "L": lambda: icc.gray_profile("g", icc.Gamma(1.0))}.get(
+        mode, lambda: icc.cmyk_profile("c")
+    )()
+    damaged = good[:16] + b"\xd7\x8f\xff\x01" + good[20:]
+    src, plain = tmp_path / f"damaged.{fmt.lower()}", tmp_path / f"plain.{fmt.lower()}"
+    picture = images.natural((200, 150)).convert(mode)
+    picture.save(src, fmt, icc_profile=damaged)
+    picture.save(plain, fmt)
+    spec = RenderSpec(widths=(100,))
+    assert ok(src, spec).thumbnails[0].data == ok(plain, spec).thumbnails[0].data  # as untagged
+
+
 # --------------------------------------------------------------------------------------------
 # Acceptance 2: CMYK with and without a profile, Adobe's inverted JPEGs
 

@@ -147,7 +147,16 @@ def _read(profile: bytes) -> tuple[str | None, bool]:
         description = ImageCms.getProfileDescription(opened)
     except ImageCms.PyCMSError:
         description = ""
-    return opened.profile.xcolor_space.strip(), _SRGB_NAME.search(description) is not None
+    return _space(opened), _SRGB_NAME.search(description) is not None
+
+
+def _space(opened: ImageCms.ImageCmsProfile) -> str | None:
+    """The colour space signature, stripped ("RGB", "GRAY", "CMYK"); None when it is not even
+    text (a damaged header: reading it raises UnicodeDecodeError)."""
+    try:
+        return opened.profile.xcolor_space.strip()
+    except ValueError:
+        return None
 
 
 def _open(profile: bytes) -> ImageCms.ImageCmsProfile | None:
@@ -162,7 +171,7 @@ def _open(profile: bytes) -> ImageCms.ImageCmsProfile | None:
 @functools.lru_cache(maxsize=16)
 def _transform(profile: bytes, in_mode: str, out_mode: str) -> ImageCms.ImageCmsTransform | None:
     source = _open(profile)
-    if source is None or source.profile.xcolor_space.strip() != _SPACE_FOR_MODE[in_mode]:
+    if source is None or _space(source) != _SPACE_FOR_MODE[in_mode]:
         return None
     try:
         return ImageCms.buildTransform(
