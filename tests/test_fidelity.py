@@ -673,6 +673,23 @@ def test_animated_true_keeps_frames_durations_and_loop(tmp_path: Path, fmt: str,
     assert [t.size for t in result.thumbnails] == [(150, 100), (40, 27), (32, 32)]
 
 
+def test_apng_fallback_image_is_not_a_frame(tmp_path: Path) -> None:
+    # An APNG may carry a default image that is not part of the animation: what viewers
+    # without APNG show (a poster, or "animation not supported"). Browsers play the frames
+    # after it; Pillow lists it as frame 0.
+    src = tmp_path / "a.png"
+    poster, *frames = [Image.new("RGB", (150, 100), c) for c in [(255, 255, 255), *COLOURS]]
+    poster.save(src, save_all=True, append_images=frames, duration=DURATIONS, default_image=True)
+    assert Image.open(src).n_frames == 4
+    (still,) = ok(src, RenderSpec(widths=(75,))).thumbnails
+    assert delta_e(rgb_at(decode(still), (37, 25)), COLOURS[0]) < 5  # the first frame
+    (animated,) = ok(src, RenderSpec(widths=(75,), animated=True)).thumbnails
+    colours, durations, _ = frames_of(animated)
+    assert animated.frames == 3 and durations == DURATIONS
+    for got, want in zip(colours, COLOURS, strict=True):
+        assert delta_e(got, want) < 8, colours
+
+
 def test_animated_webp_stays_animated(tmp_path: Path) -> None:
     src = images.make_animated_webp(tmp_path / "a.webp")
     (thumb,) = ok(src, RenderSpec(widths=(100,), animated=True)).thumbnails
