@@ -488,7 +488,7 @@ def test_png_with_megabytes_of_compressed_metadata_is_thumbnailed(tmp_path: Path
 
 def test_png_text_chunk_bomb_is_still_refused(tmp_path: Path) -> None:
     info = PngImagePlugin.PngInfo()
-    info.add_text("Comment", "x" * 200_000_000, zip=True)  # 200 MB of text in 200 KB
+    info.add_text("Comment", "x" * (65 << 20), zip=True)  # 65 MB of text in 65 KB
     src = tmp_path / "text-bomb.png"
     Image.new("RGB", (8, 8)).save(src, pnginfo=info)
     result = run(src)
