@@ -151,6 +151,30 @@ def test_rgba_with_profile_keeps_alpha(tmp_path: Path) -> None:
     assert delta_e(rgb_at(out, (40, 25)), want) < 1.5
 
 
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_grey_source_with_a_grey_profile_is_converted(tmp_path: Path, fmt: str) -> None:
+    # Photoshop embeds a grey profile in every greyscale file it saves (Dot Gain 20 % by
+    # default, or Gray Gamma 2.2); browsers apply it. Here a linear one: mid grey is far lighter.
+    profile = icc.gray_profile("linear grey", icc.Gamma(1.0))
+    src = tmp_path / f"grey.{fmt.lower()}"
+    levels = [(40,), (128,), (220,)]
+    images.stripes(levels, mode="L", size=(300, 100)).save(src, fmt, icc_profile=profile)
+    for source_mode in ("L", "LA"):
+        if source_mode == "LA":
+            if fmt == "JPEG":
+                continue
+            with_alpha = Image.open(src).convert("LA")
+            with_alpha.putpixel((0, 0), (0, 0))  # some transparency: the thumbnail keeps it
+            with_alpha.save(src, icc_profile=profile)
+        (thumb,) = ok(src, RenderSpec(widths=(150,))).thumbnails
+        im = decode(thumb)
+        assert im.mode == source_mode and "icc_profile" not in im.info
+        got = [rgb_at(im, c) for c in images.stripe_centres(im.size, len(levels))]
+        for want, have in zip(converted(levels, profile, mode="L"), got, strict=True):
+            assert delta_e(have, want) < 1.5, (source_mode, have, want)
+        assert got[1][0] > 170  # not the bytes read as sRGB (128)
+
+
 def test_srgb_and_unreadable_profiles_cost_nothing_and_change_nothing(tmp_path: Path) -> None:
     srgb_bytes = SRGB.tobytes()
     picture = images.natural((400, 300))
@@ -163,6 +187,27 @@ def test_srgb_and_unreadable_profiles_cost_nothing_and_change_nothing(tmp_path: 
     reference = ok(plain, RenderSpec(widths=(200,))).thumbnails[0].data
     for src in (tagged, broken):
         assert ok(src, RenderSpec(widths=(200,))).thumbnails[0].data == reference
+
+
+@pytest.mark.parametrize(
+    ("fmt", "mode"),
+    [("JPEG", "RGB"), ("PNG", "RGB"), ("JPEG", "L"), ("PNG", "L"), ("JPEG", "CMYK")],
+)
+def test_a_profile_with_a_damaged_header_is_ignored_not_fatal(
+    tmp_path: Path, fmt: str, mode: str
+) -> None:
+    # Byte 16-19 of an ICC header name the colour space ("RGB ", "GRAY", "CMYK"); damaged, they
+    # are not even ASCII, which made reading them raise and cost the picture.
+    good = {"RGB": icc.display_p3, "L": lambda: icc.gray_profile("g", icc.Gamma(1.0))}.get(
+        mode, lambda: icc.cmyk_profile("c")
+    )()
+    damaged = good[:16] + b"\xd7\x8f\xff\x01" + good[20:]
+    src, plain = tmp_path / f"damaged.{fmt.lower()}", tmp_path / f"plain.{fmt.lower()}"
+    picture = images.natural((200, 150)).convert(mode)
+    picture.save(src, fmt, icc_profile=damaged)
+    picture.save(plain, fmt)
+    spec = RenderSpec(widths=(100,))
+    assert ok(src, spec).thumbnails[0].data == ok(plain, spec).thumbnails[0].data  # as untagged
 
 
 # --------------------------------------------------------------------------------------------
@@ -378,6 +423,60 @@ def test_keep_metadata_gps_camera_comment_and_xmp(tmp_path: Path) -> None:
     assert b"secret-xmp-location" in im.info["xmp"]
 
 
+# What Lightroom and phones write: the orientation and the location in XMP too, as attributes
+# or as elements.
+XMP_TEMPLATE = """<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>
+<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF
+ xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"><rdf:Description rdf:about=""
+ xmlns:tiff="http://ns.adobe.com/tiff/1.0/" xmlns:exif="http://ns.adobe.com/exif/1.0/"
+ xmlns:dc="http://purl.org/dc/elements/1.1/" {attributes}>{elements}
+ <dc:rights><rdf:Alt><rdf:li xml:lang="x-default">(c) Jane Doe</rdf:li></rdf:Alt></dc:rights>
+</rdf:Description></rdf:RDF></x:xmpmeta>
+<?xpacket end="w"?>"""
+XMP_AS_ATTRIBUTES = XMP_TEMPLATE.format(
+    attributes='tiff:Orientation="6" exif:GPSLatitude="52,31.208N" exif:GPSLongitude="13,24.0E"',
+    elements="",
+)
+XMP_AS_ELEMENTS = XMP_TEMPLATE.format(
+    attributes="",
+    elements="<tiff:Orientation>6</tiff:Orientation><exif:GPSLatitude>52,31.208N</exif:GPSLatitude>"
+    "<exif:GPSLongitude>13,24.0E</exif:GPSLongitude>",
+)
+
+
+@pytest.mark.parametrize("xmp", [XMP_AS_ATTRIBUTES, XMP_AS_ELEMENTS], ids=["attrs", "elements"])
+def test_kept_xmp_loses_its_orientation_and_its_location_unless_gps_is_kept(
+    tmp_path: Path, xmp: str
+) -> None:
+    src = tmp_path / "phone.jpg"
+    stored = images.upright_probe().transpose(Image.Transpose.ROTATE_90)  # orientation 6
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    stored.save(src, quality=95, exif=exif.tobytes(), xmp=xmp.encode())
+    for keep, gps_kept in ((("xmp",), False), (("xmp", "gps"), True)):
+        for fmt in ("jpeg", "webp"):
+            spec = RenderSpec(widths=(160,), keep_metadata=keep, format=fmt)
+            (thumb,) = ok(src, spec).thumbnails
+            im = decode(thumb)
+            assert images.is_upright(im)
+            # Viewers that read the orientation from XMP (Pillow, photo managers) leave it so.
+            assert im.getexif().get(0x0112) is None, (keep, fmt)
+            assert images.is_upright(ImageOps.exif_transpose(im)), (keep, fmt)
+            assert b"Orientation" not in thumb.data
+            assert b"(c) Jane Doe" in thumb.data  # the rest of the XMP is kept
+            assert (b"GPSLatitude" in thumb.data) is gps_kept, (keep, fmt)
+            assert (b"GPSLongitude" in thumb.data) is gps_kept, (keep, fmt)
+
+
+def test_kept_xmp_that_cannot_be_read_is_dropped(tmp_path: Path) -> None:
+    src = tmp_path / "phone.jpg"
+    broken = b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><tiff:Orientation>6</x:xmpmeta>'
+    images.natural((320, 240)).save(src, quality=90, xmp=broken)
+    (thumb,) = ok(src, RenderSpec(widths=(100,), keep_metadata=("xmp",))).thumbnails
+    assert "xmp" not in decode(thumb).info
+    assert b"Orientation" not in thumb.data
+
+
 # --------------------------------------------------------------------------------------------
 # Acceptance 6: formats
 
@@ -423,6 +522,54 @@ def test_heif_orientation_comes_out_upright(tmp_path: Path) -> None:
         im = decode(thumb)
         assert images.is_upright(im), orientation
         assert not im.getexif()
+
+
+# The H.273 primaries as published (ITU-T H.273 table 2), independent of what thumbd reads.
+NCLX_PRIMARIES = {
+    12: icc.display_p3(),
+    9: icc.rgb_profile(
+        "BT.2020", (0.708, 0.292), (0.170, 0.797), (0.131, 0.046), icc.D65_XY, icc.SrgbCurve()
+    ),
+}
+
+
+@needs_heif
+@pytest.mark.parametrize("primaries", [12, 9], ids=["display-p3", "bt2020"])
+def test_heif_with_wide_gamut_nclx_colour_is_converted_to_srgb(
+    tmp_path: Path, primaries: int
+) -> None:
+    # HEIF states its colour space as an nclx box (H.273 code points) rather than an ICC profile
+    # when libheif, Android or a converter wrote it: 12 is Display P3, 9 BT.2020; 13 the sRGB
+    # curve. The pixels are in that gamut: read as sRGB they look dull.
+    patches = [(200, 40, 40), (60, 170, 60), (128, 128, 128)]
+    src = images.make_heif(
+        tmp_path / "wide.heic",
+        images.stripes(patches, size=(300, 100)),
+        chroma=444,
+        color_primaries=primaries,
+        transfer_characteristics=13,
+    )
+    assert Image.open(src).info["nclx_profile"]["color_primaries"] == primaries
+    (thumb,) = ok(src, RenderSpec(widths=(150,))).thumbnails
+    im = decode(thumb)
+    got = [rgb_at(im, c) for c in images.stripe_centres(im.size, len(patches))]
+    for want, have in zip(converted(patches, NCLX_PRIMARIES[primaries]), got, strict=True):
+        assert delta_e(have, want) < 2.5, (primaries, have, want)
+    assert delta_e(got[0], patches[0]) > 8  # not the bytes read as sRGB
+
+
+@needs_heif
+def test_heif_with_srgb_or_unspecified_nclx_colour_is_left_alone(tmp_path: Path) -> None:
+    for primaries in (1, 2):
+        src = images.make_heif(
+            tmp_path / f"p{primaries}.heic",
+            Image.new("RGB", (100, 100), (200, 40, 40)),
+            chroma=444,
+            color_primaries=primaries,
+            transfer_characteristics=13,
+        )
+        (thumb,) = ok(src, RenderSpec(widths=(50,))).thumbnails
+        assert delta_e(rgb_at(decode(thumb), (25, 25)), (200, 40, 40)) < 1.5, primaries
 
 
 @needs_heif
@@ -524,6 +671,23 @@ def test_animated_true_keeps_frames_durations_and_loop(tmp_path: Path, fmt: str,
         for got, want in zip(colours, COLOURS, strict=True):
             assert delta_e(got, want) < 8, (thumb.label, colours)
     assert [t.size for t in result.thumbnails] == [(150, 100), (40, 27), (32, 32)]
+
+
+def test_apng_fallback_image_is_not_a_frame(tmp_path: Path) -> None:
+    # An APNG may carry a default image that is not part of the animation: what viewers
+    # without APNG show (a poster, or "animation not supported"). Browsers play the frames
+    # after it; Pillow lists it as frame 0.
+    src = tmp_path / "a.png"
+    poster, *frames = [Image.new("RGB", (150, 100), c) for c in [(255, 255, 255), *COLOURS]]
+    poster.save(src, save_all=True, append_images=frames, duration=DURATIONS, default_image=True)
+    assert Image.open(src).n_frames == 4
+    (still,) = ok(src, RenderSpec(widths=(75,))).thumbnails
+    assert delta_e(rgb_at(decode(still), (37, 25)), COLOURS[0]) < 5  # the first frame
+    (animated,) = ok(src, RenderSpec(widths=(75,), animated=True)).thumbnails
+    colours, durations, _ = frames_of(animated)
+    assert animated.frames == 3 and durations == DURATIONS
+    for got, want in zip(colours, COLOURS, strict=True):
+        assert delta_e(got, want) < 8, colours
 
 
 def test_animated_webp_stays_animated(tmp_path: Path) -> None:

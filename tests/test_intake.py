@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from tests import images
 from thumbd.intake import Kind, Settler, classify
+from thumbd.render import ALLOWED_FORMATS, RenderSpec, render
 
 
 @pytest.mark.parametrize(
@@ -36,6 +38,32 @@ def test_temporary_and_other_names_are_ignored(rel: str) -> None:
 )
 def test_images_are_work(rel: str) -> None:
     assert classify(rel) is Kind.IMAGE
+
+
+@pytest.mark.parametrize(
+    ("name", "fmt"),
+    [
+        ("saved-by-chrome.jfif", "JPEG"),  # Chrome and Windows' "Save image as" for JPEG
+        ("x.jif", "JPEG"),
+        ("x.jfi", "JPEG"),
+        ("3DS_0001.MPO", "MPO"),  # stereo cameras, the Nintendo 3DS
+        ("IMG_0001.HIF", "HEIF"),  # Canon, Fujifilm and Sony cameras' HEIF
+        ("sticker.apng", "PNG"),
+    ],
+)
+def test_camera_and_browser_extensions_are_work(tmp_path: Path, name: str, fmt: str) -> None:
+    assert classify(f"a/{name}") is Kind.IMAGE
+    if fmt == "HEIF" and "HEIF" not in ALLOWED_FORMATS:
+        return
+    src = tmp_path / name
+    if fmt == "HEIF":
+        images.make_heif(src)
+    elif fmt == "MPO":
+        images.make_mpo(src)
+    else:
+        images.natural((320, 240)).save(src, fmt)
+    result = render(str(src), RenderSpec(widths=(100,)))
+    assert result.error is None and result.thumbnails[0].size == (100, 75)
 
 
 def test_ignore_globs_match_names_and_relative_paths() -> None:

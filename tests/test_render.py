@@ -11,7 +11,7 @@ import warnings
 from pathlib import Path
 
 import pytest
-from PIL import Image, ImageChops, ImageCms, ImageOps, ImageStat, JpegImagePlugin
+from PIL import Image, ImageChops, ImageCms, ImageOps, ImageStat, JpegImagePlugin, PngImagePlugin
 
 from tests import images
 from thumbd.render import ALLOWED_FORMATS, RenderResult, RenderSpec, Thumbnail, render
@@ -444,6 +444,55 @@ def test_pillow_bomb_warning_is_an_error_without_changing_global_warnings(
     assert result.error is not None
     assert result.error.startswith("too large: 90000000 pixels exceeds Pillow's")
     assert warnings.filters == filters_before
+
+
+@pytest.mark.parametrize(
+    ("height", "spec", "error"),
+    [
+        (65501, RenderSpec(), "too large for JPEG: a 1x65501 thumbnail exceeds its 65500 "),
+        (16384, RenderSpec(format="webp"), "too large for WebP: a 1x16384 thumbnail exceeds"),
+        (16384, RenderSpec(format="webp", animated=True), "too large for WebP: a 1x16384 "),
+    ],
+)
+def test_long_strip_too_tall_for_the_output_format_is_a_clear_failure(
+    tmp_path: Path, height: int, spec: RenderSpec, error: str
+) -> None:
+    # Never upscaled: a source narrower than every width keeps its height, which can be more
+    # than the encoder can store (libjpeg 65500, libwebp 16383 pixels a side).
+    src = tmp_path / "strip.gif"
+    frames = [Image.new("RGB", (1, height), c) for c in ((255, 0, 0), (0, 255, 0))]
+    frames[0].save(src, save_all=True, append_images=frames[1:], duration=100)
+    result = run(src, spec)
+    assert result.error is not None and result.error.startswith(error), result.error
+    assert result.thumbnails == ()
+    ok(src, RenderSpec(format="png"))  # PNG has no such limit
+
+
+@pytest.mark.parametrize("key", ["XML:com.adobe.xmp", "Raw profile type xmp", "workflow"])
+def test_png_with_megabytes_of_compressed_metadata_is_thumbnailed(tmp_path: Path, key: str) -> None:
+    # Photoshop's XMP history (DocumentAncestors), ImageMagick's hex "Raw profile" chunks and
+    # image generators' workflows reach megabytes; compressed, Pillow's default refuses any text
+    # chunk over 1 MB decompressed, which failed the whole picture.
+    text = "".join(f"<rdf:li>xmp.did:{i:032x}</rdf:li>\n" for i in range(60_000))  # 3 MB
+    info = PngImagePlugin.PngInfo()
+    if key.startswith("XML"):
+        info.add_itxt(key, text, zip=True)
+    else:
+        info.add_text(key, text, zip=True)
+    src = tmp_path / "big-metadata.png"
+    images.natural((320, 240)).save(src, pnginfo=info)
+    result = ok(src, RenderSpec(widths=(100,)))
+    assert result.thumbnails[0].size == (100, 75)
+    assert b"xmp.did" not in result.thumbnails[0].data
+
+
+def test_png_text_chunk_bomb_is_still_refused(tmp_path: Path) -> None:
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Comment", "x" * (65 << 20), zip=True)  # 65 MB of text in 65 KB
+    src = tmp_path / "text-bomb.png"
+    Image.new("RGB", (8, 8)).save(src, pnginfo=info)
+    result = run(src)
+    assert result.error == "too large: PNG text chunks (metadata) over 64 MB decompressed"
 
 
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG", "GIF", "TIFF", "BMP"])

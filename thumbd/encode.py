@@ -3,14 +3,17 @@
 Thumbnails carry no metadata by default (no EXIF, GPS, XMP, comments or ICC profile: they are
 sRGB, see colour.py). `keep_metadata` names what to carry over, each where the output format can
 hold it: EXIF-based items in JPEG, PNG, WebP and AVIF; `xmp` in JPEG, WebP and AVIF; `comment`
-in JPEG and GIF. The orientation tag is never carried over: thumbnails are upright.
+in JPEG and GIF. The orientation is never carried over, in EXIF or XMP: thumbnails are upright.
+Kept XMP also loses its GPS coordinates unless `gps` is kept.
 """
 
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from xml.etree import ElementTree
 
 from PIL import ExifTags, Image, features
 
@@ -38,6 +41,11 @@ _EXIF_ITEMS: dict[str, dict[int, tuple[int, ...]]] = {
 METADATA_ITEMS = (*_EXIF_ITEMS, "gps", "xmp", "comment")
 
 _PNG_COMPRESS_LEVEL = 6
+# The longest side each encoder can store (libjpeg's JPEG_MAX_DIMENSION, libwebp's
+# WEBP_MAX_DIMENSION, GIF's 16-bit fields, AV1's frame size); PNG's is 2**31 - 1. Thumbnails are
+# never upscaled, so a long strip narrower than a width keeps its full height.
+_MAX_SIDE = {"JPEG": 65500, "WEBP": 16383, "GIF": 65535, "AVIF": 65536}
+_FORMAT_NAMES = {"JPEG": "JPEG", "WEBP": "WebP", "GIF": "GIF", "AVIF": "AVIF"}
 _WEBP_METHOD = 4  # libwebp's default effort: the usual size/speed balance
 _AVIF_SPEED = 8  # 0 slowest .. 10 fastest; 8 stays well under a JPEG's time at thumbnail size
 
@@ -63,6 +71,20 @@ class Options:
     background: tuple[int, int, int] = (255, 255, 255)
 
 
+class TooLarge(Exception):
+    """A thumbnail larger than its output format can store; the message says which."""
+
+
+def _check_side(size: tuple[int, int], fmt: str) -> None:
+    limit = _MAX_SIDE.get(fmt)
+    if limit is not None and max(size) > limit:
+        w, h = size
+        raise TooLarge(
+            f"too large for {_FORMAT_NAMES[fmt]}: a {w}x{h} thumbnail exceeds its {limit} pixels"
+            " a side (a PNG output has no such limit)"
+        )
+
+
 def avif_available() -> bool:
     try:
         return features.check_module("avif")
@@ -76,6 +98,8 @@ def kept_metadata(im: Image.Image, keep: Sequence[str]) -> Metadata:
         return Metadata()
     exif = _kept_exif(im, keep)
     xmp = im.info.get("xmp") if "xmp" in keep else None
+    if isinstance(xmp, bytes) and xmp:
+        xmp = _cleaned_xmp(xmp, keep_gps="gps" in keep)
     comment = im.info.get("comment") if "comment" in keep else None
     return Metadata(
         exif=exif,
@@ -102,6 +126,58 @@ def _kept_exif(im: Image.Image, keep: Sequence[str]) -> bytes | None:
         return None
 
 
+# XMP repeats EXIF: tiff:Orientation (which Pillow, exiftool-based tools and photo managers
+# apply to an upright thumbnail a second time) and exif:GPS* (the location `gps` may withhold).
+_TIFF_NS = "http://ns.adobe.com/tiff/1.0/"
+_EXIF_NS = ("http://ns.adobe.com/exif/1.0/", "http://cipa.jp/exif/1.0/")
+_NS_DECLARATION = re.compile(r"""xmlns:([\w.-]+)\s*=\s*["']([^"']*)["']""")
+
+
+def _cleaned_xmp(xmp: bytes, *, keep_gps: bool) -> bytes | None:
+    """The XMP packet without its orientation and, unless `keep_gps`, without its location.
+
+    The properties are cut out of the text, so the rest of the packet stays as it was; the
+    result is then parsed to prove none is left. XMP that cannot be parsed is dropped whole.
+    """
+    try:
+        text = xmp.decode("utf-8").strip("\x00")  # some writers end the packet with a NUL
+    except UnicodeDecodeError:
+        return None
+    for prefix, uri in set(_NS_DECLARATION.findall(text)):
+        if uri == _TIFF_NS:
+            text = _without_property(text, prefix, "Orientation")
+        elif uri in _EXIF_NS and not keep_gps:
+            text = _without_property(text, prefix, r"GPS[\w.-]*")
+    return text.encode("utf-8") if _is_clean_xmp(text, keep_gps=keep_gps) else None
+
+
+def _without_property(text: str, prefix: str, name: str) -> str:
+    """`text` without the property `prefix:name` (a regex), as an attribute or an element."""
+    qname = re.escape(prefix) + ":(?:" + name + ")"
+    text = re.sub(r"""\s""" + qname + r"""\s*=\s*(?:"[^"]*"|'[^']*')""", "", text)
+    text = re.sub(r"<(" + qname + r")\b[^>]*/>", "", text)
+    return re.sub(r"<(" + qname + r")\b[^>]*>.*?</\1\s*>", "", text, flags=re.DOTALL)
+
+
+def _is_clean_xmp(text: str, *, keep_gps: bool) -> bool:
+    try:
+        root = ElementTree.fromstring(text)
+    except (ElementTree.ParseError, ValueError):
+        return False
+
+    def withheld(qualified: str) -> bool:
+        uri, _, local = qualified[1:].partition("}") if qualified.startswith("{") else ("", "", "")
+        if uri == _TIFF_NS and local == "Orientation":
+            return True
+        return uri in _EXIF_NS and local.startswith("GPS") and not keep_gps
+
+    return not any(
+        withheld(element.tag) or any(withheld(name) for name in element.attrib)
+        for element in root.iter()
+        if isinstance(element.tag, str)
+    )
+
+
 def output_format(has_alpha: bool, options: Options) -> str:
     """The Pillow format a still thumbnail is written in."""
     if options.format == "auto":
@@ -115,6 +191,7 @@ EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "AVIF": "avif", "GIF"
 def encode_still(im: Image.Image, options: Options, meta: Metadata) -> tuple[str, bytes]:
     """(extension, bytes) of one still thumbnail. `im` is L, LA, RGB or RGBA, sRGB, upright."""
     fmt = output_format(im.mode in ("LA", "RGBA"), options)
+    _check_side(im.size, fmt)
     im = _for_format(im, fmt, options.background)
     # Encoders copy comment, ICC profile and the like from im.info, which resize() carried
     # over from the source: only what `meta` holds may reach the file.
@@ -133,6 +210,7 @@ def encode_animation(
     meta: Metadata,
 ) -> tuple[str, bytes]:
     """(extension, bytes) of an animated GIF or WebP; `loop` None means play once."""
+    _check_side(frames[0].size, fmt)
     frames = [_for_format(f, fmt, options.background) for f in frames]
     for f in frames:
         f.info = {}

@@ -3,8 +3,9 @@
 Pillow ships no ICC profiles and ImageCms can only create sRGB, Lab and XYZ ones. thumbd needs
 one more at run time: a CMYK profile to read CMYK images that carry none (what libvips and sharp
 do with a built-in profile; the naive formula makes 100 % cyan the screen's pure (0, 255, 255),
-far more saturated than ink on paper). The tests use the RGB writer to make Adobe RGB, Display P3
-and ProPhoto sources. Everything here is ICC v2 (ICC.1:2001-04), which LittleCMS reads.
+far more saturated than ink on paper), and RGB ones for HEIF that states its primaries in an
+nclx box. The tests use the RGB and grey writers to make Adobe RGB, Display P3, ProPhoto and
+grey sources. Everything here is ICC v2 (ICC.1:2001-04), which LittleCMS reads.
 """
 
 from __future__ import annotations
@@ -113,6 +114,17 @@ def prophoto_rgb() -> bytes:
         D50_XY,
         Gamma(1.8),
     )
+
+
+def gray_profile(description: str, curve: Curve) -> bytes:
+    """A grey display profile: one tone curve (as Photoshop's Gray Gamma and Dot Gain ones)."""
+    tags = [
+        (b"desc", _desc_tag(description)),
+        (b"cprt", _text_tag("No copyright, use freely")),
+        (b"wtpt", _xyz_tag(D50)),
+        (b"kTRC", _curve_tag(curve)),
+    ]
+    return _profile(b"mntr", b"GRAY", b"XYZ ", tags)
 
 
 def _xy_to_xyz(xy: XY) -> XYZ:

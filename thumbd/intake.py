@@ -28,7 +28,12 @@ IMAGE_EXTENSIONS = frozenset(
         ".jpg",
         ".jpeg",
         ".jpe",
+        ".jfif",  # JPEG as Chrome and Windows save it
+        ".jif",
+        ".jfi",
+        ".mpo",  # stereo cameras (Fujifilm, the Nintendo 3DS): JPEG frames
         ".png",
+        ".apng",
         ".gif",
         ".webp",
         ".tif",
@@ -37,6 +42,7 @@ IMAGE_EXTENSIONS = frozenset(
         ".avif",
         ".heic",
         ".heif",
+        ".hif",  # HEIF from Canon, Fujifilm and Sony cameras
     }
 )
 

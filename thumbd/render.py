@@ -31,6 +31,7 @@ from PIL import (
     ImageColor,
     ImageFile,
     ImageFilter,
+    PngImagePlugin,
     UnidentifiedImageError,
 )
 
@@ -163,6 +164,13 @@ ALLOWED_FORMATS: tuple[str, ...] = (
     *(("AVIF",) if encode.avif_available() else ()),
     *(("HEIF",) if _register_heif() else ()),
 )
+
+
+# PNG text chunks (XMP, comments, ImageMagick's hex "Raw profile" chunks, image generators'
+# workflows) are read while opening, and Pillow refuses a compressed one over 1 MB decompressed:
+# Photoshop's XMP history alone can be more, and the picture failed for its metadata. Allow one
+# chunk Pillow's whole text budget (64 MB, still bounded: a text bomb fails as too large).
+PngImagePlugin.MAX_TEXT_CHUNK = PngImagePlugin.MAX_TEXT_MEMORY
 
 
 def _openers() -> tuple[str, ...]:
@@ -354,6 +362,8 @@ def _input_errors_refused(max_pixels: int) -> Iterator[None]:
             yield
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
             raise _Refused(_too_large_for_pillow(e, max_pixels)) from e
+        except encode.TooLarge as e:  # an animation is encoded before its file is closed
+            raise _Refused(str(e)) from e
         except UnidentifiedImageError as e:
             raise _Refused(
                 "cannot identify image file (not one of: " + ", ".join(ALLOWED_FORMATS) + ")"
@@ -383,6 +393,9 @@ def _describe(e: BaseException) -> str:
     lowered = text.lower()
     if isinstance(e, EOFError) or "truncated" in lowered:
         return "image file is truncated"
+    if "max_text_chunk" in lowered or "memory used in text chunks" in lowered:
+        limit = PngImagePlugin.MAX_TEXT_MEMORY // 2**20
+        return f"too large: PNG text chunks (metadata) over {limit} MB decompressed"
     if "not available" in lowered or "unsupported" in lowered or "unknown raw mode" in lowered:
         return f"unsupported format: {text}"
     return f"cannot decode image: {text}"
@@ -408,6 +421,9 @@ def _render_file(f: IO[bytes], spec: RenderSpec, name: str) -> Rendered:
         raise ValueError("RenderSpec has no widths and no sizes")  # a bug, not a bad file
     with _input_errors_refused(spec.max_pixels), Image.open(f, formats=_openers()) as im:
         _pick_largest_image(im)
+        first = _first_frame(im)
+        if first:
+            im.seek(first)
         stored_size = im.size
         _check_pixels(stored_size, spec.max_pixels)  # before anything can load pixels
         box = _draft(im, spec)
@@ -424,8 +440,8 @@ def _render_file(f: IO[bytes], spec: RenderSpec, name: str) -> Rendered:
             metadata=encode.kept_metadata(im, spec.keep_metadata),
         )
         targets = sizing.targets(source.size, spec.widths, spec.sizes)
-        if spec.animated and _is_animation(im):
-            return _render_animation(im, source, targets, spec)
+        if spec.animated and _is_animation(im, first):
+            return _render_animation(im, first, source, targets, spec)
     picture = _renderable(im)  # pixels are in memory now; closing the file does not matter
     return _render_still(picture, source, targets, spec)
 
@@ -453,8 +469,16 @@ _MAX_IMAGES_LOOKED_AT = 64
 _ANIMATED_FORMATS = ("GIF", "WEBP", "PNG", "AVIF")
 
 
-def _is_animation(im: Image.Image) -> bool:
-    return im.format in _ANIMATED_FORMATS and getattr(im, "n_frames", 1) > 1
+def _first_frame(im: Image.Image) -> int:
+    """1 for an APNG whose default image is not part of the animation (Pillow's frame 0 is
+    then the picture shown by viewers without APNG, which browsers never show), else 0."""
+    if im.format == "PNG" and im.info.get("default_image") and getattr(im, "n_frames", 1) > 1:
+        return 1
+    return 0
+
+
+def _is_animation(im: Image.Image, first: int) -> bool:
+    return im.format in _ANIMATED_FORMATS and getattr(im, "n_frames", 1) - first > 1
 
 
 def _check_pixels(size: Size, max_pixels: int) -> None:
@@ -670,13 +694,16 @@ def _render_still(
     options = spec.encoding
     thumbnails = []
     for target, im in zip(targets, images, strict=True):
-        ext, data = encode.encode_still(im, options, source.metadata)
+        try:
+            ext, data = encode.encode_still(im, options, source.metadata)
+        except encode.TooLarge as e:
+            raise _Refused(str(e)) from e
         thumbnails.append(Thumbnail(target.width, im.size, ext, data, label=target.label))
     return source.size, tuple(thumbnails), _index(spec, source, thumbnails, base)
 
 
 def _render_animation(
-    im: Image.Image, source: _Source, targets: list[Target], spec: RenderSpec
+    im: Image.Image, first_frame: int, source: _Source, targets: list[Target], spec: RenderSpec
 ) -> Rendered:
     """Every frame through the same pipeline (frames are resized as they are decoded, so memory
     holds one full frame at a time), then an animated GIF or WebP per target."""
@@ -686,12 +713,12 @@ def _render_animation(
     durations: list[int] = []
     first = None
     mode = "RGB"
-    for n in range(getattr(im, "n_frames", 1)):
+    for n in range(first_frame, getattr(im, "n_frames", 1)):
         im.seek(n)
         im.load()
         durations.append(int(im.info.get("duration") or 0))
         picture = _renderable(im)
-        if n == 0:
+        if n == first_frame:
             mode = "RGBA" if picture.mode in ("LA", "RGBA") else "RGB"
         images, base = pipeline.run(picture.convert(mode), None)
         first = first or base
