@@ -429,3 +429,32 @@ def test_metrics_address_in_use_is_a_clear_startup_error(tmp_path: Path) -> None
     assert r.returncode == 2
     assert "[metrics] listen" in r.stderr and str(port) in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_signals_to_the_whole_process_group_leave_the_workers_to_the_daemon(
+    daemon: Daemon,
+) -> None:
+    """A hang-up or a SIGTERM sent to the daemon's process group (a terminal closing, `kill
+    -TERM -PGID`, `timeout`, dumb-init, KillMode=control-group) reaches the fork server and the
+    workers too. They must leave it to the daemon: a hang-up is a reload, after which files are
+    still rendered; a SIGTERM drains the files in flight, none of them counted as crashed."""
+    daemon.write_config({"resize": {"workers": 1, "max_tasks_per_child": 2}})
+    daemon.start()
+    assert daemon.proc is not None
+    drop(daemon, ["first.jpg"], jpeg_bytes())
+    wait_until(lambda: daemon.done("first.jpg"), 30, "the first file")
+
+    os.killpg(daemon.proc.pid, signal.SIGHUP)
+    wait_until(lambda: "reloaded" in daemon.read_log(), 30, "the reload")
+    after = [f"after{i}.jpg" for i in range(4)]  # more than max_tasks_per_child: a new worker
+    drop(daemon, after, jpeg_bytes())
+    wait_until(lambda: all(daemon.done(a) for a in after), 30, "files after the hang-up")
+
+    burst = [f"burst{i:02d}.png" for i in range(8)]
+    drop(daemon, burst, png_bytes((3200, 2400)))
+    wait_until(lambda: "done burst" in daemon.read_log(), 60, "the burst to start")
+    os.killpg(daemon.proc.pid, signal.SIGTERM)
+    assert daemon.proc.wait(timeout=60) == 0
+    log = daemon.read_log()
+    assert "SIGTERM: draining (1 in flight)" in log or "SIGTERM: draining (2 in flight)" in log
+    assert "died" not in log and "crashed" not in log and "Traceback" not in log, log
