@@ -199,10 +199,13 @@ class Daemon:
 
     def startup(self) -> None:
         self._check_folders()
-        self._take_lock()
+        try:
+            self._take_lock()
+        except OSError as e:
+            raise cannot(self.config, "[paths] state", "use", e) from None
         self.state = recovery.open_state(self.config.state_db, self.config.paths.outgoing)
         self.state.take_retries()  # the start-up scan finds every source without a record
-        self.writer.prepare()
+        _prepare(self.writer, self.config)
         if not self.once:
             self.metrics_server = self._serve_metrics(self.config.metrics.listen)
         self.downloads.start(self.state)
@@ -810,6 +813,15 @@ class Daemon:
             )
             new = replace(new, paths=replace(new.paths, state=self.config.paths.state))
         _check_incoming(new.paths.incoming)
+        # What apply() cannot undo half-way: a new outgoing/ or log file that cannot be made
+        # fails the whole reload, and the daemon goes on as it was.
+        if new.paths.outgoing != self.config.paths.outgoing:
+            _prepare(Writer(new.paths.outgoing), new)
+        if new.log.file and new.log.file != self.config.log.file:
+            try:
+                logs.probe(Path(new.log.file))
+            except OSError as e:
+                raise cannot(new, "[log] file", "open", e) from None
         return new
 
     def apply(self, new: Config) -> None:
@@ -1025,6 +1037,20 @@ def _pool_settings(c: Config) -> tuple[int, int, float, int, int]:
     """What a pool (and its workers' initializer) is made with: a change needs a new pool."""
     r = c.resize
     return r.workers, r.max_tasks_per_child, r.timeout, r.max_memory_mb, r.max_pixels
+
+
+def cannot(config: Config, key: str, verb: str, e: OSError) -> StartupError:
+    """A folder or file the configuration names cannot be made or used: say which, and why."""
+    where = config.source or "the configuration"
+    what = f" {e.filename}" if e.filename else ""
+    return StartupError(f"{where}: {key}: cannot {verb}{what}: {e.strerror or e}")
+
+
+def _prepare(writer: Writer, config: Config) -> None:
+    try:
+        writer.prepare()
+    except OSError as e:
+        raise cannot(config, "[paths] outgoing", "create", e) from None
 
 
 def _check_incoming(incoming: Path) -> None:

@@ -458,3 +458,47 @@ def test_signals_to_the_whole_process_group_leave_the_workers_to_the_daemon(
     log = daemon.read_log()
     assert "SIGTERM: draining (1 in flight)" in log or "SIGTERM: draining (2 in flight)" in log
     assert "died" not in log and "crashed" not in log and "Traceback" not in log, log
+
+
+def test_folders_and_log_files_that_cannot_be_made_name_the_key(tmp_path: Path) -> None:
+    """A state folder, an outgoing folder or a log file that cannot be created is a clear
+    start-up error naming the file and the key, not a traceback; `start` says the same."""
+    (tmp_path / "incoming").mkdir()
+    (tmp_path / "plain").write_text("a file where a folder should be")
+    cfg = tmp_path / "thumbd.toml"
+    for key, text in [
+        ("[paths] state", '[paths]\nstate = "plain/state"\n'),
+        ("[paths] outgoing", '[paths]\noutgoing = "plain/out"\n'),
+        ("[log] file", '[log]\nfile = "plain/thumbd.log"\n'),
+    ]:
+        cfg.write_text(text)
+        r = thumbd("once", "-c", str(cfg))
+        assert r.returncode == 2, r.stderr
+        assert f"thumbd: {cfg}: {key}: cannot " in r.stderr and "plain" in r.stderr, r.stderr
+        assert "Traceback" not in r.stderr, r.stderr
+    cfg.write_text('[paths]\nstate = "plain/state"\n')
+    r = run_start(cfg)
+    assert r.returncode == 2 and f"{cfg}: [paths] state: cannot create" in r.stderr, r.stderr
+
+
+def logged(daemon: Daemon, text: str) -> Callable[[], bool]:
+    return lambda: text in daemon.read_log()
+
+
+def test_a_reload_to_an_outgoing_or_log_file_that_cannot_be_made_keeps_the_old(
+    daemon: Daemon,
+) -> None:
+    daemon.start()
+    (daemon.tmp / "plain").write_text("a file where a folder should be")
+    for key, settings in [
+        ("[paths] outgoing", {"paths": {"outgoing": "plain/out"}}),
+        ("[log] file", {"log": {"file": "plain/thumbd.log"}}),
+    ]:
+        daemon.write_config(settings)
+        daemon.send(signal.SIGHUP)
+        failed = f"reload failed, keeping the current configuration: {daemon.config}: {key}: cannot"
+        wait_until(logged(daemon, failed), 30, f"the failed reload ({key})")
+    drop(daemon, ["after.jpg"], jpeg_bytes())
+    wait_until(lambda: daemon.done("after.jpg"), 30, "a file after the failed reloads")
+    assert daemon.stop() == 0
+    assert "Traceback" not in daemon.read_log()
