@@ -822,6 +822,29 @@ def test_retry_clears_a_failure_and_a_running_daemon_tries_again(daemon: Daemon)
     assert thumbd("retry", "-c", str(daemon.config)).returncode == 2
 
 
+def test_retry_and_redo_without_write_access_to_the_state_say_so(daemon: Daemon) -> None:
+    """`thumbd retry` run as someone who may not write the daemon's state (a login user next
+    to a service running as thumbd) is told so, without a traceback."""
+    drop(daemon.incoming, ["bad.jpg"], b"not an image at all")
+    daemon.start()
+    wait_until(lambda: "failed bad.jpg" in daemon.read_log(), 30, "the failure")
+    db = daemon.tmp / ".thumbd" / "thumbd.db"
+    files = [p for p in (db, Path(f"{db}-wal"), Path(f"{db}-shm")) if p.exists()]
+    for p in files:
+        p.chmod(0o444)
+    try:
+        for verb in ("retry", "redo"):
+            r = as_ordinary_user(verb, "-c", str(daemon.config), "--all")
+            assert r.returncode == 2, r.stdout + r.stderr
+            assert f"thumbd: {db}: cannot change" in r.stderr, r.stderr
+            assert "readonly database" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    finally:
+        for p in files:
+            p.chmod(0o644)
+    assert daemon.status()["failed"] == 1
+    assert daemon.stop() == 0
+
+
 def test_redo_renders_done_files_again_with_new_settings_and_removes_what_they_no_longer_make(
     daemon: Daemon,
 ) -> None:
