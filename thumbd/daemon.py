@@ -141,6 +141,7 @@ class Daemon:
         self.in_flight: dict[str, Job] = {}
         self.unwritten: deque[tuple[Job, RenderResult]] = deque()
         self.stats = Stats()
+        self.dropped = 0  # jobs left on disk by a shutdown: no longer queued, still pending
         self.stop_reason: str | None = None
         self.scan_stop = threading.Event()
         self.scan_thread: threading.Thread | None = None
@@ -244,6 +245,7 @@ class Daemon:
         if self.watcher is not None:
             self.watcher.stop()
         self.scan_stop.set()
+        self.dropped += len(self.ready)  # they stay pending: the summary line counts them
         self.ready.clear()
         for pool in self.pools():
             pool.shutdown(wait=False, cancel_futures=True)
@@ -286,7 +288,7 @@ class Daemon:
             self.metrics_server.close()
         self.monitor.close()
         self.writer.cleanup()
-        left = len(self.settler) + len(self.ready) + len(self.in_flight) + len(self.unwritten)
+        left = len(self.settler) + len(self.in_flight) + len(self.unwritten) + self.dropped
         self.state.close()
         self._end_progress()
         s = self.stats
@@ -559,6 +561,7 @@ class Daemon:
         try:
             result = future.result()
         except CancelledError:
+            self.dropped += 1
             return  # shutting down: the source stays pending
         except WorkerCrashed as e:
             self.on_crash(job, str(e))
@@ -577,6 +580,7 @@ class Daemon:
 
     def on_crash(self, job: Job, reason: str) -> None:
         if self.stop_reason is not None:
+            self.dropped += 1
             return  # stopped at shutdown: pending, not failed
         if job.attempt < CRASH_ATTEMPTS:
             log.warning("%s: %s; trying it once more", job.rel, reason)
