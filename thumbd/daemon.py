@@ -52,6 +52,7 @@ DISK_FULL_RETRY = 5.0  # seconds between tries to write while outgoing/ is full
 RETRY_CHECK = 0.5  # seconds between looks for `thumbd retry` requests
 RESCAN_GAP = 2.0  # at least this long (or one scan's duration) between back-to-back rescans
 OBSERVER_RETRY_MAX = 30.0  # seconds between tries to restart an observer that cannot start
+STOP_MARGIN = 30.0  # seconds past shutdown_timeout a drain may take (`thumbd stop` waits as long)
 STALL_GRACE = 30.0  # seconds past the pool's timeouts before a pool with no results is stuck
 # While files keep coming, their records share one commit this often: a commit per file costs
 # the main thread more than writing the record. Once nothing is in flight, records are committed
@@ -395,7 +396,8 @@ class Daemon:
             self.kill_observer()
         else:
             self.stop_reason = signal.Signals(signum).name
-            self.monitor.stopping()
+            # systemd's TimeoutStopSec= must not cut the drain short: ask for what it may take.
+            self.monitor.stopping(self.config.daemon.shutdown_timeout + STOP_MARGIN)
             log.info("%s: draining (%d in flight)", self.stop_reason, len(self.in_flight))
 
     def on_event(self, e: FsEvent) -> None:

@@ -144,7 +144,9 @@ def test_notify_ready_status_reload_stop_and_watchdog_follows_health(
     notify_socket.wait_for(lambda m: "READY=1" in lines(m), 30, "READY=1 after the reload")
 
     daemon.send(signal.SIGTERM)
-    notify_socket.wait_for(lambda m: "STOPPING=1" in lines(m), 30, "STOPPING=1")
+    stopping = notify_socket.wait_for(lambda m: "STOPPING=1" in lines(m), 30, "STOPPING=1")
+    # shutdown_timeout (20 s here) plus a margin, whatever the unit's TimeoutStopSec= says
+    assert "EXTEND_TIMEOUT_USEC=50000000" in lines(stopping), stopping
     assert daemon.proc is not None and daemon.proc.wait(timeout=60) == 0
 
 
