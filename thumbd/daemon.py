@@ -632,7 +632,8 @@ class Daemon:
             return True
         except OSError as e:
             if e.errno not in NO_SPACE:
-                self.fail(job, job.signature, f"cannot write thumbnail: {e.strerror}")
+                folder = self.writer.root / os.path.dirname(files[0][0])  # all in one folder
+                self.fail(job, job.signature, f"cannot write thumbnail in {folder}: {e.strerror}")
                 return True
             self.on_disk_full(job, result, e)
             return False

@@ -708,10 +708,19 @@ def test_an_unreadable_source_fails_with_the_reason(tmp_path: Path) -> None:
     locked = d.incoming / "locked.jpg"
     locked.write_bytes(jpeg_bytes((300, 200)))
     locked.chmod(0)
+    # A folder of outgoing/ thumbd may not write to (made by hand, by root): the reason says
+    # which, so that the sysadmin knows what to fix before `thumbd retry`.
+    (d.incoming / "ro").mkdir()
+    (d.incoming / "ro" / "x.jpg").write_bytes(jpeg_bytes((300, 200)))
+    (d.outgoing / "ro").mkdir(parents=True)
+    (d.outgoing / "ro").chmod(0o555)
     r = as_ordinary_user("once", "-c", str(d.config))
     assert r.returncode == 1, r.stderr
     assert d.done("good.jpg")
-    assert failures(d) == {"locked.jpg": "permission denied reading the file"}
+    assert failures(d) == {
+        "locked.jpg": "permission denied reading the file",
+        "ro/x.jpg": f"cannot write thumbnail in {d.outgoing / 'ro'}: Permission denied",
+    }
 
 
 def test_an_unreadable_or_missing_incoming_is_a_clear_error(tmp_path: Path) -> None:
