@@ -829,6 +829,8 @@ class Daemon:
                 logs.probe(Path(new.log.file))
             except OSError as e:
                 raise cannot(new, "[log] file", "open", e) from None
+        if new.metrics != self.config.metrics and not self.once:
+            self.replace_metrics_server(new)  # last: it is the one step with an effect
         return new
 
     def apply(self, new: Config) -> None:
@@ -853,8 +855,6 @@ class Daemon:
             self.next_rescan = time.monotonic() + new.watch.rescan_interval
         if old.log != new.log:
             logs.configure(new.log)
-        if old.metrics != new.metrics and not self.once:
-            self.replace_metrics_server(new.metrics.listen)
         log.info(
             "reloaded %s: changed %s (%d in flight finish with the settings they started with)",
             new.source,
@@ -900,14 +900,23 @@ class Daemon:
             log.error("cannot watch %s: %s", self.root, e)  # housekeeping retries
         self.start_scan()
 
-    def replace_metrics_server(self, listen: str) -> None:
+    def replace_metrics_server(self, new: Config) -> None:
+        """Serve metrics where `new` says; if that address cannot be had, serve them where they
+        were and raise StartupError (the reload fails). The old endpoint is closed first: the
+        new one may want its port (127.0.0.1:9188 -> 0.0.0.0:9188)."""
+        old = self.config.metrics.listen
         if self.metrics_server is not None:
+            old = f"{old.rpartition(':')[0]}:{self.metrics_server.port}"  # the port 0 picked
             self.metrics_server.close()
             self.metrics_server = None
         try:
-            self.metrics_server = self._serve_metrics(listen)
-        except StartupError as e:
-            log.error("%s; the metrics endpoint is off", e)
+            self.metrics_server = self._serve_metrics(new.metrics.listen, new)
+        except StartupError:
+            try:
+                self.metrics_server = self._serve_metrics(old)
+            except StartupError as e:
+                log.error("%s; the metrics endpoint is off", e)
+            raise
 
     def restart_observer(self) -> None:
         """Restart a dead observer, backing off while it cannot start (incoming/ gone, say)."""
@@ -994,11 +1003,11 @@ class Daemon:
             raise StartupError(problem)
         return pool
 
-    def _serve_metrics(self, listen: str) -> metrics.Server | None:
+    def _serve_metrics(self, listen: str, config: Config | None = None) -> metrics.Server | None:
         try:
             return metrics.serve(listen)
         except OSError as e:
-            where = self.config.source or "the configuration"
+            where = (config or self.config).source or "the configuration"
             raise StartupError(
                 f"{where}: [metrics] listen: cannot listen on {listen}: {e.strerror or e}"
             ) from None

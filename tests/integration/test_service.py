@@ -504,3 +504,30 @@ def test_a_reload_to_an_outgoing_or_log_file_that_cannot_be_made_keeps_the_old(
     wait_until(lambda: daemon.done("after.jpg"), 30, "a file after the failed reloads")
     assert daemon.stop() == 0
     assert "Traceback" not in daemon.read_log()
+
+
+def test_a_reload_to_a_metrics_address_in_use_keeps_the_endpoint(daemon: Daemon) -> None:
+    daemon.write_config({"metrics": {"listen": "127.0.0.1:0"}})
+    daemon.start()
+    found = wait_until(
+        lambda: re.search(r"metrics on http://127\.0\.0\.1:(\d+)/metrics", daemon.read_log()),
+        30,
+        "the metrics address",
+    )
+    url = f"http://127.0.0.1:{found[1]}/metrics"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        daemon.write_config({"metrics": {"listen": f"127.0.0.1:{port}"}})
+        daemon.send(signal.SIGHUP)
+        failed = f"reload failed, keeping the current configuration: {daemon.config}: [metrics]"
+        wait_until(logged(daemon, failed), 30, "the failed reload")
+    assert "Address already in use" in daemon.read_log()
+    with urllib.request.urlopen(url, timeout=10) as r:  # still served where it was
+        assert b"thumbd_files_done_total" in r.read()
+    daemon.send(signal.SIGHUP)  # the same file again: tried again, and now the port is free
+    wait_until(logged(daemon, "changed [metrics] listen"), 30, "the second reload")
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+        assert b"thumbd_files_done_total" in r.read()
+    assert daemon.stop() == 0
