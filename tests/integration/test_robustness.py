@@ -852,6 +852,15 @@ def test_retry_and_redo_without_write_access_to_the_state_say_so(daemon: Daemon)
             p.chmod(0o644)
     assert daemon.status()["failed"] == 1
     assert daemon.stop() == 0
+    # Stopped, its database has no -wal or -shm file, and this user cannot make one there:
+    # `thumbd status` (a monitoring check, say) still reads it.
+    daemon.config.parent.joinpath(".thumbd").chmod(0o555)
+    try:
+        r = as_ordinary_user("status", "-c", str(daemon.config), "--json")
+    finally:
+        daemon.config.parent.joinpath(".thumbd").chmod(0o755)
+    assert r.returncode == 0, r.stderr
+    assert '"failed": 1,' in r.stdout, r.stdout
 
 
 def test_redo_renders_done_files_again_with_new_settings_and_removes_what_they_no_longer_make(
