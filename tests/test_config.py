@@ -251,3 +251,37 @@ def test_an_unset_scheduler_file_is_shown_as_a_comment(tmp_path: Path) -> None:
     text = to_toml(load_config(None))
     assert "# scheduler_file is not set" in text
     assert load_config(write(tmp_path, text)).executor == load_config(None).executor
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("[resize]\ntimeout = inf", "[resize] timeout: expected a number of seconds above 0"),
+        ("[resize]\ntimeout = 1e12", "[resize] timeout: expected a number of seconds above 0"),
+        ("[daemon]\nshutdown_timeout = inf", "[daemon] shutdown_timeout: expected a number of"),
+        ("[watch]\nrescan_interval = inf", "[watch] rescan_interval: expected a number of"),
+        ("[watch]\nsettle_seconds = nan", "[watch] settle_seconds: expected a number of seconds"),
+        ("[download]\nread_timeout = inf", "[download] read_timeout: expected a number of"),
+    ],
+)
+def test_endless_seconds_are_an_error(tmp_path: Path, text: str, expected: str) -> None:
+    # `inf` stopped the worker pool's thread (poll() cannot wait that long) and made a SIGTERM
+    # end in a traceback; an error that names the key says what to write instead.
+    assert_config_error(tmp_path, text, expected)
+
+
+@pytest.mark.parametrize(
+    ("paths", "expected"),
+    [
+        ('incoming = "pics"\noutgoing = "pics"', "[paths] outgoing: must not be the incoming"),
+        ('incoming = "pics"\noutgoing = "pics/thumbs"', "[paths] outgoing: must not be inside"),
+        ('incoming = "out/pics"\noutgoing = "out"', "[paths] incoming: must not be inside"),
+        ('incoming = "pics"\noutgoing = "link/thumbs"', "[paths] outgoing: must not be inside"),
+    ],
+)
+def test_outgoing_inside_incoming_is_an_error(tmp_path: Path, paths: str, expected: str) -> None:
+    # Every thumbnail written there was taken as a new image: x_200_200.jpg, and so on.
+    (tmp_path / "pics").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "pics")
+    assert_config_error(tmp_path, f"[paths]\n{paths}\n", expected)
+    load_config(write(tmp_path, '[paths]\nincoming = "pics"\noutgoing = "pics-thumbs"\n'))

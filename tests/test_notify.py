@@ -38,6 +38,8 @@ def test_messages_are_single_datagrams_of_key_value_lines(
     assert second.startswith("MONOTONIC_USEC=") and second.removeprefix("MONOTONIC_USEC=").isdigit()
     n.stopping()
     assert sock.recv(4096) == b"STOPPING=1"
+    n.stopping(90.0)
+    assert sock.recv(4096) == b"STOPPING=1\nEXTEND_TIMEOUT_USEC=90000000"
     n.close()
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from thumbd import __version__, control, logs
 from thumbd.config import Config, ConfigError, load_config, to_toml
-from thumbd.daemon import Daemon, StartupError
+from thumbd.daemon import Daemon, StartupError, cannot
 from thumbd.retry import redo, retry
 from thumbd.state import StateError
 from thumbd.status import collect
@@ -85,7 +85,10 @@ def main(argv: list[str] | None = None) -> int:
             return control.start(config)
         if args.command == "stop":
             return control.stop(config)
-        logs.configure(config.log)
+        try:
+            logs.configure(config.log)
+        except OSError as e:
+            raise cannot(config, "[log] file", "open", e) from None
         progress = sys.stderr if args.command == "once" and sys.stderr.isatty() else None
         return Daemon(config, once=args.command == "once", progress=progress).run()
     except (StartupError, StateError) as e:

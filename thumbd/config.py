@@ -40,6 +40,19 @@ def _non_negative(v: Any) -> str | None:
     return None if v >= 0 else "a number of 0 or more"
 
 
+# Seconds: at most about 11 days. Longer waits overflow the system calls they end up in (poll()
+# takes milliseconds in a C int: about 24.8 days), and `inf` would stop the worker pool's thread.
+MAX_SECONDS = 1_000_000
+
+
+def _seconds(v: Any) -> str | None:
+    return None if 0 < v <= MAX_SECONDS else f"a number of seconds above 0, at most {MAX_SECONDS}"
+
+
+def _seconds_or_zero(v: Any) -> str | None:
+    return None if 0 <= v <= MAX_SECONDS else f"a number of seconds from 0 to {MAX_SECONDS}"
+
+
 def _widths(v: Any) -> str | None:
     if any(w <= 0 or w > 10_000 for w in v) or len(set(v)) != len(v):
         return "a list of distinct widths between 1 and 10000"
@@ -178,7 +191,7 @@ class ThumbnailsConfig:
 class ResizeConfig:
     workers: int = _check(_positive, default_factory=lambda: os.cpu_count() or 1)
     max_tasks_per_child: int = _check(_positive, 100)
-    timeout: float = _check(_positive, 60.0)
+    timeout: float = _check(_seconds, 60.0)
     max_pixels: int = _check(_positive, 100_000_000)
     max_file_bytes: int = _check(_positive, 1_000_000_000)
     # Address-space cap per worker (RLIMIT_AS); 0 means none. 100 MP of 16-bit pixels peaks
@@ -189,15 +202,15 @@ class ResizeConfig:
 @dataclass(frozen=True)
 class WatchConfig:
     ignore: tuple[str, ...] = ()
-    settle_seconds: float = _check(_non_negative, 0.1)
-    quiet_seconds: float = _check(_non_negative, 2.0)
-    rescan_interval: float = _check(_positive, 600.0)
+    settle_seconds: float = _check(_seconds_or_zero, 0.1)
+    quiet_seconds: float = _check(_seconds_or_zero, 2.0)
+    rescan_interval: float = _check(_seconds, 600.0)
     polling: bool = False
 
 
 @dataclass(frozen=True)
 class DaemonConfig:
-    shutdown_timeout: float = _check(_positive, 30.0)
+    shutdown_timeout: float = _check(_seconds, 30.0)
 
 
 @dataclass(frozen=True)
@@ -218,9 +231,9 @@ class DownloadConfig:
 
     threads: int = _check(_positive, 4)
     max_per_host: int = _check(_positive, 4)
-    connect_timeout: float = _check(_positive, 10.0)
-    read_timeout: float = _check(_positive, 30.0)
-    total_timeout: float = _check(_positive, 300.0)
+    connect_timeout: float = _check(_seconds, 10.0)
+    read_timeout: float = _check(_seconds, 30.0)
+    total_timeout: float = _check(_seconds, 300.0)
     max_bytes: int = _check(_positive, 50_000_000)
     retries: int = _check(_non_negative, 3)
     max_redirects: int = _check(_non_negative, 5)
@@ -284,7 +297,28 @@ def load_config(path: Path | str | None) -> Config:
         raise ConfigError(f"{path}: not valid TOML: {e}") from None
     config = _build(Config, data, path, "")
     # An absolute source: a daemon in the background (working directory /) reloads it on SIGHUP.
-    return _resolve(config, path.resolve().parent, path.absolute())
+    config = _resolve(config, path.resolve().parent, path.absolute())
+    _check_folders(config.paths, path)
+    return config
+
+
+def _check_folders(paths: PathsConfig, path: Path) -> None:
+    """outgoing/ inside incoming/ (or the same folder) would have every thumbnail taken as a new
+    image and thumbnailed again, without end; incoming/ inside outgoing/ can come to the same."""
+    incoming, outgoing = os.path.realpath(paths.incoming), os.path.realpath(paths.outgoing)
+    if incoming == outgoing:
+        problem = f"[paths] outgoing: must not be the incoming folder ({incoming})"
+    elif _inside(outgoing, incoming):
+        problem = f"[paths] outgoing: must not be inside the incoming folder ({incoming})"
+    elif _inside(incoming, outgoing):
+        problem = f"[paths] incoming: must not be inside the outgoing folder ({outgoing})"
+    else:
+        return
+    raise ConfigError(f"{path}: {problem}: thumbnails would be taken as new images")
+
+
+def _inside(path: str, folder: str) -> bool:
+    return path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
 def _resolve(config: Config, base: Path, source: Path | None) -> Config:

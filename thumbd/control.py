@@ -25,6 +25,7 @@ import daemon as python_daemon
 
 from thumbd import logs
 from thumbd.config import Config
+from thumbd.daemon import STOP_MARGIN, cannot
 from thumbd.notify import Notifier
 from thumbd.pidfile import AlreadyRunning, PidFile, holder
 from thumbd.state import StateError
@@ -83,7 +84,10 @@ def start(config: Config) -> int:
         where = config.paths.state
         print(f"thumbd: already running (pid {pid or '?'}) on {where}", file=sys.stderr)
         return EXIT_USAGE
-    config.paths.state.mkdir(parents=True, exist_ok=True)
+    try:
+        config.paths.state.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise cannot(config, "[paths] state", "create", e) from None
     read_end, write_end = os.pipe()
     child = os.fork()  # no thread exists yet in this process: forking is safe
     if child == 0:
@@ -182,7 +186,7 @@ def stop(config: Config, timeout: float | None = None) -> int:
     except PermissionError:
         print(f"thumbd: not allowed to signal pid {pid}", file=sys.stderr)
         return EXIT_FAILED
-    limit = timeout if timeout is not None else config.daemon.shutdown_timeout + 30
+    limit = timeout if timeout is not None else config.daemon.shutdown_timeout + STOP_MARGIN
     print(f"thumbd: stopping pid {pid} (draining, up to {limit:.0f} s)", file=sys.stderr)
     deadline = time.monotonic() + limit
     while running_pid(config) is not None:

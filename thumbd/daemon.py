@@ -52,6 +52,7 @@ DISK_FULL_RETRY = 5.0  # seconds between tries to write while outgoing/ is full
 RETRY_CHECK = 0.5  # seconds between looks for `thumbd retry` requests
 RESCAN_GAP = 2.0  # at least this long (or one scan's duration) between back-to-back rescans
 OBSERVER_RETRY_MAX = 30.0  # seconds between tries to restart an observer that cannot start
+STOP_MARGIN = 30.0  # seconds past shutdown_timeout a drain may take (`thumbd stop` waits as long)
 STALL_GRACE = 30.0  # seconds past the pool's timeouts before a pool with no results is stuck
 # While files keep coming, their records share one commit this often: a commit per file costs
 # the main thread more than writing the record. Once nothing is in flight, records are committed
@@ -141,6 +142,7 @@ class Daemon:
         self.in_flight: dict[str, Job] = {}
         self.unwritten: deque[tuple[Job, RenderResult]] = deque()
         self.stats = Stats()
+        self.dropped = 0  # jobs left on disk by a shutdown: no longer queued, still pending
         self.stop_reason: str | None = None
         self.scan_stop = threading.Event()
         self.scan_thread: threading.Thread | None = None
@@ -199,10 +201,13 @@ class Daemon:
 
     def startup(self) -> None:
         self._check_folders()
-        self._take_lock()
+        try:
+            self._take_lock()
+        except OSError as e:
+            raise cannot(self.config, "[paths] state", "use", e) from None
         self.state = recovery.open_state(self.config.state_db, self.config.paths.outgoing)
         self.state.take_retries()  # the start-up scan finds every source without a record
-        self.writer.prepare()
+        _prepare(self.writer, self.config)
         if not self.once:
             self.metrics_server = self._serve_metrics(self.config.metrics.listen)
         self.downloads.start(self.state)
@@ -241,6 +246,7 @@ class Daemon:
         if self.watcher is not None:
             self.watcher.stop()
         self.scan_stop.set()
+        self.dropped += len(self.ready)  # they stay pending: the summary line counts them
         self.ready.clear()
         for pool in self.pools():
             pool.shutdown(wait=False, cancel_futures=True)
@@ -283,7 +289,7 @@ class Daemon:
             self.metrics_server.close()
         self.monitor.close()
         self.writer.cleanup()
-        left = len(self.settler) + len(self.ready) + len(self.in_flight) + len(self.unwritten)
+        left = len(self.settler) + len(self.in_flight) + len(self.unwritten) + self.dropped
         self.state.close()
         self._end_progress()
         s = self.stats
@@ -390,7 +396,8 @@ class Daemon:
             self.kill_observer()
         else:
             self.stop_reason = signal.Signals(signum).name
-            self.monitor.stopping()
+            # systemd's TimeoutStopSec= must not cut the drain short: ask for what it may take.
+            self.monitor.stopping(self.config.daemon.shutdown_timeout + STOP_MARGIN)
             log.info("%s: draining (%d in flight)", self.stop_reason, len(self.in_flight))
 
     def on_event(self, e: FsEvent) -> None:
@@ -556,6 +563,7 @@ class Daemon:
         try:
             result = future.result()
         except CancelledError:
+            self.dropped += 1
             return  # shutting down: the source stays pending
         except WorkerCrashed as e:
             self.on_crash(job, str(e))
@@ -574,6 +582,7 @@ class Daemon:
 
     def on_crash(self, job: Job, reason: str) -> None:
         if self.stop_reason is not None:
+            self.dropped += 1
             return  # stopped at shutdown: pending, not failed
         if job.attempt < CRASH_ATTEMPTS:
             log.warning("%s: %s; trying it once more", job.rel, reason)
@@ -623,7 +632,8 @@ class Daemon:
             return True
         except OSError as e:
             if e.errno not in NO_SPACE:
-                self.fail(job, job.signature, f"cannot write thumbnail: {e.strerror}")
+                folder = self.writer.root / os.path.dirname(files[0][0])  # all in one folder
+                self.fail(job, job.signature, f"cannot write thumbnail in {folder}: {e.strerror}")
                 return True
             self.on_disk_full(job, result, e)
             return False
@@ -810,6 +820,17 @@ class Daemon:
             )
             new = replace(new, paths=replace(new.paths, state=self.config.paths.state))
         _check_incoming(new.paths.incoming)
+        # What apply() cannot undo half-way: a new outgoing/ or log file that cannot be made
+        # fails the whole reload, and the daemon goes on as it was.
+        if new.paths.outgoing != self.config.paths.outgoing:
+            _prepare(Writer(new.paths.outgoing), new)
+        if new.log.file and new.log.file != self.config.log.file:
+            try:
+                logs.probe(Path(new.log.file))
+            except OSError as e:
+                raise cannot(new, "[log] file", "open", e) from None
+        if new.metrics != self.config.metrics and not self.once:
+            self.replace_metrics_server(new)  # last: it is the one step with an effect
         return new
 
     def apply(self, new: Config) -> None:
@@ -834,8 +855,6 @@ class Daemon:
             self.next_rescan = time.monotonic() + new.watch.rescan_interval
         if old.log != new.log:
             logs.configure(new.log)
-        if old.metrics != new.metrics and not self.once:
-            self.replace_metrics_server(new.metrics.listen)
         log.info(
             "reloaded %s: changed %s (%d in flight finish with the settings they started with)",
             new.source,
@@ -881,14 +900,23 @@ class Daemon:
             log.error("cannot watch %s: %s", self.root, e)  # housekeeping retries
         self.start_scan()
 
-    def replace_metrics_server(self, listen: str) -> None:
+    def replace_metrics_server(self, new: Config) -> None:
+        """Serve metrics where `new` says; if that address cannot be had, serve them where they
+        were and raise StartupError (the reload fails). The old endpoint is closed first: the
+        new one may want its port (127.0.0.1:9188 -> 0.0.0.0:9188)."""
+        old = self.config.metrics.listen
         if self.metrics_server is not None:
+            old = f"{old.rpartition(':')[0]}:{self.metrics_server.port}"  # the port 0 picked
             self.metrics_server.close()
             self.metrics_server = None
         try:
-            self.metrics_server = self._serve_metrics(listen)
-        except StartupError as e:
-            log.error("%s; the metrics endpoint is off", e)
+            self.metrics_server = self._serve_metrics(new.metrics.listen, new)
+        except StartupError:
+            try:
+                self.metrics_server = self._serve_metrics(old)
+            except StartupError as e:
+                log.error("%s; the metrics endpoint is off", e)
+            raise
 
     def restart_observer(self) -> None:
         """Restart a dead observer, backing off while it cannot start (incoming/ gone, say)."""
@@ -975,11 +1003,11 @@ class Daemon:
             raise StartupError(problem)
         return pool
 
-    def _serve_metrics(self, listen: str) -> metrics.Server | None:
+    def _serve_metrics(self, listen: str, config: Config | None = None) -> metrics.Server | None:
         try:
             return metrics.serve(listen)
         except OSError as e:
-            where = self.config.source or "the configuration"
+            where = (config or self.config).source or "the configuration"
             raise StartupError(
                 f"{where}: [metrics] listen: cannot listen on {listen}: {e.strerror or e}"
             ) from None
@@ -1025,6 +1053,20 @@ def _pool_settings(c: Config) -> tuple[int, int, float, int, int]:
     """What a pool (and its workers' initializer) is made with: a change needs a new pool."""
     r = c.resize
     return r.workers, r.max_tasks_per_child, r.timeout, r.max_memory_mb, r.max_pixels
+
+
+def cannot(config: Config, key: str, verb: str, e: OSError) -> StartupError:
+    """A folder or file the configuration names cannot be made or used: say which, and why."""
+    where = config.source or "the configuration"
+    what = f" {e.filename}" if e.filename else ""
+    return StartupError(f"{where}: {key}: cannot {verb}{what}: {e.strerror or e}")
+
+
+def _prepare(writer: Writer, config: Config) -> None:
+    try:
+        writer.prepare()
+    except OSError as e:
+        raise cannot(config, "[paths] outgoing", "create", e) from None
 
 
 def _check_incoming(incoming: Path) -> None:

@@ -47,6 +47,8 @@ from typing import Any
 log = logging.getLogger("thumbd.executor")
 
 PRELOAD = ["thumbd.warm"]
+# Signals the daemon handles, which its helper processes must leave to it (see _supervise).
+_GROUP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
 
 
 class WorkerCrashed(Exception):
@@ -96,10 +98,11 @@ def _worker_main(
     initializer: Callable[..., None] | None,
     initargs: tuple[Any, ...],
 ) -> None:
-    # The daemon drains its workers itself: a Ctrl-C or a SIGTERM sent to the whole process
-    # group must not kill a task half-way. The pipe's EOF ends a worker whose daemon is gone.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # The daemon drains its workers itself: a Ctrl-C, a SIGTERM or a hang-up sent to the whole
+    # process group must not kill a task half-way. The pipe's EOF ends a worker whose daemon is
+    # gone. (They arrive blocked already: see ProcessPool._supervise.)
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_IGN)
     if initializer is not None:
         initializer(*initargs)
     for _ in range(max_tasks):
@@ -208,6 +211,15 @@ class ProcessPool(Executor):
             self._wake_w.send_bytes(b"")
 
     def _supervise(self) -> None:
+        # A SIGTERM or a hang-up sent to the daemon's whole process group (`kill -TERM -PGID`,
+        # `timeout`, dumb-init, systemd's default KillMode=control-group, a terminal closing)
+        # reaches its helper processes too. A dead fork server makes every worker look dead and
+        # no new one can start; a dead resource tracker is started again with a warning that
+        # resources might leak. So this thread, which starts them (and they inherit its signal
+        # mask), blocks what the daemon handles itself; the fork server also ignores SIGTERM and
+        # SIGHUP (thumbd.warm: the tracker unblocks SIGINT and SIGTERM when it starts, and
+        # ignores those two itself). The helpers exit by themselves once the daemon is gone.
+        signal.pthread_sigmask(signal.SIG_BLOCK, _GROUP_SIGNALS)
         try:
             while True:
                 with self._lock:

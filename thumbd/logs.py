@@ -114,6 +114,12 @@ def configure(config: LogConfig, *, default_file: Path | None = None) -> None:
     _handler = handler
 
 
+def probe(path: Path) -> None:
+    """Make sure `path` can be appended to, as configure() will; raises OSError."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.open("a", encoding="utf-8").close()
+
+
 def reset() -> None:
     """Remove and close the handler `configure` installed, if any."""
     global _handler

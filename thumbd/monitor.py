@@ -69,8 +69,8 @@ class Monitor:
     def reloaded(self) -> None:
         self.notifier.ready()
 
-    def stopping(self) -> None:
-        self.notifier.stopping()
+    def stopping(self, grace: float) -> None:
+        self.notifier.stopping(grace)
 
     def close(self) -> None:
         if self.status_path is not None:

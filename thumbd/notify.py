@@ -61,8 +61,11 @@ class Notifier:
         usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
         self.send("RELOADING=1", f"MONOTONIC_USEC={usec}")
 
-    def stopping(self) -> None:
-        self.send("STOPPING=1")
+    def stopping(self, extend: float | None = None) -> None:
+        """STOPPING=1; with `extend` (seconds), also EXTEND_TIMEOUT_USEC=: systemd then waits at
+        least that long before it kills the service, whatever its TimeoutStopSec= says."""
+        extension = [f"EXTEND_TIMEOUT_USEC={int(extend * 1_000_000)}"] if extend else []
+        self.send("STOPPING=1", *extension)
 
     def watchdog(self) -> None:
         self.send("WATCHDOG=1")

@@ -11,12 +11,13 @@ start-up scan finds every source that has no record.
 from __future__ import annotations
 
 import os
+import sqlite3
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 from thumbd.config import Config
-from thumbd.state import State
+from thumbd.state import State, StateError
 
 EXIT_OK, EXIT_FAILED = 0, 1
 
@@ -74,6 +75,11 @@ def _mark(
     state = State(config.state_db)
     try:
         marked = mark(state, wanted)
+    except sqlite3.DatabaseError as e:  # not ours to write: a service running as another user
+        raise StateError(
+            f"{config.state_db}: cannot change the records: {e} (run `thumbd {verb}` as the "
+            "user the daemon runs as)"
+        ) from None
     finally:
         state.close()
     for rel in marked:

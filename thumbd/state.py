@@ -11,6 +11,7 @@ from; a changed source no longer matches and is rendered again.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -99,6 +100,24 @@ class StateError(Exception):
     """The state database cannot be opened or is damaged."""
 
 
+def _open_readonly(db: Path) -> sqlite3.Connection:
+    """A read-only connection, for `thumbd status` run by any user (a monitoring check).
+
+    Reading a WAL database needs its -shm file: a running daemon has one, but a stopped daemon's
+    database has none, and a user who may not write to the state folder cannot make it. With no
+    -wal file either, nothing is being written: read the database file as it is (immutable)."""
+    uri = db.absolute().as_uri()  # percent-encoded: a '?' or '#' in the path stays a path
+    conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=10)
+    try:
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        return conn
+    except sqlite3.OperationalError:
+        conn.close()
+        if Path(f"{db}-wal").exists() or not os.access(db, os.R_OK):
+            raise
+    return sqlite3.connect(f"{uri}?mode=ro&immutable=1", uri=True, timeout=10)
+
+
 class State:
     """The daemon's record of every source. Owned by one thread; `status` opens its own."""
 
@@ -106,7 +125,7 @@ class State:
         self.path = db
         try:
             if readonly:
-                self._db = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+                self._db = _open_readonly(db)
                 if not self._table_exists("sources"):
                     # A daemon is creating it this very moment: read it as the empty state.
                     self._db.close()

@@ -181,7 +181,8 @@ def test_sigterm_drains_and_a_restart_completes_the_rest(daemon: Daemon) -> None
     assert temp_files(daemon.outgoing) == []
     done_before = sum(daemon.done(p.name) for p in paths)
     assert done_before < 100, "the burst finished before SIGTERM; nothing was queued"
-    assert "◆" in daemon.read_log().splitlines()[-1]  # the summary line
+    summary = daemon.read_log().splitlines()[-1]
+    assert f"◆ {100 - done_before} left ◆" in summary, summary  # what stays pending, all of it
     daemon.start()
     wait_until(lambda: all(daemon.done(p.name) for p in paths), 120, "the rest after restart")
 

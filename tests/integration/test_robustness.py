@@ -708,10 +708,19 @@ def test_an_unreadable_source_fails_with_the_reason(tmp_path: Path) -> None:
     locked = d.incoming / "locked.jpg"
     locked.write_bytes(jpeg_bytes((300, 200)))
     locked.chmod(0)
+    # A folder of outgoing/ thumbd may not write to (made by hand, by root): the reason says
+    # which, so that the sysadmin knows what to fix before `thumbd retry`.
+    (d.incoming / "ro").mkdir()
+    (d.incoming / "ro" / "x.jpg").write_bytes(jpeg_bytes((300, 200)))
+    (d.outgoing / "ro").mkdir(parents=True)
+    (d.outgoing / "ro").chmod(0o555)
     r = as_ordinary_user("once", "-c", str(d.config))
     assert r.returncode == 1, r.stderr
     assert d.done("good.jpg")
-    assert failures(d) == {"locked.jpg": "permission denied reading the file"}
+    assert failures(d) == {
+        "locked.jpg": "permission denied reading the file",
+        "ro/x.jpg": f"cannot write thumbnail in {d.outgoing / 'ro'}: Permission denied",
+    }
 
 
 def test_an_unreadable_or_missing_incoming_is_a_clear_error(tmp_path: Path) -> None:
@@ -820,6 +829,38 @@ def test_retry_clears_a_failure_and_a_running_daemon_tries_again(daemon: Daemon)
     r = thumbd("once", "-c", str(daemon.config))
     assert r.returncode == 1 and "failed f/bad.jpg" in r.stderr
     assert thumbd("retry", "-c", str(daemon.config)).returncode == 2
+
+
+def test_retry_and_redo_without_write_access_to_the_state_say_so(daemon: Daemon) -> None:
+    """`thumbd retry` run as someone who may not write the daemon's state (a login user next
+    to a service running as thumbd) is told so, without a traceback."""
+    drop(daemon.incoming, ["bad.jpg"], b"not an image at all")
+    daemon.start()
+    wait_until(lambda: "failed bad.jpg" in daemon.read_log(), 30, "the failure")
+    db = daemon.tmp / ".thumbd" / "thumbd.db"
+    files = [p for p in (db, Path(f"{db}-wal"), Path(f"{db}-shm")) if p.exists()]
+    for p in files:
+        p.chmod(0o444)
+    try:
+        for verb in ("retry", "redo"):
+            r = as_ordinary_user(verb, "-c", str(daemon.config), "--all")
+            assert r.returncode == 2, r.stdout + r.stderr
+            assert f"thumbd: {db}: cannot change" in r.stderr, r.stderr
+            assert "readonly database" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    finally:
+        for p in files:
+            p.chmod(0o644)
+    assert daemon.status()["failed"] == 1
+    assert daemon.stop() == 0
+    # Stopped, its database has no -wal or -shm file, and this user cannot make one there:
+    # `thumbd status` (a monitoring check, say) still reads it.
+    daemon.config.parent.joinpath(".thumbd").chmod(0o555)
+    try:
+        r = as_ordinary_user("status", "-c", str(daemon.config), "--json")
+    finally:
+        daemon.config.parent.joinpath(".thumbd").chmod(0o755)
+    assert r.returncode == 0, r.stderr
+    assert '"failed": 1,' in r.stdout, r.stdout
 
 
 def test_redo_renders_done_files_again_with_new_settings_and_removes_what_they_no_longer_make(

@@ -144,7 +144,9 @@ def test_notify_ready_status_reload_stop_and_watchdog_follows_health(
     notify_socket.wait_for(lambda m: "READY=1" in lines(m), 30, "READY=1 after the reload")
 
     daemon.send(signal.SIGTERM)
-    notify_socket.wait_for(lambda m: "STOPPING=1" in lines(m), 30, "STOPPING=1")
+    stopping = notify_socket.wait_for(lambda m: "STOPPING=1" in lines(m), 30, "STOPPING=1")
+    # shutdown_timeout (20 s here) plus a margin, whatever the unit's TimeoutStopSec= says
+    assert "EXTEND_TIMEOUT_USEC=50000000" in lines(stopping), stopping
     assert daemon.proc is not None and daemon.proc.wait(timeout=60) == 0
 
 
@@ -440,3 +442,103 @@ def test_metrics_address_in_use_is_a_clear_startup_error(tmp_path: Path) -> None
     assert r.returncode == 2
     assert "[metrics] listen" in r.stderr and str(port) in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_signals_to_the_whole_process_group_leave_the_workers_to_the_daemon(
+    daemon: Daemon,
+) -> None:
+    """A hang-up or a SIGTERM sent to the daemon's process group (a terminal closing, `kill
+    -TERM -PGID`, `timeout`, dumb-init, KillMode=control-group) reaches the fork server and the
+    workers too. They must leave it to the daemon: a hang-up is a reload, after which files are
+    still rendered; a SIGTERM drains the files in flight, none of them counted as crashed."""
+    daemon.write_config({"resize": {"workers": 1, "max_tasks_per_child": 2}})
+    daemon.start()
+    assert daemon.proc is not None
+    drop(daemon, ["first.jpg"], jpeg_bytes())
+    wait_until(lambda: daemon.done("first.jpg"), 30, "the first file")
+
+    os.killpg(daemon.proc.pid, signal.SIGHUP)
+    wait_until(lambda: "reloaded" in daemon.read_log(), 30, "the reload")
+    after = [f"after{i}.jpg" for i in range(4)]  # more than max_tasks_per_child: a new worker
+    drop(daemon, after, jpeg_bytes())
+    wait_until(lambda: all(daemon.done(a) for a in after), 30, "files after the hang-up")
+
+    burst = [f"burst{i:02d}.png" for i in range(8)]
+    drop(daemon, burst, png_bytes((3200, 2400)))
+    wait_until(lambda: "done burst" in daemon.read_log(), 60, "the burst to start")
+    os.killpg(daemon.proc.pid, signal.SIGTERM)
+    assert daemon.proc.wait(timeout=60) == 0
+    log = daemon.read_log()
+    assert "SIGTERM: draining (1 in flight)" in log or "SIGTERM: draining (2 in flight)" in log
+    assert "died" not in log and "crashed" not in log and "Traceback" not in log, log
+
+
+def test_folders_and_log_files_that_cannot_be_made_name_the_key(tmp_path: Path) -> None:
+    """A state folder, an outgoing folder or a log file that cannot be created is a clear
+    start-up error naming the file and the key, not a traceback; `start` says the same."""
+    (tmp_path / "incoming").mkdir()
+    (tmp_path / "plain").write_text("a file where a folder should be")
+    cfg = tmp_path / "thumbd.toml"
+    for key, text in [
+        ("[paths] state", '[paths]\nstate = "plain/state"\n'),
+        ("[paths] outgoing", '[paths]\noutgoing = "plain/out"\n'),
+        ("[log] file", '[log]\nfile = "plain/thumbd.log"\n'),
+    ]:
+        cfg.write_text(text)
+        r = thumbd("once", "-c", str(cfg))
+        assert r.returncode == 2, r.stderr
+        assert f"thumbd: {cfg}: {key}: cannot " in r.stderr and "plain" in r.stderr, r.stderr
+        assert "Traceback" not in r.stderr, r.stderr
+    cfg.write_text('[paths]\nstate = "plain/state"\n')
+    r = run_start(cfg)
+    assert r.returncode == 2 and f"{cfg}: [paths] state: cannot create" in r.stderr, r.stderr
+
+
+def logged(daemon: Daemon, text: str) -> Callable[[], bool]:
+    return lambda: text in daemon.read_log()
+
+
+def test_a_reload_to_an_outgoing_or_log_file_that_cannot_be_made_keeps_the_old(
+    daemon: Daemon,
+) -> None:
+    daemon.start()
+    (daemon.tmp / "plain").write_text("a file where a folder should be")
+    for key, settings in [
+        ("[paths] outgoing", {"paths": {"outgoing": "plain/out"}}),
+        ("[log] file", {"log": {"file": "plain/thumbd.log"}}),
+    ]:
+        daemon.write_config(settings)
+        daemon.send(signal.SIGHUP)
+        failed = f"reload failed, keeping the current configuration: {daemon.config}: {key}: cannot"
+        wait_until(logged(daemon, failed), 30, f"the failed reload ({key})")
+    drop(daemon, ["after.jpg"], jpeg_bytes())
+    wait_until(lambda: daemon.done("after.jpg"), 30, "a file after the failed reloads")
+    assert daemon.stop() == 0
+    assert "Traceback" not in daemon.read_log()
+
+
+def test_a_reload_to_a_metrics_address_in_use_keeps_the_endpoint(daemon: Daemon) -> None:
+    daemon.write_config({"metrics": {"listen": "127.0.0.1:0"}})
+    daemon.start()
+    found = wait_until(
+        lambda: re.search(r"metrics on http://127\.0\.0\.1:(\d+)/metrics", daemon.read_log()),
+        30,
+        "the metrics address",
+    )
+    url = f"http://127.0.0.1:{found[1]}/metrics"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        daemon.write_config({"metrics": {"listen": f"127.0.0.1:{port}"}})
+        daemon.send(signal.SIGHUP)
+        failed = f"reload failed, keeping the current configuration: {daemon.config}: [metrics]"
+        wait_until(logged(daemon, failed), 30, "the failed reload")
+    assert "Address already in use" in daemon.read_log()
+    with urllib.request.urlopen(url, timeout=10) as r:  # still served where it was
+        assert b"thumbd_files_done_total" in r.read()
+    daemon.send(signal.SIGHUP)  # the same file again: tried again, and now the port is free
+    wait_until(logged(daemon, "changed [metrics] listen"), 30, "the second reload")
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+        assert b"thumbd_files_done_total" in r.read()
+    assert daemon.stop() == 0
