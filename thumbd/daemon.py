@@ -31,7 +31,7 @@ from thumbd import logs, metrics, names, pidfile, recovery, scanner
 from thumbd.config import Config, ConfigError, differences, load_config
 from thumbd.download import Downloads, Fetched
 from thumbd.executor import ProcessPool, TaskTimeout, WorkerCrashed
-from thumbd.intake import Kind, Settler, classify, signature
+from thumbd.intake import Kind, Settler, classify, shown, signature, storable
 from thumbd.monitor import Monitor, Snapshot
 from thumbd.notify import Notifier
 from thumbd.output import NO_SPACE, UnsafePath, Writer, plain_key
@@ -394,6 +394,14 @@ class Daemon:
             log.info("%s: draining (%d in flight)", self.stop_reason, len(self.in_flight))
 
     def on_event(self, e: FsEvent) -> None:
+        if not storable(e.rel):  # never recorded: nothing to take or forget
+            if e.closed and classify(shown(e.rel), self.config.watch.ignore) is not None:
+                log.warning(
+                    "skipping %s: its name is not valid UTF-8; rename it (convmv) to have it "
+                    "thumbnailed",
+                    shown(os.path.join(self.root, e.rel)),
+                )
+            return
         if e.deleted:
             self.settler.discard(e.rel)
             if e.rel not in self.in_flight:  # else its result finds it gone

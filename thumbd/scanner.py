@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import NamedTuple
 
-from thumbd.intake import Kind, classify, signature
+from thumbd.intake import Kind, classify, shown, signature, storable
 from thumbd.render import Signature
 from thumbd.state import State
 
@@ -40,7 +40,7 @@ def walk(root: str, ignore: tuple[str, ...] = ()) -> Iterator[tuple[str, Kind]]:
             continue
         for entry in entries:
             rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
-            if entry.name.startswith("."):
+            if entry.name.startswith(".") or _unnamed(root, rel):
                 continue
             if entry.is_dir(follow_symlinks=False):
                 stack.append(rel)
@@ -90,12 +90,26 @@ def _sorted_entries(root: str, rel_dir: str) -> list[_Entry]:
         if name.startswith("."):
             continue
         rel = f"{rel_dir}/{name}" if rel_dir else name
+        if _unnamed(root, rel):
+            continue
         if entry.is_dir(follow_symlinks=False):
             found.append(_Entry(name + "/", rel, entry, True))
         elif entry.is_file(follow_symlinks=False):
             found.append(_Entry(name, rel, entry, False))
     found.sort(key=lambda e: e.key)
     return found
+
+
+def _unnamed(root: str, rel: str) -> bool:
+    """A name that is not valid UTF-8 cannot be recorded: say so (a folder once, not each
+    file in it) and skip it."""
+    if storable(rel):
+        return False
+    log.warning(
+        "skipping %s: its name is not valid UTF-8; rename it (convmv) to have it thumbnailed",
+        shown(os.path.join(root, rel)),
+    )
+    return True
 
 
 def unrecorded(
