@@ -37,7 +37,7 @@ from thumbd.notify import Notifier
 from thumbd.output import NO_SPACE, UnsafePath, Writer, plain_key
 from thumbd.render import RenderResult, Signature, render, spec_from_config
 from thumbd.state import State
-from thumbd.watcher import DirArrived, FsEvent, Overflow, Watcher
+from thumbd.watcher import DirArrived, DirGone, FsEvent, Overflow, Watcher
 from thumbd.worker import init_worker
 
 if TYPE_CHECKING:
@@ -376,6 +376,8 @@ class Daemon:
             self.on_scan_gone(message.rels)
         elif isinstance(message, DirArrived):
             self.on_dir(message.rel)
+        elif isinstance(message, DirGone):
+            self.on_dir_gone(message.rel)
         elif isinstance(message, Overflow):
             if not self.rescan_wanted:  # once per scan, not once per overflow: floods repeat
                 log.warning("inotify queue overflowed: events were lost; rescanning %s", self.root)
@@ -396,11 +398,7 @@ class Daemon:
     def on_event(self, e: FsEvent) -> None:
         if not storable(e.rel):  # never recorded: nothing to take or forget
             if e.closed and classify(shown(e.rel), self.config.watch.ignore) is not None:
-                log.warning(
-                    "skipping %s: its name is not valid UTF-8; rename it (convmv) to have it "
-                    "thumbnailed",
-                    shown(os.path.join(self.root, e.rel)),
-                )
+                self.unnamed(e.rel)
             return
         if e.deleted:
             self.settler.discard(e.rel)
@@ -410,8 +408,17 @@ class Daemon:
         if classify(e.rel, self.config.watch.ignore) is not None:
             self.settler.touch(e.rel, time.monotonic(), closed=e.closed)
 
+    def unnamed(self, rel: str) -> None:
+        log.warning(
+            "skipping %s: its name is not valid UTF-8; rename it (convmv) to have it thumbnailed",
+            shown(os.path.join(self.root, rel)),
+        )
+
     def on_dir(self, rel: str) -> None:
         """A folder moved in from outside: its files are complete as they are."""
+        if not storable(rel):
+            self.unnamed(rel)
+            return
         now = time.monotonic()
         for sub, _ in scanner.walk(os.path.join(self.root, rel), self.config.watch.ignore):
             self.settler.touch(f"{rel}/{sub}", now, closed=True)
@@ -450,6 +457,30 @@ class Daemon:
             what = "removed its thumbnails" if remove else "its thumbnails stay"
             log.info("removed %s: forgetting it (%s)", rel, what)
         return True
+
+    def on_dir_gone(self, rel: str) -> None:
+        """A folder was moved out of incoming/: its sources are gone as if deleted one by one
+        (its manifests' downloads stop too)."""
+        if not storable(rel):
+            return  # nothing below it was recorded
+        prefix = f"{rel}/"
+        rels = {*self.state.paths_under(rel), *self.downloads.runs, *self.downloads.owner}
+        forgotten = sum(
+            self.on_gone(r, log_each=False)
+            for r in sorted(rels)
+            if r.startswith(prefix)
+            and r not in self.in_flight  # its result finds it gone
+            and not os.path.lexists(os.path.join(self.root, r))
+        )
+        if forgotten:
+            log.info(
+                "%s moved away: forgot its %d sources (%s)",
+                rel,
+                forgotten,
+                "and removed their thumbnails"
+                if self.config.thumbnails.on_delete == "remove"
+                else "their thumbnails stay",
+            )
 
     def on_scan_gone(self, rels: list[str]) -> None:
         busy = self.in_flight.keys() | self.queued

@@ -194,6 +194,15 @@ class State:
         )
         return {str(p): tuple(json.loads(o)) for p, o in rows}
 
+    def paths_under(self, folder: str) -> list[str]:
+        """Every recorded path below `folder` (relative to incoming/): a range of the primary
+        key, from `folder/` up to `folder0` ("0" follows "/")."""
+        rows = self._db.execute(
+            "SELECT path FROM sources WHERE path > ?1 || '/' AND path < ?1 || '0' ORDER BY path",
+            (folder,),
+        )
+        return [str(r[0]) for r in rows]
+
     def attempts(self, path: str) -> int:
         row = self._db.execute("SELECT attempts FROM sources WHERE path = ?", (path,)).fetchone()
         return int(row[0]) if row else 0

@@ -65,6 +65,14 @@ class DirArrived:
 
 
 @dataclass(frozen=True, slots=True)
+class DirGone:
+    """A folder was moved out of incoming/: inotify says nothing about the files it took along
+    (only a move within the tree has an event per file)."""
+
+    rel: str
+
+
+@dataclass(frozen=True, slots=True)
 class Overflow:
     """Events were lost; only a scan can find what they were about."""
 
@@ -82,8 +90,12 @@ class Handler(FileSystemEventHandler):
 
     def _dispatch(self, event: FileSystemEvent) -> None:
         if isinstance(event, DirMovedEvent):
-            if event.dest_path:
-                self._put_dir(str(event.dest_path))
+            src = self._rel(str(event.src_path)) if event.src_path else None
+            dest = self._rel(str(event.dest_path)) if event.dest_path else None
+            if src is not None and dest is None:
+                self.inbox.put(DirGone(src))
+            if dest is not None:
+                self.inbox.put(DirArrived(dest))
             return
         if event.is_directory:
             return
@@ -105,11 +117,6 @@ class Handler(FileSystemEventHandler):
         rel = self._rel(path)
         if rel is not None:
             self.inbox.put(FsEvent(rel, closed, deleted))
-
-    def _put_dir(self, path: str) -> None:
-        rel = self._rel(path)
-        if rel is not None:
-            self.inbox.put(DirArrived(rel))
 
     def _rel(self, path: str) -> str | None:
         rel = os.path.relpath(path, self.root)

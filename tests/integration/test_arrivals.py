@@ -24,6 +24,10 @@ def test_names_that_are_not_utf8_are_skipped_with_a_warning_and_the_daemon_goes_
     daemon.start()
     late = os.fsdecode(b"late\xff.jpg")
     drop(daemon.incoming, [late, "good.jpg"], data)  # arrives while it runs: an event
+    staged = daemon.tmp / "staged"
+    (staged / "y.jpg").parent.mkdir()
+    (staged / "y.jpg").write_bytes(data)
+    staged.rename(daemon.incoming / os.fsdecode(b"ma\xdfe"))  # a folder moved in
     wait_until(lambda: daemon.done("good.jpg"), 30, "the file with a good name")
     (daemon.incoming / early).unlink()  # a deletion event for a name never recorded
     (daemon.incoming / late).rename(daemon.incoming / "late.jpg")  # renamed: now it is work
@@ -31,10 +35,36 @@ def test_names_that_are_not_utf8_are_skipped_with_a_warning_and_the_daemon_goes_
     assert daemon.proc is not None and daemon.proc.poll() is None, daemon.read_log()
     log = daemon.read_log()
     assert "Traceback" not in log
-    for name in (r"caf\xe9.jpg", r"alb\xfcm", r"late\xff.jpg"):
+    for name in (r"caf\xe9.jpg", r"alb\xfcm", r"late\xff.jpg", r"ma\xdfe"):
         assert f"incoming/{name}: its name is not valid UTF-8" in log, log
     made = {p.relative_to(daemon.outgoing).as_posix() for p in all_files(daemon.outgoing)}
     assert made == {f"{s}_{w}.jpg" for s in ("good", "late") for w in (200, 64, 32)}
+    status = daemon.status()
+    assert status == {**status, "done": 2, "failed": 0, "pending": 0}
+    assert daemon.stop() == 0
+
+
+def test_a_folder_moved_out_of_incoming_is_gone_at_once_and_one_renamed_inside_follows(
+    daemon: Daemon,
+) -> None:
+    daemon.write_config({"thumbnails": {"on_delete": "remove"}})  # rescans only every 600 s
+    data = jpeg_bytes((300, 200))
+    drop(daemon.incoming / "album" / "day 1", ["a.jpg"], data)
+    drop(daemon.incoming / "album", ["b.jpg"], data)
+    drop(daemon.incoming / "trip", ["c.jpg"], data)
+    drop(daemon.incoming, ["stay.jpg"], data)
+    daemon.start()
+    rels = ["album/day 1/a.jpg", "album/b.jpg", "trip/c.jpg", "stay.jpg"]
+    wait_until(lambda: all(daemon.done(r) for r in rels), 30, "the first pass")
+    (daemon.incoming / "album").rename(daemon.tmp / "archive")  # mv incoming/album ~/archive
+    (daemon.incoming / "trip").rename(daemon.incoming / "trip 2024")  # renamed inside
+    wait_until(lambda: daemon.done("trip 2024/c.jpg"), 30, "the renamed folder's file")
+    wait_until(lambda: not (daemon.outgoing / "album").exists(), 30, "the moved folder's")
+    wait_until(lambda: not (daemon.outgoing / "trip").exists(), 30, "the old folder's")
+    assert "album moved away: forgot its 2 sources (and removed their thumbnails)" in (
+        daemon.read_log()
+    )
+    assert daemon.done("stay.jpg")
     status = daemon.status()
     assert status == {**status, "done": 2, "failed": 0, "pending": 0}
     assert daemon.stop() == 0
