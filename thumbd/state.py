@@ -213,7 +213,12 @@ class State:
         self._put(path, sig, DONE, None, outputs, bytes_in, bytes_out)
 
     def record_failed(self, path: str, sig: Signature, reason: str, bytes_in: int = 0) -> None:
-        self._put(path, sig, FAILED, reason, [], bytes_in, 0)
+        """The source at `sig` failed. Thumbnails an earlier version of it left stay listed as
+        its own: a deletion (on_delete) or a later render still finds them, and a same-stem
+        sibling does not take their names."""
+        earlier = self.get(path)
+        outputs = list(earlier.outputs) if earlier is not None else []
+        self._put(path, sig, FAILED, reason, outputs, bytes_in, 0)
 
     def _put(
         self,

@@ -68,3 +68,20 @@ def test_a_folder_moved_out_of_incoming_is_gone_at_once_and_one_renamed_inside_f
     status = daemon.status()
     assert status == {**status, "done": 2, "failed": 0, "pending": 0}
     assert daemon.stop() == 0
+
+
+def test_a_done_source_overwritten_with_a_broken_file_keeps_its_thumbnails_its_own(
+    daemon: Daemon,
+) -> None:
+    daemon.write_config({"thumbnails": {"on_delete": "remove"}})
+    drop(daemon.incoming, ["x.jpg", "y.jpg"], jpeg_bytes((300, 200)))
+    daemon.start()
+    wait_until(lambda: daemon.done("x.jpg") and daemon.done("y.jpg"), 30, "the first pass")
+    (daemon.incoming / "x.jpg").write_bytes(b"")  # `: > x.jpg`, a failed save, a bad upload
+    wait_until(lambda: daemon.status()["failed"] == 1, 30, "the failure")
+    assert daemon.done("x.jpg")  # the earlier thumbnails stay while the source is broken
+    (daemon.incoming / "x.jpg").unlink()  # and go with it (on_delete = "remove")
+    wait_until(lambda: not any(t.exists() for t in daemon.thumbs("x.jpg")), 30, "x's removal")
+    made = {p.relative_to(daemon.outgoing).as_posix() for p in all_files(daemon.outgoing)}
+    assert made == {f"y_{w}.jpg" for w in (200, 64, 32)}
+    assert daemon.stop() == 0
