@@ -37,7 +37,15 @@ from thumbd.notify import Notifier
 from thumbd.output import NO_SPACE, UnsafePath, Writer, plain_key
 from thumbd.render import RenderResult, Signature, render, spec_from_config
 from thumbd.state import State
-from thumbd.watcher import DirArrived, DirGone, FsEvent, Overflow, Watcher
+from thumbd.watcher import (
+    DirArrived,
+    DirChanged,
+    DirGone,
+    FsEvent,
+    Overflow,
+    Unlisted,
+    Watcher,
+)
 from thumbd.worker import init_worker
 
 if TYPE_CHECKING:
@@ -131,6 +139,7 @@ class Daemon:
         self.root = str(config.paths.incoming)
         self.real_root = os.path.realpath(self.root)
         self.real_dirs: dict[str, str] = {}
+        self.unlisted: set[str] = set()  # folders that could not be listed (nor watched)
         self.siblings = recovery.Siblings()  # same-stem files per folder, for adoption
         self.spec = spec_from_config(config)
         self.settler = Settler(self.root, config.watch.settle_seconds, config.watch.quiet_seconds)
@@ -378,6 +387,10 @@ class Daemon:
             self.on_dir(message.rel)
         elif isinstance(message, DirGone):
             self.on_dir_gone(message.rel)
+        elif isinstance(message, Unlisted):
+            self.unlisted.add(message.rel)
+        elif isinstance(message, DirChanged):
+            self.on_dir_changed(message.rel)
         elif isinstance(message, Overflow):
             if not self.rescan_wanted:  # once per scan, not once per overflow: floods repeat
                 log.warning("inotify queue overflowed: events were lost; rescanning %s", self.root)
@@ -420,8 +433,32 @@ class Daemon:
             self.unnamed(rel)
             return
         now = time.monotonic()
-        for sub, _ in scanner.walk(os.path.join(self.root, rel), self.config.watch.ignore):
+
+        def unlisted(sub: str) -> None:
+            self.unlisted.add(f"{rel}/{sub}" if sub else rel)
+
+        folder = os.path.join(self.root, rel)
+        for sub, _ in scanner.walk(folder, self.config.watch.ignore, unlisted):
             self.settler.touch(f"{rel}/{sub}", now, closed=True)
+
+    def on_dir_changed(self, rel: str) -> None:
+        """A folder's permissions changed: if a folder that could not be listed can be now, it
+        has no watch (watchdog does not retry): watch the tree again and rescan, which takes
+        its files and finds any folder still unreadable."""
+        prefix = f"{rel}/"
+        readable = [
+            u
+            for u in self.unlisted
+            if (u == rel or u.startswith(prefix)) and scanner.listable(os.path.join(self.root, u))
+        ]
+        if not readable or self.watcher is None:
+            return
+        self.unlisted.difference_update(readable)
+        log.info(
+            "%s can be read now; watching it and looking at its files",
+            ", ".join(sorted(readable)),
+        )
+        self.rewatch(moved=False)
 
     def on_scan(self, batch: ScanBatch) -> None:
         now = time.monotonic()
@@ -774,6 +811,7 @@ class Daemon:
                 lambda rels, final: self.inbox.put(ScanBatch(rels, final)),
                 self.scan_stop,
                 gone=lambda rels: self.inbox.put(Gone(rels)),
+                unlisted=lambda rel: self.inbox.put(Unlisted(rel)),
             )
         except Exception:
             log.exception("scan of %s failed", self.root)

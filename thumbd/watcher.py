@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from watchdog.events import (
+    DirAttribEvent,
+    DirCreatedEvent,
     DirMovedEvent,
     FileAttribEvent,
     FileClosedEvent,
@@ -30,6 +32,8 @@ from watchdog.events import (
 )
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
+
+from thumbd.scanner import listable
 
 log = logging.getLogger("thumbd.watcher")
 
@@ -45,6 +49,8 @@ EVENTS: list[type[FileSystemEvent]] = [
     FileMovedEvent,
     FileDeletedEvent,
     DirMovedEvent,
+    DirCreatedEvent,
+    DirAttribEvent,
 ]
 
 
@@ -68,6 +74,22 @@ class DirArrived:
 class DirGone:
     """A folder was moved out of incoming/: inotify says nothing about the files it took along
     (only a move within the tree has an event per file)."""
+
+    rel: str
+
+
+@dataclass(frozen=True, slots=True)
+class Unlisted:
+    """A folder that cannot be listed (no read or search permission for thumbd): inotify
+    cannot watch it either, and watchdog does not try again when that changes."""
+
+    rel: str
+
+
+@dataclass(frozen=True, slots=True)
+class DirChanged:
+    """A folder's attributes changed (chmod, chown): one thumbd could not list may be
+    readable now."""
 
     rel: str
 
@@ -98,6 +120,13 @@ class Handler(FileSystemEventHandler):
                 self.inbox.put(DirArrived(dest))
             return
         if event.is_directory:
+            rel = self._rel(str(event.src_path))
+            if rel is None:
+                pass
+            elif isinstance(event, DirAttribEvent):
+                self.inbox.put(DirChanged(rel))
+            elif isinstance(event, DirCreatedEvent) and not listable(str(event.src_path)):
+                self.inbox.put(Unlisted(rel))
             return
         if isinstance(event, FileMovedEvent):
             if event.src_path:

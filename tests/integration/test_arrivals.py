@@ -7,6 +7,9 @@ system calls `cp`, `mv`, `rm` and `chmod` make.
 from __future__ import annotations
 
 import os
+import shutil
+
+import pytest
 
 from tests.conftest import Daemon, all_files, wait_until
 from tests.integration.test_robustness import drop, jpeg_bytes
@@ -84,4 +87,37 @@ def test_a_done_source_overwritten_with_a_broken_file_keeps_its_thumbnails_its_o
     wait_until(lambda: not any(t.exists() for t in daemon.thumbs("x.jpg")), 30, "x's removal")
     made = {p.relative_to(daemon.outgoing).as_posix() for p in all_files(daemon.outgoing)}
     assert made == {f"y_{w}.jpg" for w in (200, 64, 32)}
+    assert daemon.stop() == 0
+
+
+def test_a_folder_thumbd_could_not_read_is_taken_and_watched_once_it_is_chmodded(
+    daemon: Daemon,
+) -> None:
+    if os.geteuid() == 0:  # root meets file permissions only without its DAC capabilities
+        if shutil.which("setpriv") is None:
+            pytest.skip(reason="setpriv (util-linux) is not installed")
+        caps = "-dac_override,-dac_read_search"
+        daemon.prefix = ["setpriv", f"--inh-caps={caps}", f"--bounding-set={caps}"]
+    data = jpeg_bytes((300, 200))
+    early = daemon.incoming / "early"  # there before the start: the scan cannot list it
+    (early / "a.jpg").parent.mkdir()
+    (early / "a.jpg").write_bytes(data)
+    early.chmod(0o300)
+    daemon.start()
+    late = daemon.incoming / "late"  # made while it runs: watchdog cannot watch it
+    late.mkdir(mode=0o300)
+    (late / "b.jpg").write_bytes(data)
+    wait_until(lambda: "cannot list" in daemon.read_log(), 30, "the scan's warning")
+    try:
+        early.chmod(0o755)  # the owner fixes it, as `chmod -R a+rX` would
+        wait_until(lambda: daemon.done("early/a.jpg"), 30, "the file in the fixed folder")
+        late.chmod(0o755)
+        wait_until(lambda: daemon.done("late/b.jpg"), 30, "the file in the other one")
+        (late / "c.jpg").write_bytes(data)  # its watch works: no rescan needed
+        wait_until(lambda: daemon.done("late/c.jpg"), 30, "a new file there")
+    finally:
+        early.chmod(0o755)
+        late.chmod(0o755)
+    log = daemon.read_log()
+    assert "early can be read now; watching it" in log and "late can be read now" in log
     assert daemon.stop() == 0
