@@ -15,7 +15,7 @@ from tests.conftest import Daemon, all_files, wait_until
 from tests.integration.test_robustness import drop, jpeg_bytes
 
 
-def test_names_that_are_not_utf8_are_skipped_with_a_warning_and_the_daemon_goes_on(
+def test_any_utf8_name_works_and_one_that_is_not_is_skipped_with_a_warning(
     daemon: Daemon,
 ) -> None:
     data = jpeg_bytes((300, 200))
@@ -26,12 +26,13 @@ def test_names_that_are_not_utf8_are_skipped_with_a_warning_and_the_daemon_goes_
     (folder / "x.jpg").write_bytes(data)
     daemon.start()
     late = os.fsdecode(b"late\xff.jpg")
-    drop(daemon.incoming, [late, "good.jpg"], data)  # arrives while it runs: an event
+    forged = "x\n2001-01-01 00:00:00,000 ERROR   [main] \x1b[2Jforged.jpg"  # a name, one line
+    drop(daemon.incoming, [late, "good.jpg", forged], data)  # arrives while it runs: an event
     staged = daemon.tmp / "staged"
     (staged / "y.jpg").parent.mkdir()
     (staged / "y.jpg").write_bytes(data)
     staged.rename(daemon.incoming / os.fsdecode(b"ma\xdfe"))  # a folder moved in
-    wait_until(lambda: daemon.done("good.jpg"), 30, "the file with a good name")
+    wait_until(lambda: daemon.done("good.jpg") and daemon.done(forged), 30, "good names")
     (daemon.incoming / early).unlink()  # a deletion event for a name never recorded
     (daemon.incoming / late).rename(daemon.incoming / "late.jpg")  # renamed: now it is work
     wait_until(lambda: daemon.done("late.jpg"), 30, "the renamed file")
@@ -40,10 +41,13 @@ def test_names_that_are_not_utf8_are_skipped_with_a_warning_and_the_daemon_goes_
     assert "Traceback" not in log
     for name in (r"caf\xe9.jpg", r"alb\xfcm", r"late\xff.jpg", r"ma\xdfe"):
         assert f"incoming/{name}: its name is not valid UTF-8" in log, log
+    assert r"done x\n2001-01-01 00:00:00,000 ERROR   [main] \x1b[2Jforged.jpg: " in log
+    assert not any(line.startswith("2001") or "\x1b" in line for line in log.splitlines())
     made = {p.relative_to(daemon.outgoing).as_posix() for p in all_files(daemon.outgoing)}
-    assert made == {f"{s}_{w}.jpg" for s in ("good", "late") for w in (200, 64, 32)}
+    stems = ("good", "late", forged.removesuffix(".jpg"))
+    assert made == {f"{s}_{w}.jpg" for s in stems for w in (200, 64, 32)}
     status = daemon.status()
-    assert status == {**status, "done": 2, "failed": 0, "pending": 0}
+    assert status == {**status, "done": 3, "failed": 0, "pending": 0}
     assert daemon.stop() == 0
 
 
