@@ -137,9 +137,12 @@ class Handler(FileSystemEventHandler):
             self._put(str(event.src_path), None, deleted=True)
         elif isinstance(event, FileClosedEvent):
             self._put(str(event.src_path), True)
-        elif event.event_type in ("created", "modified"):
+        elif event.event_type == "modified":
             self._put(str(event.src_path), False)
-        elif event.event_type == "attrib":
+        elif event.event_type in ("created", "attrib"):
+            # A path the daemon does not track yet starts as not closed anyway. One it does
+            # track as complete got here in a folder moved in: watchdog follows that move with
+            # a made-up `created` per file, which must not make the file wait for quiet_seconds.
             self._put(str(event.src_path), None)
 
     def _put(self, path: str, closed: bool | None, deleted: bool = False) -> None:

@@ -77,6 +77,19 @@ def test_a_folder_moved_out_of_incoming_is_gone_at_once_and_one_renamed_inside_f
     assert daemon.stop() == 0
 
 
+def test_a_folder_moved_in_is_complete_at_once_like_a_file_moved_in(daemon: Daemon) -> None:
+    daemon.write_config({"watch": {"quiet_seconds": 120}})  # what a file still written waits
+    daemon.start()
+    staged = daemon.tmp / "card"
+    for rel in ("DCIM/100/a.jpg", "DCIM/100/b.jpg", "DCIM/c.jpg"):
+        (staged / rel).parent.mkdir(parents=True, exist_ok=True)
+        (staged / rel).write_bytes(jpeg_bytes((300, 200)))
+    staged.rename(daemon.incoming / "card")  # mv ~/card incoming/
+    rels = ["card/DCIM/100/a.jpg", "card/DCIM/100/b.jpg", "card/DCIM/c.jpg"]
+    wait_until(lambda: all(daemon.done(r) for r in rels), 60, "the folder's files")
+    assert daemon.stop() == 0
+
+
 def test_a_done_source_overwritten_with_a_broken_file_keeps_its_thumbnails_its_own(
     daemon: Daemon,
 ) -> None:
