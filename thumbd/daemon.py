@@ -414,6 +414,11 @@ class Daemon:
                 self.unnamed(e.rel)
             return
         if e.deleted:
+            if os.path.lexists(os.path.join(self.root, e.rel)):
+                # There again (replaced at once: its own events follow), or not ours: the watch
+                # of a folder moved out of incoming/ still reports its files under their old
+                # names (watchdog keeps it), and a new folder may have that name now.
+                return
             self.settler.discard(e.rel)
             if e.rel not in self.in_flight:  # else its result finds it gone
                 self.on_gone(e.rel)
