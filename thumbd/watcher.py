@@ -242,8 +242,11 @@ class Watcher:
 
     def _schedule(self, observer: BaseObserver) -> BaseObserver:
         observer.name = "observer"
-        handler = Handler(self.root, self.inbox)
-        observer.schedule(handler, self.root, recursive=True, event_filter=EVENTS)
+        # The folder itself, not a symlink to it: watchdog watches without following links
+        # (IN_DONT_FOLLOW), so a watch on the link would see nothing happen inside.
+        root = os.path.realpath(self.root)
+        handler = Handler(root, self.inbox)
+        observer.schedule(handler, root, recursive=True, event_filter=EVENTS)
         observer.start()
         return observer
 

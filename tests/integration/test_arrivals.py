@@ -145,3 +145,15 @@ def test_a_folder_thumbd_could_not_read_is_taken_and_watched_once_it_is_chmodded
     log = daemon.read_log()
     assert "early can be read now; watching it" in log and "late can be read now" in log
     assert daemon.stop() == 0
+
+
+def test_an_incoming_folder_given_as_a_symlink_is_watched(daemon: Daemon) -> None:
+    link = daemon.tmp / "incoming-link"  # /srv/thumbd/incoming -> /mnt/photos, say
+    link.symlink_to(daemon.incoming)
+    daemon.write_config({"paths": {"incoming": str(link)}})  # rescans only every 600 s
+    daemon.start()
+    drop(daemon.incoming / "new folder", ["a.jpg"], jpeg_bytes((300, 200)))
+    drop(daemon.incoming, ["b.jpg"], jpeg_bytes((300, 200)))
+    wait_until(lambda: daemon.done("new folder/a.jpg") and daemon.done("b.jpg"), 30, "events")
+    assert "symbolic link" not in daemon.read_log()
+    assert daemon.stop() == 0
