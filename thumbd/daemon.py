@@ -140,6 +140,7 @@ class Daemon:
         self.real_root = os.path.realpath(self.root)
         self.real_dirs: dict[str, str] = {}
         self.unlisted: set[str] = set()  # folders that could not be listed (nor watched)
+        self.stale_watches = False  # a folder moved out keeps its watches until a new observer
         self.siblings = recovery.Siblings()  # same-stem files per folder, for adoption
         self.spec = spec_from_config(config)
         self.settler = Settler(self.root, config.watch.settle_seconds, config.watch.quiet_seconds)
@@ -503,6 +504,7 @@ class Daemon:
     def on_dir_gone(self, rel: str) -> None:
         """A folder was moved out of incoming/: its sources are gone as if deleted one by one
         (its manifests' downloads stop too)."""
+        self.stale_watches = True
         if not storable(rel):
             return  # nothing below it was recorded
         prefix = f"{rel}/"
@@ -828,7 +830,14 @@ class Daemon:
         if not self.once and time.monotonic() >= self.next_rescan:
             if self.watcher is not None:
                 self.watcher.check_limits()  # new folders may have reached the watch limit
-            self.start_scan()
+            if self.stale_watches and self.watcher is not None:
+                # Folders moved out of incoming/ took their watches along (watchdog keeps
+                # them): a new observer watches only what is here. Then the rescan as usual.
+                self.stale_watches = False
+                log.info("folders were moved out of %s; renewing its watches", self.root)
+                self.rewatch(moved=False)
+            else:
+                self.start_scan()
         self.retire_finished_pools()
         if not self.once:
             self.monitor.tick(time.monotonic(), self.snapshot())

@@ -6,8 +6,10 @@ system calls `cp`, `mv`, `rm` and `chmod` make.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -81,6 +83,32 @@ def test_a_folder_moved_out_is_gone_at_once_and_what_happens_to_it_later_changes
     assert "removed album/b.jpg" not in daemon.read_log()
     status = daemon.status()
     assert status == {**status, "done": 4, "failed": 0, "pending": 0}
+    assert daemon.stop() == 0
+
+
+def inotify_watches(daemon: Daemon) -> int:
+    """The inotify watches the daemon process holds, as the kernel counts them."""
+    assert daemon.proc is not None
+    fds = Path(f"/proc/{daemon.proc.pid}/fd")
+    count = 0
+    for fd in fds.iterdir():
+        with contextlib.suppress(OSError):
+            if os.readlink(fd) == "anon_inode:inotify":
+                info = Path(f"/proc/{daemon.proc.pid}/fdinfo/{fd.name}").read_text()
+                count += info.count("inotify wd:")
+    return count
+
+
+def test_folders_moved_out_give_their_watches_back_by_the_next_rescan(daemon: Daemon) -> None:
+    daemon.write_config({"watch": {"rescan_interval": 1.0}})
+    for i in range(5):
+        (daemon.incoming / "batch" / f"d{i}").mkdir(parents=True)
+    daemon.start()
+    wait_until(lambda: inotify_watches(daemon) == 7, 30, "incoming/, batch/ and d0-d4 watched")
+    (daemon.incoming / "batch").rename(daemon.tmp / "archive")  # kept on the same disk
+    wait_until(lambda: inotify_watches(daemon) == 1, 30, "the archived folders' watches gone")
+    drop(daemon.incoming, ["after.jpg"], jpeg_bytes((300, 200)))
+    wait_until(lambda: daemon.done("after.jpg"), 30, "a file after the new watches")
     assert daemon.stop() == 0
 
 
