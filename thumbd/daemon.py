@@ -193,7 +193,12 @@ class Daemon:
                 return 1
             finally:
                 self.shutdown()
-        return 1 if self.once and self.state_failed() else 0
+        if self.once and self.unlisted:  # their images were never seen: not all done
+            log.warning(
+                "not done: images in folders that could not be read (permissions?): %s",
+                ", ".join(shown(rel) for rel in sorted(self.unlisted)),
+            )
+        return 1 if self.once and (self.unlisted or self.state_failed()) else 0
 
     def cannot_record(self, e: sqlite3.OperationalError) -> None:
         """The state database cannot be written (its disk is full, say). Stop: the records of

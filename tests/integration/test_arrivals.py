@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Daemon, all_files, wait_until
-from tests.integration.test_robustness import drop, jpeg_bytes
+from tests.integration.test_robustness import as_ordinary_user, drop, jpeg_bytes
 
 
 def test_any_utf8_name_works_and_one_that_is_not_is_skipped_with_a_warning(
@@ -181,3 +181,19 @@ def test_a_folder_thumbd_could_not_read_is_taken_and_watched_once_it_is_chmodded
     log = daemon.read_log()
     assert "early can be read now; watching it" in log and "late can be read now" in log
     assert daemon.stop() == 0
+
+
+def test_once_over_a_folder_it_cannot_read_names_it_and_exits_1(tmp_path: Path) -> None:
+    d = Daemon(tmp_path)
+    (d.incoming / "good.jpg").write_bytes(jpeg_bytes((300, 200)))
+    private = d.incoming / "private"
+    private.mkdir()
+    (private / "p.jpg").write_bytes(jpeg_bytes((300, 200)))
+    private.chmod(0)
+    try:
+        r = as_ordinary_user("once", "-c", str(d.config))
+    finally:
+        private.chmod(0o755)
+    assert r.returncode == 1, r.stderr
+    assert "images in folders that could not be read (permissions?): private" in r.stderr
+    assert d.done("good.jpg")
