@@ -462,8 +462,8 @@ class Daemon:
             for u in self.unlisted
             if (u == rel or u.startswith(prefix)) and scanner.listable(os.path.join(self.root, u))
         ]
-        if not readable or self.watcher is None:
-            return
+        if not readable or self.watcher is None or self.watcher.polling:
+            return  # polling sees them anyway
         self.unlisted.difference_update(readable)
         log.info(
             "%s can be read now; watching it and looking at its files",
@@ -509,7 +509,7 @@ class Daemon:
     def on_dir_gone(self, rel: str) -> None:
         """A folder was moved out of incoming/: its sources are gone as if deleted one by one
         (its manifests' downloads stop too)."""
-        self.stale_watches = True
+        self.stale_watches = self.watcher is not None and not self.watcher.polling
         if not storable(rel):
             return  # nothing below it was recorded
         prefix = f"{rel}/"

@@ -122,8 +122,8 @@ class Handler(FileSystemEventHandler):
         if event.is_directory:
             rel = self._rel(str(event.src_path))
             if rel is None:
-                pass
-            elif isinstance(event, DirAttribEvent):
+                return
+            if isinstance(event, DirAttribEvent):
                 self.inbox.put(DirChanged(rel))
             elif isinstance(event, DirCreatedEvent) and not listable(str(event.src_path)):
                 self.inbox.put(Unlisted(rel))
