@@ -31,13 +31,21 @@ from thumbd import logs, metrics, names, pidfile, recovery, scanner
 from thumbd.config import Config, ConfigError, differences, load_config
 from thumbd.download import Downloads, Fetched
 from thumbd.executor import ProcessPool, TaskTimeout, WorkerCrashed
-from thumbd.intake import Kind, Settler, classify, signature
+from thumbd.intake import Kind, Settler, classify, shown, signature, storable
 from thumbd.monitor import Monitor, Snapshot
 from thumbd.notify import Notifier
 from thumbd.output import NO_SPACE, UnsafePath, Writer, plain_key
 from thumbd.render import RenderResult, Signature, render, spec_from_config
 from thumbd.state import State
-from thumbd.watcher import DirArrived, FsEvent, Overflow, Watcher
+from thumbd.watcher import (
+    DirArrived,
+    DirChanged,
+    DirGone,
+    FsEvent,
+    Overflow,
+    Unlisted,
+    Watcher,
+)
 from thumbd.worker import init_worker
 
 if TYPE_CHECKING:
@@ -132,6 +140,8 @@ class Daemon:
         self.root = str(config.paths.incoming)
         self.real_root = os.path.realpath(self.root)
         self.real_dirs: dict[str, str] = {}
+        self.unlisted: set[str] = set()  # folders that could not be listed (nor watched)
+        self.stale_watches = False  # a folder moved out keeps its watches until a new observer
         self.siblings = recovery.Siblings()  # same-stem files per folder, for adoption
         self.spec = spec_from_config(config)
         self.settler = Settler(self.root, config.watch.settle_seconds, config.watch.quiet_seconds)
@@ -185,7 +195,12 @@ class Daemon:
                 return 1
             finally:
                 self.shutdown()
-        return 1 if self.once and self.state_failed() else 0
+        if self.once and self.unlisted:  # their images were never seen: not all done
+            log.warning(
+                "not done: images in folders that could not be read (permissions?): %s",
+                ", ".join(shown(rel) for rel in sorted(self.unlisted)),
+            )
+        return 1 if self.once and (self.unlisted or self.state_failed()) else 0
 
     def cannot_record(self, e: sqlite3.OperationalError) -> None:
         """The state database cannot be written (its disk is full, say). Stop: the records of
@@ -382,6 +397,12 @@ class Daemon:
             self.on_scan_gone(message.rels)
         elif isinstance(message, DirArrived):
             self.on_dir(message.rel)
+        elif isinstance(message, DirGone):
+            self.on_dir_gone(message.rel)
+        elif isinstance(message, Unlisted):
+            self.unlisted.add(message.rel)
+        elif isinstance(message, DirChanged):
+            self.on_dir_changed(message.rel)
         elif isinstance(message, Overflow):
             if not self.rescan_wanted:  # once per scan, not once per overflow: floods repeat
                 log.warning("inotify queue overflowed: events were lost; rescanning %s", self.root)
@@ -401,7 +422,16 @@ class Daemon:
             log.info("%s: draining (%d in flight)", self.stop_reason, len(self.in_flight))
 
     def on_event(self, e: FsEvent) -> None:
+        if not storable(e.rel):  # never recorded: nothing to take or forget
+            if e.closed and classify(shown(e.rel), self.config.watch.ignore) is not None:
+                self.unnamed(e.rel)
+            return
         if e.deleted:
+            if os.path.lexists(os.path.join(self.root, e.rel)):
+                # There again (replaced at once: its own events follow), or not ours: the watch
+                # of a folder moved out of incoming/ still reports its files under their old
+                # names (watchdog keeps it), and a new folder may have that name now.
+                return
             self.settler.discard(e.rel)
             if e.rel not in self.in_flight:  # else its result finds it gone
                 self.on_gone(e.rel)
@@ -409,11 +439,44 @@ class Daemon:
         if classify(e.rel, self.config.watch.ignore) is not None:
             self.settler.touch(e.rel, time.monotonic(), closed=e.closed)
 
+    def unnamed(self, rel: str) -> None:
+        log.warning(
+            "skipping %s: its name is not valid UTF-8; rename it (convmv) to have it thumbnailed",
+            shown(os.path.join(self.root, rel)),
+        )
+
     def on_dir(self, rel: str) -> None:
         """A folder moved in from outside: its files are complete as they are."""
+        if not storable(rel):
+            self.unnamed(rel)
+            return
         now = time.monotonic()
-        for sub, _ in scanner.walk(os.path.join(self.root, rel), self.config.watch.ignore):
+
+        def unlisted(sub: str) -> None:
+            self.unlisted.add(f"{rel}/{sub}" if sub else rel)
+
+        folder = os.path.join(self.root, rel)
+        for sub, _ in scanner.walk(folder, self.config.watch.ignore, unlisted):
             self.settler.touch(f"{rel}/{sub}", now, closed=True)
+
+    def on_dir_changed(self, rel: str) -> None:
+        """A folder's permissions changed: if a folder that could not be listed can be now, it
+        has no watch (watchdog does not retry): watch the tree again and rescan, which takes
+        its files and finds any folder still unreadable."""
+        prefix = f"{rel}/"
+        readable = [
+            u
+            for u in self.unlisted
+            if (u == rel or u.startswith(prefix)) and scanner.listable(os.path.join(self.root, u))
+        ]
+        if not readable or self.watcher is None or self.watcher.polling:
+            return  # polling sees them anyway
+        self.unlisted.difference_update(readable)
+        log.info(
+            "%s can be read now; watching it and looking at its files",
+            ", ".join(sorted(readable)),
+        )
+        self.rewatch(moved=False)
 
     def on_scan(self, batch: ScanBatch) -> None:
         now = time.monotonic()
@@ -449,6 +512,31 @@ class Daemon:
             what = "removed its thumbnails" if remove else "its thumbnails stay"
             log.info("removed %s: forgetting it (%s)", rel, what)
         return True
+
+    def on_dir_gone(self, rel: str) -> None:
+        """A folder was moved out of incoming/: its sources are gone as if deleted one by one
+        (its manifests' downloads stop too)."""
+        self.stale_watches = self.watcher is not None and not self.watcher.polling
+        if not storable(rel):
+            return  # nothing below it was recorded
+        prefix = f"{rel}/"
+        rels = {*self.state.paths_under(rel), *self.downloads.runs, *self.downloads.owner}
+        forgotten = sum(
+            self.on_gone(r, log_each=False)
+            for r in sorted(rels)
+            if r.startswith(prefix)
+            and r not in self.in_flight  # its result finds it gone
+            and not os.path.lexists(os.path.join(self.root, r))
+        )
+        if forgotten:
+            log.info(
+                "%s moved away: forgot its %d sources (%s)",
+                rel,
+                forgotten,
+                "and removed their thumbnails"
+                if self.config.thumbnails.on_delete == "remove"
+                else "their thumbnails stay",
+            )
 
     def on_scan_gone(self, rels: list[str]) -> None:
         busy = self.in_flight.keys() | self.queued
@@ -745,6 +833,7 @@ class Daemon:
                 lambda rels, final: self.inbox.put(ScanBatch(rels, final)),
                 self.scan_stop,
                 gone=lambda rels: self.inbox.put(Gone(rels)),
+                unlisted=lambda rel: self.inbox.put(Unlisted(rel)),
             )
         except Exception:
             log.exception("scan of %s failed", self.root)
@@ -756,7 +845,14 @@ class Daemon:
         if not self.once and time.monotonic() >= self.next_rescan:
             if self.watcher is not None:
                 self.watcher.check_limits()  # new folders may have reached the watch limit
-            self.start_scan()
+            if self.stale_watches and self.watcher is not None:
+                # Folders moved out of incoming/ took their watches along (watchdog keeps
+                # them): a new observer watches only what is here. Then the rescan as usual.
+                self.stale_watches = False
+                log.info("folders were moved out of %s; renewing its watches", self.root)
+                self.rewatch(moved=False)
+            else:
+                self.start_scan()
         self.retire_finished_pools()
         if not self.once:
             self.monitor.tick(time.monotonic(), self.snapshot())

@@ -58,7 +58,10 @@ class Kind(enum.Enum):
 
 
 def classify(rel: str, ignore: tuple[str, ...] = ()) -> Kind | None:
-    """What kind of work `rel` (relative to incoming/) is, or None to ignore it."""
+    """What kind of work `rel` (relative to incoming/) is, or None to ignore it. A path that is
+    not valid UTF-8 is ignored too: it cannot be recorded (see `storable`)."""
+    if not storable(rel):
+        return None
     # Plain string work and one precompiled pattern per list: a scan calls this once per file
     # (pathlib and one fnmatch per pattern made it most of a start-up scan's time).
     parts = [part for part in rel.split("/") if part not in ("", ".")]
@@ -77,6 +80,24 @@ def classify(rel: str, ignore: tuple[str, ...] = ()) -> Kind | None:
     if suffix == ".urls":
         return Kind.MANIFEST
     return None
+
+
+def storable(rel: str) -> bool:
+    """Whether `rel` is valid UTF-8: what the state (SQLite text), the index JSON and the logs
+    can hold. Linux allows any bytes in a name (Latin-1 names from an old archive or share);
+    Python gives the invalid ones as lone surrogates, which none of those can encode."""
+    if rel.isascii():
+        return True
+    try:
+        rel.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def shown(path: str) -> str:
+    """`path` for a log line or a message: its invalid bytes as `\\xff` escapes."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 @functools.lru_cache(maxsize=16)

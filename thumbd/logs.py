@@ -38,6 +38,27 @@ _default_file: Path | None = None  # where the log goes when `[log] file` is emp
 _std_file: Path | None = None  # the file stdout and stderr point at (thumbd start)
 
 
+# Control characters (not tab) a message may carry in a file name: a newline would start a line
+# that looks like an entry of its own (journald makes it one, with a `<3>` prefix at that level),
+# and escape sequences would act on a terminal that shows the log.
+_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0)) if c != 0x09} | {
+    0x0A: "\\n",
+    0x0D: "\\r",
+}
+
+
+class TextFormatter(logging.Formatter):
+    """TEXT_FORMAT, one line per message: its control characters are escaped (`\\n`); only a
+    traceback follows on lines of its own."""
+
+    def __init__(self) -> None:
+        super().__init__(TEXT_FORMAT)
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = record.message.translate(_CONTROL)
+        return super().formatMessage(record)
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, thread, logger, message, then any extra fields."""
 
@@ -100,9 +121,7 @@ def configure(config: LogConfig, *, default_file: Path | None = None) -> None:
     handler: logging.Handler = (
         ReopenableFileHandler(path) if path else logging.StreamHandler(sys.stderr)
     )
-    handler.setFormatter(
-        JsonFormatter() if config.format == "json" else logging.Formatter(TEXT_FORMAT)
-    )
+    handler.setFormatter(JsonFormatter() if config.format == "json" else TextFormatter())
     level = LEVELS[config.level]
     handler.setLevel(level)
     root = logging.getLogger()

@@ -21,14 +21,19 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import NamedTuple
 
-from thumbd.intake import Kind, classify, signature
+from thumbd.intake import Kind, classify, shown, signature, storable
 from thumbd.render import Signature
 from thumbd.state import State
 
 log = logging.getLogger("thumbd.scanner")
 
 
-def walk(root: str, ignore: tuple[str, ...] = ()) -> Iterator[tuple[str, Kind]]:
+Unlisted = Callable[[str], None]  # told each folder (relative to root) that cannot be listed
+
+
+def walk(
+    root: str, ignore: tuple[str, ...] = (), unlisted: Unlisted | None = None
+) -> Iterator[tuple[str, Kind]]:
     """Every candidate file below root as (path relative to root, kind); no symlinks."""
     stack = [""]
     while stack:
@@ -36,11 +41,11 @@ def walk(root: str, ignore: tuple[str, ...] = ()) -> Iterator[tuple[str, Kind]]:
         try:
             entries = list(os.scandir(os.path.join(root, rel_dir)))
         except OSError as e:
-            log.warning("cannot list %s: %s", os.path.join(root, rel_dir), e.strerror)
+            _cannot_list(root, rel_dir, e, unlisted)
             continue
         for entry in entries:
             rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
-            if entry.name.startswith("."):
+            if entry.name.startswith(".") or _unnamed(root, rel):
                 continue
             if entry.is_dir(follow_symlinks=False):
                 stack.append(rel)
@@ -58,18 +63,18 @@ class _Entry(NamedTuple):
 
 
 def walk_in_order(
-    root: str, ignore: tuple[str, ...] = ()
+    root: str, ignore: tuple[str, ...] = (), unlisted: Unlisted | None = None
 ) -> Iterator[tuple[str, os.DirEntry[str]]]:
     """Every candidate file below root, in byte order of its relative path; no symlinks.
 
     Within a folder, a sub-folder sorts as its name plus "/": everything below it shares that
     prefix, so visiting the sorted entries depth first gives the paths in global order.
     """
-    stack = [iter(_sorted_entries(root, ""))]
+    stack = [iter(_sorted_entries(root, "", unlisted))]
     while stack:
         for item in stack[-1]:
             if item.is_dir:
-                stack.append(iter(_sorted_entries(root, item.rel)))
+                stack.append(iter(_sorted_entries(root, item.rel, unlisted)))
                 break
             if classify(item.rel, ignore) is not None:
                 yield item.rel, item.entry
@@ -77,12 +82,12 @@ def walk_in_order(
             stack.pop()
 
 
-def _sorted_entries(root: str, rel_dir: str) -> list[_Entry]:
+def _sorted_entries(root: str, rel_dir: str, unlisted: Unlisted | None = None) -> list[_Entry]:
     try:
         with os.scandir(os.path.join(root, rel_dir)) as it:
             entries = list(it)
     except OSError as e:
-        log.warning("cannot list %s: %s", os.path.join(root, rel_dir), e.strerror)
+        _cannot_list(root, rel_dir, e, unlisted)
         return []
     found = []
     for entry in entries:
@@ -90,12 +95,42 @@ def _sorted_entries(root: str, rel_dir: str) -> list[_Entry]:
         if name.startswith("."):
             continue
         rel = f"{rel_dir}/{name}" if rel_dir else name
+        if _unnamed(root, rel):
+            continue
         if entry.is_dir(follow_symlinks=False):
             found.append(_Entry(name + "/", rel, entry, True))
         elif entry.is_file(follow_symlinks=False):
             found.append(_Entry(name, rel, entry, False))
     found.sort(key=lambda e: e.key)
     return found
+
+
+def _cannot_list(root: str, rel_dir: str, e: OSError, unlisted: Unlisted | None) -> None:
+    log.warning("cannot list %s: %s", os.path.join(root, rel_dir), e.strerror)
+    if unlisted is not None:
+        unlisted(rel_dir)
+
+
+def listable(path: str) -> bool:
+    """Whether the folder `path` can be listed (and so watched) now."""
+    try:
+        with os.scandir(path) as it:
+            next(it, None)
+    except OSError:
+        return False
+    return True
+
+
+def _unnamed(root: str, rel: str) -> bool:
+    """A name that is not valid UTF-8 cannot be recorded: say so (a folder once, not each
+    file in it) and skip it."""
+    if storable(rel):
+        return False
+    log.warning(
+        "skipping %s: its name is not valid UTF-8; rename it (convmv) to have it thumbnailed",
+        shown(os.path.join(root, rel)),
+    )
+    return True
 
 
 def unrecorded(
@@ -150,6 +185,7 @@ def scan(
     stop: threading.Event,
     batch: int = 512,
     gone: Callable[[list[str]], None] | None = None,
+    unlisted: Unlisted | None = None,
 ) -> None:
     """Post what needs work to `emit` in batches; the last call has final=True. A complete
     scan also posts to `gone` the recorded sources that no longer exist (deleted while thumbd
@@ -159,7 +195,7 @@ def scan(
     found: list[str] = []
     missing: list[str] = []
     walked = recorded = 0
-    for rel, entry in walk_in_order(root, ignore):
+    for rel, entry in walk_in_order(root, ignore, unlisted):
         if stop.is_set():
             break
         walked += 1

@@ -213,6 +213,15 @@ class State:
         )
         return {str(p): tuple(json.loads(o)) for p, o in rows}
 
+    def paths_under(self, folder: str) -> list[str]:
+        """Every recorded path below `folder` (relative to incoming/): a range of the primary
+        key, from `folder/` up to `folder0` ("0" follows "/")."""
+        rows = self._db.execute(
+            "SELECT path FROM sources WHERE path > ?1 || '/' AND path < ?1 || '0' ORDER BY path",
+            (folder,),
+        )
+        return [str(r[0]) for r in rows]
+
     def attempts(self, path: str) -> int:
         row = self._db.execute("SELECT attempts FROM sources WHERE path = ?", (path,)).fetchone()
         return int(row[0]) if row else 0
@@ -223,7 +232,12 @@ class State:
         self._put(path, sig, DONE, None, outputs, bytes_in, bytes_out)
 
     def record_failed(self, path: str, sig: Signature, reason: str, bytes_in: int = 0) -> None:
-        self._put(path, sig, FAILED, reason, [], bytes_in, 0)
+        """The source at `sig` failed. Thumbnails an earlier version of it left stay listed as
+        its own: a deletion (on_delete) or a later render still finds them, and a same-stem
+        sibling does not take their names."""
+        earlier = self.get(path)
+        outputs = list(earlier.outputs) if earlier is not None else []
+        self._put(path, sig, FAILED, reason, outputs, bytes_in, 0)
 
     def _put(
         self,

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from watchdog.events import (
+    DirAttribEvent,
+    DirCreatedEvent,
     DirMovedEvent,
     FileAttribEvent,
     FileClosedEvent,
@@ -30,6 +32,8 @@ from watchdog.events import (
 )
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
+
+from thumbd.scanner import listable
 
 log = logging.getLogger("thumbd.watcher")
 
@@ -45,6 +49,8 @@ EVENTS: list[type[FileSystemEvent]] = [
     FileMovedEvent,
     FileDeletedEvent,
     DirMovedEvent,
+    DirCreatedEvent,
+    DirAttribEvent,
 ]
 
 
@@ -60,6 +66,30 @@ class FsEvent:
 @dataclass(frozen=True, slots=True)
 class DirArrived:
     """A folder was moved in: its files are complete and need a look."""
+
+    rel: str
+
+
+@dataclass(frozen=True, slots=True)
+class DirGone:
+    """A folder was moved out of incoming/: inotify says nothing about the files it took along
+    (only a move within the tree has an event per file)."""
+
+    rel: str
+
+
+@dataclass(frozen=True, slots=True)
+class Unlisted:
+    """A folder that cannot be listed (no read or search permission for thumbd): inotify
+    cannot watch it either, and watchdog does not try again when that changes."""
+
+    rel: str
+
+
+@dataclass(frozen=True, slots=True)
+class DirChanged:
+    """A folder's attributes changed (chmod, chown): one thumbd could not list may be
+    readable now."""
 
     rel: str
 
@@ -82,10 +112,21 @@ class Handler(FileSystemEventHandler):
 
     def _dispatch(self, event: FileSystemEvent) -> None:
         if isinstance(event, DirMovedEvent):
-            if event.dest_path:
-                self._put_dir(str(event.dest_path))
+            src = self._rel(str(event.src_path)) if event.src_path else None
+            dest = self._rel(str(event.dest_path)) if event.dest_path else None
+            if src is not None and dest is None:
+                self.inbox.put(DirGone(src))
+            if dest is not None:
+                self.inbox.put(DirArrived(dest))
             return
         if event.is_directory:
+            rel = self._rel(str(event.src_path))
+            if rel is None:
+                return
+            if isinstance(event, DirAttribEvent):
+                self.inbox.put(DirChanged(rel))
+            elif isinstance(event, DirCreatedEvent) and not listable(str(event.src_path)):
+                self.inbox.put(Unlisted(rel))
             return
         if isinstance(event, FileMovedEvent):
             if event.src_path:
@@ -96,20 +137,18 @@ class Handler(FileSystemEventHandler):
             self._put(str(event.src_path), None, deleted=True)
         elif isinstance(event, FileClosedEvent):
             self._put(str(event.src_path), True)
-        elif event.event_type in ("created", "modified"):
+        elif event.event_type == "modified":
             self._put(str(event.src_path), False)
-        elif event.event_type == "attrib":
+        elif event.event_type in ("created", "attrib"):
+            # A path the daemon does not track yet starts as not closed anyway. One it does
+            # track as complete got here in a folder moved in: watchdog follows that move with
+            # a made-up `created` per file, which must not make the file wait for quiet_seconds.
             self._put(str(event.src_path), None)
 
     def _put(self, path: str, closed: bool | None, deleted: bool = False) -> None:
         rel = self._rel(path)
         if rel is not None:
             self.inbox.put(FsEvent(rel, closed, deleted))
-
-    def _put_dir(self, path: str) -> None:
-        rel = self._rel(path)
-        if rel is not None:
-            self.inbox.put(DirArrived(rel))
 
     def _rel(self, path: str) -> str | None:
         rel = os.path.relpath(path, self.root)
@@ -203,8 +242,11 @@ class Watcher:
 
     def _schedule(self, observer: BaseObserver) -> BaseObserver:
         observer.name = "observer"
-        handler = Handler(self.root, self.inbox)
-        observer.schedule(handler, self.root, recursive=True, event_filter=EVENTS)
+        # The folder itself, not a symlink to it: watchdog watches without following links
+        # (IN_DONT_FOLLOW), so a watch on the link would see nothing happen inside.
+        root = os.path.realpath(self.root)
+        handler = Handler(root, self.inbox)
+        observer.schedule(handler, root, recursive=True, event_filter=EVENTS)
         observer.start()
         return observer
 
