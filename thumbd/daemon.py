@@ -36,7 +36,7 @@ from thumbd.monitor import Monitor, Snapshot
 from thumbd.notify import Notifier
 from thumbd.output import NO_SPACE, UnsafePath, Writer, plain_key
 from thumbd.render import RenderResult, Signature, render, spec_from_config
-from thumbd.state import State
+from thumbd.state import State, damaged, is_damage
 from thumbd.watcher import (
     DirArrived,
     DirChanged,
@@ -58,6 +58,7 @@ log = logging.getLogger("thumbd")
 CRASH_ATTEMPTS = 2  # a source that kills its worker this many times is recorded as failed
 DISK_FULL_RETRY = 5.0  # seconds between tries to write while outgoing/ is full
 RETRY_CHECK = 0.5  # seconds between looks for `thumbd retry` requests
+STATE_CHECK = 1.0  # seconds between looks whether the state's files are still the ones open
 RESCAN_GAP = 2.0  # at least this long (or one scan's duration) between back-to-back rescans
 OBSERVER_RETRY_MAX = 30.0  # seconds between tries to restart an observer that cannot start
 STOP_MARGIN = 30.0  # seconds past shutdown_timeout a drain may take (`thumbd stop` waits as long)
@@ -164,7 +165,8 @@ class Daemon:
         self.disk_full_until = 0.0
         self.disk_full_logged = 0.0
         self.next_retry_check = 0.0
-        self._lock_fd: int | None = None
+        self.lock = pidfile.StateLock(config.paths.state)
+        self.next_state_check = 0.0
         self.state: State
         self.pool: Pool
         self.retired_pools: list[Pool] = []  # replaced on reload, finishing their jobs
@@ -188,7 +190,11 @@ class Daemon:
             try:
                 self.main_loop()
                 self.drain()
-            except sqlite3.OperationalError as e:
+            except sqlite3.DatabaseError as e:
+                if is_damage(e):
+                    self.stop_reason = "the state database is damaged"
+                    log.error("%s; stopping", damaged(self.config.state_db, e))
+                    return 1
                 if getattr(e, "sqlite_errorcode", 0) & 0xFF not in _CANNOT_RECORD:
                     raise  # a bug: keep the traceback
                 self.cannot_record(e)
@@ -202,7 +208,7 @@ class Daemon:
             )
         return 1 if self.once and (self.unlisted or self.state_failed()) else 0
 
-    def cannot_record(self, e: sqlite3.OperationalError) -> None:
+    def cannot_record(self, e: sqlite3.DatabaseError) -> None:
         """The state database cannot be written (its disk is full, say). Stop: the records of
         the last moments are rolled back, and their thumbnails, already in place, are recorded
         by the next start without rendering (recovery.own_thumbnails); nothing is lost."""
@@ -854,6 +860,7 @@ class Daemon:
             else:
                 self.start_scan()
         self.retire_finished_pools()
+        self.keep_state()
         if not self.once:
             self.monitor.tick(time.monotonic(), self.snapshot())
         self.take_retries()
@@ -1115,20 +1122,35 @@ class Daemon:
 
     def _take_lock(self) -> None:
         """One daemon per state folder: two would render and record everything twice."""
-        self.config.paths.state.mkdir(parents=True, exist_ok=True)
-        path = self.config.paths.state / "daemon.lock"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
-            pidfile.lock(fd)
-        except BlockingIOError:
-            other = os.read(fd, 32).decode(errors="replace").strip()
-            os.close(fd)
+            self.lock.acquire()
+        except pidfile.AlreadyRunning as e:
             raise StartupError(
-                f"another thumbd (pid {other or '?'}) is running on {self.config.paths.state}"
+                f"another thumbd (pid {e.pid or '?'}) is running on {self.config.paths.state}"
             ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        self._lock_fd = fd
+
+    def keep_state(self) -> None:
+        """Someone removed or replaced files of the state folder under the running daemon: a
+        database that is no longer the one open is opened (or rebuilt) again, like at a start,
+        and a lock that is gone is made again, so that no second daemon can start on this
+        state and `thumbd status` and `stop` still find this one."""
+        now = time.monotonic()
+        if now < self.next_state_check:
+            return
+        self.next_state_check = now + STATE_CHECK
+        db = self.config.state_db
+        if not self.state.is_open_at(db):
+            log.warning("state database %s was removed or replaced; opening it again", db)
+            self.state.commit()
+            self.state.close()
+            self.state = recovery.open_state(db, self.config.paths.outgoing)
+            self.downloads.state = self.state
+            self.start_scan()  # what the lost records said: thumbnails already there count
+        try:
+            if self.lock.keep():
+                log.warning("%s was removed; made it again", self.lock.path)
+        except (pidfile.AlreadyRunning, OSError) as e:
+            log.error("cannot lock %s again: %s", self.lock.path, e)
 
     # -- progress for `once` on a terminal -------------------------------------------------
 

@@ -31,7 +31,9 @@ import contextlib
 import logging
 import multiprocessing
 import multiprocessing.connection
+import os
 import pickle
+import select
 import signal
 import threading
 import time
@@ -47,6 +49,7 @@ from typing import Any
 log = logging.getLogger("thumbd.executor")
 
 PRELOAD = ["thumbd.warm"]
+_TICK = 1.0  # seconds: how often the supervisor looks at the clock while tasks run
 # Signals the daemon handles, which its helper processes must leave to it (see _supervise).
 _GROUP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
 
@@ -97,12 +100,14 @@ def _worker_main(
     max_tasks: int,
     initializer: Callable[..., None] | None,
     initargs: tuple[Any, ...],
+    owner: int,
 ) -> None:
     # The daemon drains its workers itself: a Ctrl-C, a SIGTERM or a hang-up sent to the whole
     # process group must not kill a task half-way. The pipe's EOF ends a worker whose daemon is
     # gone. (They arrive blocked already: see ProcessPool._supervise.)
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, signal.SIG_IGN)
+    _end_with(owner)
     if initializer is not None:
         initializer(*initargs)
     for _ in range(max_tasks):
@@ -117,7 +122,30 @@ def _worker_main(
             reply: tuple[bool, Any] = (True, fn(*args))
         except BaseException as e:
             reply = (False, _portable(e))
-        conn.send(reply)
+        try:
+            conn.send(reply)
+        except OSError:  # the daemon is gone (kill -9): nobody wants the answer
+            return
+
+
+def _end_with(owner: int) -> None:
+    """End this worker as soon as the daemon that owns it is gone, also in the middle of a
+    task. An idle worker sees the pipe's EOF, but one stuck in a decode that never returns
+    would otherwise outlive a daemon killed with SIGKILL (or ended by a second Ctrl-C) for
+    ever, spinning, and keep the fork server and resource tracker alive with it. A pidfd
+    (Linux 5.3) becomes readable when the daemon exits; a thread waits on it."""
+    try:
+        fd = os.pidfd_open(owner)
+    except ProcessLookupError:
+        os._exit(1)  # gone already
+    except (AttributeError, OSError):
+        return  # no pidfd here: the pipe's EOF is all there is
+
+    def watch() -> None:
+        select.select([fd], [], [])
+        os._exit(1)
+
+    threading.Thread(target=watch, name="owner", daemon=True).start()
 
 
 def _portable(e: BaseException) -> BaseException:
@@ -297,7 +325,7 @@ class ProcessPool(Executor):
         parent, child = self._ctx.Pipe()
         process = self._ctx.Process(
             target=_worker_main,
-            args=(child, self._max_tasks, self._initializer, self._initargs),
+            args=(child, self._max_tasks, self._initializer, self._initargs, os.getpid()),
             name="thumbd-worker",
             daemon=True,
         )
@@ -311,7 +339,13 @@ class ProcessPool(Executor):
             waitables.append(w.process.sentinel)
             if w.tasks:
                 waitables.append(w.conn)
-        ready = multiprocessing.connection.wait(waitables, timeout=self._next_deadline())
+        deadline = self._next_deadline()
+        slept = time.monotonic()
+        ready = multiprocessing.connection.wait(
+            waitables, timeout=None if deadline is None else min(deadline, _TICK)
+        )
+        if deadline is not None:
+            self._not_counting(time.monotonic() - slept - _TICK)
         if self._wake_r in ready:
             while self._wake_r.poll():
                 self._wake_r.recv_bytes()
@@ -325,6 +359,16 @@ class ProcessPool(Executor):
             if w.process.sentinel in ready:
                 self._reap(w)
         self._expire()
+
+    def _not_counting(self, late: float) -> None:
+        """Time the whole pool was stopped (Ctrl-Z, SIGSTOP to the process group, a frozen
+        cgroup or container) does not count against a task's timeout: while tasks run, this
+        thread wakes every _TICK, so a wake-up much later than that means it (and, as a rule,
+        the workers) did not run. Without this, every file in flight when a stop longer than
+        the timeout ends would be killed and recorded failed ("timed out")."""
+        if late > _TICK:
+            for w in self._workers:
+                w.started += late
 
     def _next_deadline(self) -> float | None:
         if self._timeout is None:

@@ -151,7 +151,14 @@ class Writer:
 
     @contextlib.contextmanager
     def _root(self) -> Iterator[int]:
-        fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            # Removed under the running daemon (`rm -r outgoing`): made again, as at a start
+            # (its temporary folder is made below like any missing folder).
+            log.warning("%s was removed; making it again", self.root)
+            self.root.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             yield fd
         finally:

@@ -37,7 +37,7 @@ from pathlib import Path
 from thumbd.intake import Kind, classify
 from thumbd.output import TMP_DIR, plain_key
 from thumbd.render import RenderSpec
-from thumbd.state import State, StateError
+from thumbd.state import State, StateError, is_damage
 
 log = logging.getLogger("thumbd")
 
@@ -47,17 +47,15 @@ _EXTENSIONS["avif"] = ("avif",)
 _ANIMATED = ("gif", "webp")
 
 
-# SQLite's primary result codes for "this is not (or no longer) a database".
-_DAMAGED = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
-
-
 def open_state(db: Path, outgoing: Path) -> State:
     """Open the daemon's state; rebuild it (with a warning) when it is missing or damaged."""
-    if not db.exists() and _has_thumbnails(outgoing):
+    size = _size(db)
+    if not size and _has_thumbnails(outgoing):  # gone, or emptied (`: > thumbd.db`)
         log.warning(
-            "state database %s is missing; rebuilding it from a scan of incoming/ "
+            "state database %s is %s; rebuilding it from a scan of incoming/ "
             "(thumbnails already in %s count as done)",
             db,
+            "missing" if size is None else "empty",
             outgoing,
         )
     try:
@@ -87,14 +85,14 @@ def _checked(db: Path) -> State:
     try:
         state = State(db)
     except StateError as e:
-        if isinstance(e.__cause__, sqlite3.DatabaseError) and _is_damage(e.__cause__):
+        if isinstance(e.__cause__, sqlite3.DatabaseError) and is_damage(e.__cause__):
             raise _Damaged(e.__cause__) from e
         raise
     try:
         problem = state.quick_check()
     except sqlite3.DatabaseError as e:
         state.close()
-        if _is_damage(e):
+        if is_damage(e):
             raise _Damaged(e) from e
         raise StateError(f"{db}: {e}") from None
     if problem is not None:
@@ -103,9 +101,11 @@ def _checked(db: Path) -> State:
     return state
 
 
-def _is_damage(e: sqlite3.DatabaseError) -> bool:
-    code = getattr(e, "sqlite_errorcode", None)
-    return code is not None and (code & 0xFF) in _DAMAGED
+def _size(db: Path) -> int | None:
+    try:
+        return db.stat().st_size
+    except OSError:
+        return None
 
 
 def _has_thumbnails(outgoing: Path) -> bool:
@@ -182,7 +182,8 @@ def _newest(outgoing: Path, candidates: list[str], changed: int) -> tuple[int, s
             st = os.lstat(outgoing / name)
         except OSError:
             continue
-        if stat.S_ISREG(st.st_mode) and st.st_mtime_ns >= changed:
+        # Never an empty file: what a power loss leaves of a thumbnail it caught unwritten.
+        if stat.S_ISREG(st.st_mode) and st.st_size > 0 and st.st_mtime_ns >= changed:
             found = (st.st_mtime_ns, name, st.st_size)
             best = found if best is None else max(best, found)
     return best

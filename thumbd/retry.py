@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from thumbd.config import Config
-from thumbd.state import State, StateError
+from thumbd.state import State, StateError, damaged, is_damage
 
 EXIT_OK, EXIT_FAILED = 0, 1
 
@@ -75,7 +75,10 @@ def _mark(
     state = State(config.state_db)
     try:
         marked = mark(state, wanted)
-    except sqlite3.DatabaseError as e:  # not ours to write: a service running as another user
+    except sqlite3.DatabaseError as e:
+        if is_damage(e):
+            raise damaged(config.state_db, e) from None
+        # not ours to write: a service running as another user
         raise StateError(
             f"{config.state_db}: cannot change the records: {e} (run `thumbd {verb}` as the "
             "user the daemon runs as)"

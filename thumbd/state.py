@@ -1,8 +1,9 @@
 """SQLite state: one row per source, keyed by its path relative to incoming/.
 
 WAL journal with synchronous=NORMAL: a commit is a write into the WAL, not an fsync, and survives
-any crash of the process (kill -9, OOM); after a power loss the last commits may roll back, which
-only means those sources are rendered again. The database stays consistent either way.
+any crash of the process (kill -9, OOM); after a power loss the last commits may roll back (and
+thumbnails, never fsynced, may be lost while their rows stay: docs/architecture.md,
+*Durability*). The database stays consistent either way.
 
 A source counts as done or failed only for the exact (size, mtime_ns, inode) it was rendered
 from; a changed source no longer matches and is rendered again.
@@ -100,6 +101,22 @@ class StateError(Exception):
     """The state database cannot be opened or is damaged."""
 
 
+# SQLite's primary result codes for "this is not (or no longer) a database".
+_DAMAGED = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
+REBUILT = "the next `thumbd run` or `once` moves it aside and rebuilds it from a scan"
+
+
+def is_damage(e: sqlite3.DatabaseError) -> bool:
+    """SQLite says the file is damaged, or not a database at all."""
+    code = getattr(e, "sqlite_errorcode", None)
+    return code is not None and (code & 0xFF) in _DAMAGED
+
+
+def damaged(db: Path, e: sqlite3.DatabaseError) -> StateError:
+    """What `thumbd status`, `retry` and `redo` say about a damaged database."""
+    return StateError(f"state database {db} is damaged ({e}); {REBUILT}")
+
+
 def _open_readonly(db: Path) -> sqlite3.Connection:
     """A read-only connection, for `thumbd status` run by any user (a monitoring check).
 
@@ -140,10 +157,17 @@ class State:
             self._db.execute("SELECT count(*) FROM sources").fetchone()
             self._has_urls = self._table_exists("urls")
         except sqlite3.DatabaseError as e:
+            if is_damage(e):
+                raise damaged(db, e) from e
             raise StateError(f"{db}: {e}") from e
         self._in_tx = False
         self._tx_since = 0.0
         self._data_version = self._version()
+        self._file_id = _file_id(db)
+
+    def is_open_at(self, db: Path) -> bool:
+        """False once `db` is not the file this connection opened (removed, or replaced)."""
+        return _file_id(db) == self._file_id
 
     def _table_exists(self, name: str) -> bool:
         # A read-only reader of a database written by an older thumbd has no urls table.
@@ -420,6 +444,14 @@ def _url_record(row: tuple[object, ...]) -> UrlRecord:
         file=None if file is None else str(file),
         bytes=int(size),  # type: ignore[call-overload]
     )
+
+
+def _file_id(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 def _under(path: str, prefix: str) -> bool:

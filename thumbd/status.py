@@ -10,6 +10,7 @@ and per-manifest totals under `manifests`.
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from dataclasses import asdict
 from typing import Any
@@ -18,7 +19,7 @@ from thumbd import scanner
 from thumbd.config import Config
 from thumbd.control import running_pid
 from thumbd.monitor import read_status
-from thumbd.state import State
+from thumbd.state import State, damaged, is_damage
 
 LIVE_KEYS = (
     "started",
@@ -56,6 +57,10 @@ def collect(config: Config) -> dict[str, Any]:
                 {"source": u.manifest, "url": u.url, "reason": u.reason or ""} for u in url_failures
             ]
             manifests = [asdict(t) for t in state.manifest_totals()]
+        except sqlite3.DatabaseError as e:  # damage in a page the open did not read
+            if not is_damage(e):
+                raise
+            raise damaged(config.state_db, e) from None
         finally:
             state.close()
     root = str(config.paths.incoming)
