@@ -89,8 +89,9 @@ def main(argv: list[str] | None = None) -> int:
             logs.configure(config.log)
         except OSError as e:
             raise cannot(config, "[log] file", "open", e) from None
-        progress = sys.stderr if args.command == "once" and sys.stderr.isatty() else None
-        return Daemon(config, once=args.command == "once", progress=progress).run()
+        once = args.command == "once"
+        progress = logs.Progress(sys.stderr) if once and sys.stderr.isatty() else None
+        return Daemon(config, once=once, progress=progress).run()
     except (StartupError, StateError) as e:
         print(f"thumbd: {e}", file=sys.stderr)
         return EXIT_USAGE

@@ -25,7 +25,7 @@ from concurrent.futures import CancelledError, Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any
 
 from thumbd import logs, metrics, names, pidfile, recovery, scanner
 from thumbd.config import Config, ConfigError, differences, load_config
@@ -130,7 +130,7 @@ class Daemon:
         config: Config,
         *,
         once: bool = False,
-        progress: TextIO | None = None,
+        progress: logs.Progress | None = None,
         notifier: Notifier | None = None,
     ):
         self.config = config
@@ -1137,12 +1137,11 @@ class Daemon:
             return
         s = self.stats
         total = max(self.scan_total, s.done + s.failed)
-        self.progress.write(f"\rthumbd: {s.done + s.failed}/{total} ({s.failed} failed)")
-        self.progress.flush()
+        self.progress.show(f"thumbd: {s.done + s.failed}/{total} ({s.failed} failed)")
 
     def _end_progress(self) -> None:
         if self.progress is not None:
-            self.progress.write("\n")
+            self.progress.end()
 
 
 def _pool_settings(c: Config) -> tuple[int, int, float, int, int]:

@@ -301,3 +301,27 @@ def test_once_shows_progress_on_a_terminal(tmp_path: Path) -> None:
     assert proc.wait(timeout=60) == 0
     os.close(leader)
     assert b"\rthumbd: 5/5 (0 failed)" in out
+    # The log goes to the same terminal: each of its lines shows alone, the progress line
+    # stays below them (not glued in front of the next log line), and is left showing at the end.
+    shown = [_on_screen(line) for line in out.decode().split("\n")]
+    log_lines = [line for line in shown if re.match(r"\d{4}-\d\d-\d\d ", line)]
+    assert len([line for line in log_lines if " done img" in line]) == 5
+    assert all("thumbd: " not in line.split(" INFO ")[0] for line in log_lines)
+    assert [line for line in shown if line and line not in log_lines] == ["thumbd: 5/5 (0 failed)"]
+
+
+def _on_screen(line: str) -> str:
+    """What a terminal shows of one line: a carriage return goes back to the start, and later
+    characters overwrite earlier ones; trailing blanks are not seen."""
+    screen: list[str] = []
+    column = 0
+    for char in line:
+        if char == "\r":
+            column = 0
+            continue
+        if column < len(screen):
+            screen[column] = char
+        else:
+            screen.append(char)
+        column += 1
+    return "".join(screen).rstrip()
