@@ -14,6 +14,7 @@ import errno
 import functools
 import logging
 import os
+import pwd
 import queue
 import signal
 import sqlite3
@@ -216,6 +217,7 @@ class Daemon:
 
     def startup(self) -> None:
         self._check_folders()
+        _check_owner(self.config, "once" if self.once else "run")
         try:
             self._take_lock()
         except OSError as e:
@@ -1162,6 +1164,31 @@ def _prepare(writer: Writer, config: Config) -> None:
         writer.prepare()
     except OSError as e:
         raise cannot(config, "[paths] outgoing", "create", e) from None
+
+
+def _check_owner(config: Config, command: str) -> None:
+    """root on the folders of a service's user (`thumbd once` typed after installing as root)
+    would leave a database and thumbnail folders there that the daemon, as that user, then
+    cannot write: say whose they are instead. The state folder tells whose daemon it is; a
+    root-owned one means root runs thumbd here (outgoing/ may then belong to anyone)."""
+    if os.geteuid() != 0:
+        return
+    for folder in (config.paths.state, config.paths.outgoing):
+        try:
+            uid = folder.stat().st_uid
+        except OSError:
+            continue  # not there yet (made below), or made unreadable: the usual errors follow
+        if uid == 0:
+            return
+        try:
+            user = pwd.getpwuid(uid).pw_name
+        except KeyError:
+            user = str(uid)
+        raise StartupError(
+            f"{folder} belongs to user {user}: run thumbd as that user "
+            f"(runuser -u {user} -- thumbd {command} ...); files root made there would be "
+            f"root's, and {user}'s daemon could not write them"
+        )
 
 
 def _check_incoming(incoming: Path) -> None:
