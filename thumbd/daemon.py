@@ -158,7 +158,7 @@ class Daemon:
         self.scan_stop = threading.Event()
         self.scan_thread: threading.Thread | None = None
         self.rescan_wanted = False
-        self.scan_total = 0
+        self.arrivals = 0  # paths scans, downloads and retries handed in: `once`'s total
         self.scan_found = 0
         self.next_rescan = 0.0
         self.scan_started = 0.0
@@ -254,6 +254,7 @@ class Daemon:
             self.dispatch()
             self.commit_when_due()
             self.housekeeping()
+            self.show_progress()
             if self.once and self.idle():
                 self.stop_reason = "done"
         self.state.commit()
@@ -485,7 +486,7 @@ class Daemon:
         for rel in batch.rels:
             if rel not in self.in_flight and rel not in self.queued:
                 self.settler.found(rel, now)
-        self.scan_total += len(batch.rels)
+        self.arrivals += len(batch.rels)
         self.scan_found += len(batch.rels)
         if batch.final:
             log.info("scan of %s: %d to look at", self.root, self.scan_found)
@@ -644,6 +645,7 @@ class Daemon:
         rel = self.downloads.on_fetched(message)
         if rel is not None and self.stop_reason is None:
             self.settler.touch(rel, time.monotonic(), closed=True)
+            self.arrivals += 1
 
     # -- results ---------------------------------------------------------------------------
 
@@ -748,7 +750,6 @@ class Daemon:
             extra={"source": job.rel, "bytes_in": result.signature[0], "bytes_out": written},
         )
         self.downloads.on_rendered(job.rel)
-        self.show_progress()
         return True
 
     def remove_stale(
@@ -768,7 +769,6 @@ class Daemon:
         metrics.file_failed(reason)
         log.warning("failed %s: %s", job.rel, reason, extra={"source": job.rel, "reason": reason})
         self.downloads.on_rendered(job.rel)
-        self.show_progress()
 
     # -- a full disk -----------------------------------------------------------------------
 
@@ -875,6 +875,7 @@ class Daemon:
         rels = self.state.take_retries()
         if rels:
             log.info("looking again at %d files (thumbd retry or redo)", len(rels))
+            self.arrivals += len(rels)
         for rel in rels:
             if rel not in self.in_flight and rel not in self.queued:
                 self.settler.found(rel, now)
@@ -1137,9 +1138,12 @@ class Daemon:
     def show_progress(self) -> None:
         if self.progress is None:
             return
+        # Whatever left the pipeline counts, rendered or not (kept, unchanged, deleted).
+        waiting = len(self.settler) + len(self.ready) + len(self.in_flight) + len(self.unwritten)
         s = self.stats
-        total = max(self.scan_total, s.done + s.failed)
-        self.progress.show(f"thumbd: {s.done + s.failed}/{total} ({s.failed} failed)")
+        total = max(self.arrivals, s.done + s.failed + waiting)
+        if total:
+            self.progress.show(f"thumbd: {total - waiting}/{total} ({s.failed} failed)")
 
     def _end_progress(self) -> None:
         if self.progress is not None:

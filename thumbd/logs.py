@@ -101,6 +101,8 @@ class Progress:
         _progress = self
 
     def show(self, text: str) -> None:
+        if text == self.text:
+            return
         with self.lock:
             self._blank()
             self.text = text

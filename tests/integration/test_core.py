@@ -281,6 +281,12 @@ def test_once_shows_progress_on_a_terminal(tmp_path: Path) -> None:
 
     d = Daemon(tmp_path)
     write_jpegs(d.incoming, 5)
+    # One more whose thumbnails are there already (a lost state): kept, not rendered, but
+    # looked at all the same: the count ends at 6/6, not 5/6.
+    (d.incoming / "kept.jpg").write_bytes(jpeg_bytes())
+    d.outgoing.mkdir()
+    for width in (200, 64, 32):
+        (d.outgoing / f"kept_{width}.jpg").write_bytes(jpeg_bytes())
     leader, follower = pty.openpty()
     proc = subprocess.Popen(
         [sys.executable, "-m", "thumbd", "once", "-c", str(d.config)],
@@ -300,14 +306,15 @@ def test_once_shows_progress_on_a_terminal(tmp_path: Path) -> None:
         out += chunk
     assert proc.wait(timeout=60) == 0
     os.close(leader)
-    assert b"\rthumbd: 5/5 (0 failed)" in out
+    assert b"\rthumbd: 6/6 (0 failed)" in out
     # The log goes to the same terminal: each of its lines shows alone, the progress line
     # stays below them (not glued in front of the next log line), and is left showing at the end.
     shown = [_on_screen(line) for line in out.decode().split("\n")]
     log_lines = [line for line in shown if re.match(r"\d{4}-\d\d-\d\d ", line)]
     assert len([line for line in log_lines if " done img" in line]) == 5
     assert all("thumbd: " not in line.split(" INFO ")[0] for line in log_lines)
-    assert [line for line in shown if line and line not in log_lines] == ["thumbd: 5/5 (0 failed)"]
+    assert any(" kept kept.jpg" in line for line in log_lines)
+    assert [line for line in shown if line and line not in log_lines] == ["thumbd: 6/6 (0 failed)"]
 
 
 def _on_screen(line: str) -> str:
