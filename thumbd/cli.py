@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     command("run", "Watch incoming/ in the foreground until SIGTERM or Ctrl-C.")
     command("start", "Run the daemon in the background (pidfile and log in the state folder).")
     command("stop", "Stop the background daemon: SIGTERM, then wait for it to drain.")
-    command("once", "Process everything pending, then exit: 0 all done, 1 some failed.")
+    command("once", "Process everything pending, then exit: 0 all done, 1 some failed or left.")
     status = command("status", "Show what is done, failed and pending.")
     status.add_argument("--json", action="store_true", help="print one JSON object")
     command("check-config", "Validate the configuration and print the effective values.")

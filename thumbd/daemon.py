@@ -201,6 +201,12 @@ class Daemon:
                 "not done: images in folders that could not be read (permissions?): %s",
                 ", ".join(shown(rel) for rel in sorted(self.unlisted)),
             )
+        if self.once and self.stop_reason != "done":  # a signal: what is left stays pending
+            log.warning(
+                "not done: stopped by %s before the end; thumbd once again takes up the rest",
+                self.stop_reason,
+            )
+            return 1
         return 1 if self.once and (self.unlisted or self.state_failed()) else 0
 
     def cannot_record(self, e: sqlite3.OperationalError) -> None:

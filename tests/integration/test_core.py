@@ -317,6 +317,27 @@ def test_once_shows_progress_on_a_terminal(tmp_path: Path) -> None:
     assert [line for line in shown if line and line not in log_lines] == ["thumbd: 6/6 (0 failed)"]
 
 
+def test_once_stopped_before_the_end_exits_1(tmp_path: Path) -> None:
+    """`thumbd once && publish` must not go on when a SIGTERM or Ctrl-C left files undone."""
+    hang = "THUMBD-TEST-HANG-MARKER"
+    d = Daemon(tmp_path, {"daemon": {"shutdown_timeout": 1}})
+    (d.incoming / "stuck.jpg").write_bytes(jpeg_bytes() + hang.encode())
+    write_jpegs(d.incoming, 1)
+    with d.log.open("ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "thumbd", "once", "-c", str(d.config)],
+            stdout=log,
+            stderr=log,
+            env={**_env(), "THUMBD_TEST_HANG_MARKER": hang},
+        )
+    wait_until(lambda: "done img0000.jpg" in d.read_log(), 60, "the other file")
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 1, d.read_log()
+    assert "stopped (SIGTERM)" in d.read_log() and "1 left" in d.read_log()
+    assert "not done: stopped by SIGTERM" in d.read_log()
+    assert not d.done("stuck.jpg")
+
+
 def _on_screen(line: str) -> str:
     """What a terminal shows of one line: a carriage return goes back to the start, and later
     characters overwrite earlier ones; trailing blanks are not seen."""
