@@ -176,7 +176,7 @@ class Daemon:
         self.last_progress = time.monotonic()  # the last result, or when in_flight filled up
         if notifier is None:
             notifier = Notifier(None) if once else Notifier.from_environment()
-        self.monitor = Monitor(notifier, None if once else config.paths.state)
+        self.monitor = Monitor(notifier, config.paths.state)  # `once` too: status shows it
         self.metrics_server: metrics.Server | None = None
 
     # -- the lifecycle ---------------------------------------------------------------------
@@ -862,8 +862,7 @@ class Daemon:
             else:
                 self.start_scan()
         self.retire_finished_pools()
-        if not self.once:
-            self.monitor.tick(time.monotonic(), self.snapshot())
+        self.monitor.tick(time.monotonic(), self.snapshot())
         self.take_retries()
 
     def take_retries(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import random
 import re
@@ -12,6 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PIL import Image
@@ -331,11 +333,20 @@ def test_once_stopped_before_the_end_exits_1(tmp_path: Path) -> None:
             env={**_env(), "THUMBD_TEST_HANG_MARKER": hang},
         )
     wait_until(lambda: "done img0000.jpg" in d.read_log(), 60, "the other file")
+    # A batch under nohup has no progress line: `thumbd status` shows its live figures.
+    live = wait_until(lambda: _live(d.config), 30, "live figures of thumbd once")
+    assert live["pid"] == proc.pid and live["in_flight"] == 1 and live["done"] == 1, live
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == 1, d.read_log()
     assert "stopped (SIGTERM)" in d.read_log() and "1 left" in d.read_log()
     assert "not done: stopped by SIGTERM" in d.read_log()
     assert not d.done("stuck.jpg")
+
+
+def _live(config: Path) -> dict[str, Any] | None:
+    r = thumbd("status", "--json", "-c", str(config))
+    live: dict[str, Any] = json.loads(r.stdout)["daemon"]
+    return live if "uptime" in live and live["done"] else None
 
 
 def _on_screen(line: str) -> str:
