@@ -341,6 +341,10 @@ class Daemon:
         def handler(signum: int, frame: object) -> None:
             if got:
                 os.write(2, b"thumbd: second signal, exiting now\n")
+                pools = self.pools() if hasattr(self, "pool") else []  # none yet at start-up
+                for pool in pools:  # a hung worker would outlive the daemon for ever
+                    if isinstance(pool, ProcessPool):
+                        pool.kill_workers()
                 os._exit(128 + signum)
             got.append(signum)
             self.inbox.put(Signalled(signum))

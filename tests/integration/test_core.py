@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -272,6 +273,9 @@ def test_sigint_drains_too_and_a_second_signal_exits_at_once(daemon: Daemon) -> 
     assert daemon.proc is not None and daemon.proc.wait(timeout=10) == 128 + signal.SIGINT
     assert "second signal, exiting now" in daemon.read_log()
     assert not daemon.done("stuck.jpg")
+    # The worker stuck on it went too: nothing else would ever stop it (nor the fork server
+    # it keeps alive) once the daemon is gone.
+    wait_until(lambda: not _holding(daemon.incoming / "stuck.jpg"), 30, "no worker left on it")
     daemon.start()  # without the marker: the stuck file renders now
     wait_until(lambda: all(daemon.done(n) for n in names), 60, "every file")
     assert daemon.stop(signal.SIGINT) == 0
@@ -341,6 +345,16 @@ def test_once_stopped_before_the_end_exits_1(tmp_path: Path) -> None:
     assert "stopped (SIGTERM)" in d.read_log() and "1 left" in d.read_log()
     assert "not done: stopped by SIGTERM" in d.read_log()
     assert not d.done("stuck.jpg")
+
+
+def _holding(path: Path) -> list[int]:
+    """The processes that have `path` open."""
+    holders = []
+    for fd_dir in Path("/proc").glob("[0-9]*/fd"):
+        with contextlib.suppress(OSError):
+            if any(os.readlink(fd) == str(path) for fd in fd_dir.iterdir()):
+                holders.append(int(fd_dir.parent.name))
+    return holders
 
 
 def _live(config: Path) -> dict[str, Any] | None:
