@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     command("run", "Watch incoming/ in the foreground until SIGTERM or Ctrl-C.")
     command("start", "Run the daemon in the background (pidfile and log in the state folder).")
     command("stop", "Stop the background daemon: SIGTERM, then wait for it to drain.")
-    command("once", "Process everything pending, then exit: 0 all done, 1 some failed.")
+    command("once", "Process everything pending, then exit: 0 all done, 1 some failed or left.")
     status = command("status", "Show what is done, failed and pending.")
     status.add_argument("--json", action="store_true", help="print one JSON object")
     command("check-config", "Validate the configuration and print the effective values.")
@@ -89,8 +89,9 @@ def main(argv: list[str] | None = None) -> int:
             logs.configure(config.log)
         except OSError as e:
             raise cannot(config, "[log] file", "open", e) from None
-        progress = sys.stderr if args.command == "once" and sys.stderr.isatty() else None
-        return Daemon(config, once=args.command == "once", progress=progress).run()
+        once = args.command == "once"
+        progress = logs.Progress(sys.stderr) if once and sys.stderr.isatty() else None
+        return Daemon(config, once=once, progress=progress).run()
     except (StartupError, StateError) as e:
         print(f"thumbd: {e}", file=sys.stderr)
         return EXIT_USAGE

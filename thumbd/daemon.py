@@ -14,6 +14,7 @@ import errno
 import functools
 import logging
 import os
+import pwd
 import queue
 import signal
 import sqlite3
@@ -25,7 +26,7 @@ from concurrent.futures import CancelledError, Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any
 
 from thumbd import logs, metrics, names, pidfile, recovery, scanner
 from thumbd.config import Config, ConfigError, differences, load_config
@@ -131,7 +132,7 @@ class Daemon:
         config: Config,
         *,
         once: bool = False,
-        progress: TextIO | None = None,
+        progress: logs.Progress | None = None,
         notifier: Notifier | None = None,
     ):
         self.config = config
@@ -158,7 +159,7 @@ class Daemon:
         self.scan_stop = threading.Event()
         self.scan_thread: threading.Thread | None = None
         self.rescan_wanted = False
-        self.scan_total = 0
+        self.arrivals = 0  # paths scans, downloads and retries handed in: `once`'s total
         self.scan_found = 0
         self.next_rescan = 0.0
         self.scan_started = 0.0
@@ -177,7 +178,7 @@ class Daemon:
         self.last_progress = time.monotonic()  # the last result, or when in_flight filled up
         if notifier is None:
             notifier = Notifier(None) if once else Notifier.from_environment()
-        self.monitor = Monitor(notifier, None if once else config.paths.state)
+        self.monitor = Monitor(notifier, config.paths.state)  # `once` too: status shows it
         self.metrics_server: metrics.Server | None = None
 
     # -- the lifecycle ---------------------------------------------------------------------
@@ -206,6 +207,12 @@ class Daemon:
                 "not done: images in folders that could not be read (permissions?): %s",
                 ", ".join(shown(rel) for rel in sorted(self.unlisted)),
             )
+        if self.once and self.stop_reason != "done":  # a signal: what is left stays pending
+            log.warning(
+                "not done: stopped by %s before the end; thumbd once again takes up the rest",
+                self.stop_reason,
+            )
+            return 1
         return 1 if self.once and (self.unlisted or self.state_failed()) else 0
 
     def cannot_record(self, e: sqlite3.DatabaseError) -> None:
@@ -222,6 +229,7 @@ class Daemon:
 
     def startup(self) -> None:
         self._check_folders()
+        _check_owner(self.config, "once" if self.once else "run")
         try:
             self._take_lock()
         except OSError as e:
@@ -258,6 +266,7 @@ class Daemon:
             self.dispatch()
             self.commit_when_due()
             self.housekeeping()
+            self.show_progress()
             if self.once and self.idle():
                 self.stop_reason = "done"
         self.state.commit()
@@ -338,6 +347,10 @@ class Daemon:
         def handler(signum: int, frame: object) -> None:
             if got:
                 os.write(2, b"thumbd: second signal, exiting now\n")
+                pools = self.pools() if hasattr(self, "pool") else []  # none yet at start-up
+                for pool in pools:  # a hung worker would outlive the daemon for ever
+                    if isinstance(pool, ProcessPool):
+                        pool.kill_workers()
                 os._exit(128 + signum)
             got.append(signum)
             self.inbox.put(Signalled(signum))
@@ -489,7 +502,7 @@ class Daemon:
         for rel in batch.rels:
             if rel not in self.in_flight and rel not in self.queued:
                 self.settler.found(rel, now)
-        self.scan_total += len(batch.rels)
+        self.arrivals += len(batch.rels)
         self.scan_found += len(batch.rels)
         if batch.final:
             log.info("scan of %s: %d to look at", self.root, self.scan_found)
@@ -648,6 +661,7 @@ class Daemon:
         rel = self.downloads.on_fetched(message)
         if rel is not None and self.stop_reason is None:
             self.settler.touch(rel, time.monotonic(), closed=True)
+            self.arrivals += 1
 
     # -- results ---------------------------------------------------------------------------
 
@@ -752,7 +766,6 @@ class Daemon:
             extra={"source": job.rel, "bytes_in": result.signature[0], "bytes_out": written},
         )
         self.downloads.on_rendered(job.rel)
-        self.show_progress()
         return True
 
     def remove_stale(
@@ -772,7 +785,6 @@ class Daemon:
         metrics.file_failed(reason)
         log.warning("failed %s: %s", job.rel, reason, extra={"source": job.rel, "reason": reason})
         self.downloads.on_rendered(job.rel)
-        self.show_progress()
 
     # -- a full disk -----------------------------------------------------------------------
 
@@ -861,8 +873,7 @@ class Daemon:
                 self.start_scan()
         self.retire_finished_pools()
         self.keep_state()
-        if not self.once:
-            self.monitor.tick(time.monotonic(), self.snapshot())
+        self.monitor.tick(time.monotonic(), self.snapshot())
         self.take_retries()
 
     def take_retries(self) -> None:
@@ -880,6 +891,7 @@ class Daemon:
         rels = self.state.take_retries()
         if rels:
             log.info("looking again at %d files (thumbd retry or redo)", len(rels))
+            self.arrivals += len(rels)
         for rel in rels:
             if rel not in self.in_flight and rel not in self.queued:
                 self.settler.found(rel, now)
@@ -1157,14 +1169,16 @@ class Daemon:
     def show_progress(self) -> None:
         if self.progress is None:
             return
+        # Whatever left the pipeline counts, rendered or not (kept, unchanged, deleted).
+        waiting = len(self.settler) + len(self.ready) + len(self.in_flight) + len(self.unwritten)
         s = self.stats
-        total = max(self.scan_total, s.done + s.failed)
-        self.progress.write(f"\rthumbd: {s.done + s.failed}/{total} ({s.failed} failed)")
-        self.progress.flush()
+        total = max(self.arrivals, s.done + s.failed + waiting)
+        if total:
+            self.progress.show(f"thumbd: {total - waiting}/{total} ({s.failed} failed)")
 
     def _end_progress(self) -> None:
         if self.progress is not None:
-            self.progress.write("\n")
+            self.progress.end()
 
 
 def _pool_settings(c: Config) -> tuple[int, int, float, int, int]:
@@ -1185,6 +1199,31 @@ def _prepare(writer: Writer, config: Config) -> None:
         writer.prepare()
     except OSError as e:
         raise cannot(config, "[paths] outgoing", "create", e) from None
+
+
+def _check_owner(config: Config, command: str) -> None:
+    """root on the folders of a service's user (`thumbd once` typed after installing as root)
+    would leave a database and thumbnail folders there that the daemon, as that user, then
+    cannot write: say whose they are instead. The state folder tells whose daemon it is; a
+    root-owned one means root runs thumbd here (outgoing/ may then belong to anyone)."""
+    if os.geteuid() != 0:
+        return
+    for folder in (config.paths.state, config.paths.outgoing):
+        try:
+            uid = folder.stat().st_uid
+        except OSError:
+            continue  # not there yet (made below), or made unreadable: the usual errors follow
+        if uid == 0:
+            return
+        try:
+            user = pwd.getpwuid(uid).pw_name
+        except KeyError:
+            user = str(uid)
+        raise StartupError(
+            f"{folder} belongs to user {user}: run thumbd as that user "
+            f"(runuser -u {user} -- thumbd {command} ...); files root made there would be "
+            f"root's, and {user}'s daemon could not write them"
+        )
 
 
 def _check_incoming(incoming: Path) -> None:

@@ -219,6 +219,15 @@ class ProcessPool(Executor):
             _kill(w.process)
         self._thread.join()
 
+    def kill_workers(self) -> None:
+        """SIGKILL every worker, waiting for nothing: the daemon exits at once (a second
+        SIGTERM). Safe in a signal handler: no lock (its holder may be the interrupted code)."""
+        for w in list(self._workers):
+            pid = w.process.pid
+            if pid:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+
     def alive(self) -> bool:
         """The supervisor thread runs (until shutdown, when its last task is done)."""
         return self._thread.is_alive()

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, TextIO
@@ -34,6 +35,7 @@ _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
 }
 
 _handler: logging.Handler | None = None
+_progress: Progress | None = None  # `thumbd once`'s line at the bottom of the terminal
 _default_file: Path | None = None  # where the log goes when `[log] file` is empty
 _std_file: Path | None = None  # the file stdout and stderr point at (thumbd start)
 
@@ -86,6 +88,59 @@ def _iso_time(created: float) -> str:
     return f"{time.strftime('%Y-%m-%dT%H:%M:%S', local)}.{ms:03d}{offset[:3]}:{offset[3:]}"
 
 
+class Progress:
+    """A line kept at the bottom of a terminal (`thumbd once`). Log lines written to the same
+    terminal (the default, stderr) scroll above it: it is blanked before each and drawn again
+    after, instead of being glued in front of the next one."""
+
+    def __init__(self, stream: TextIO) -> None:
+        global _progress
+        self.stream = stream
+        self.text = ""
+        self.lock = threading.Lock()
+        _progress = self
+
+    def show(self, text: str) -> None:
+        if text == self.text:
+            return
+        with self.lock:
+            self._blank()
+            self.text = text
+            self.stream.write(text)
+            self.stream.flush()
+
+    def end(self) -> None:
+        """Leave the last text showing, on a line of its own; log lines no longer move it."""
+        global _progress
+        with self.lock:
+            if self.text:
+                self.stream.write("\n")
+                self.stream.flush()
+            self.text = ""
+        if _progress is self:
+            _progress = None
+
+    def _blank(self) -> None:
+        if self.text:  # spaces, not an escape sequence: any terminal understands them
+            self.stream.write("\r" + " " * len(self.text) + "\r")
+
+
+class StderrHandler(logging.StreamHandler[TextIO]):
+    """Log lines to stderr, above the progress line of `thumbd once` when there is one."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        line = _progress
+        if line is None or line.stream is not self.stream:
+            super().emit(record)
+            return
+        with line.lock:
+            line._blank()
+            super().emit(record)
+            if line.text:
+                self.stream.write(line.text)
+                self.stream.flush()
+
+
 class ReopenableFileHandler(logging.StreamHandler[TextIO]):
     """Appends to a file; `reopen()` starts a new one at the same path (after logrotate)."""
 
@@ -118,9 +173,7 @@ def configure(config: LogConfig, *, default_file: Path | None = None) -> None:
     if default_file is not None:
         _default_file = default_file
     path = Path(config.file) if config.file else _default_file
-    handler: logging.Handler = (
-        ReopenableFileHandler(path) if path else logging.StreamHandler(sys.stderr)
-    )
+    handler: logging.Handler = ReopenableFileHandler(path) if path else StderrHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if config.format == "json" else TextFormatter())
     level = LEVELS[config.level]
     handler.setLevel(level)

@@ -81,7 +81,7 @@ class Monitor:
     # -- the periodic part -----------------------------------------------------------------
 
     def due(self) -> float:
-        """The monotonic time of the next thing to do (never, for `thumbd once`)."""
+        """The monotonic time of the next thing to do (never without a status file or systemd)."""
         if self.status_path is None and not self.notifier.enabled:
             return math.inf
         interval = self.notifier.watchdog_interval

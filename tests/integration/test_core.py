@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
+import json
 import os
 import random
 import re
@@ -12,6 +14,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PIL import Image
@@ -270,6 +273,9 @@ def test_sigint_drains_too_and_a_second_signal_exits_at_once(daemon: Daemon) -> 
     assert daemon.proc is not None and daemon.proc.wait(timeout=10) == 128 + signal.SIGINT
     assert "second signal, exiting now" in daemon.read_log()
     assert not daemon.done("stuck.jpg")
+    # The worker stuck on it went too: nothing else would ever stop it (nor the fork server
+    # it keeps alive) once the daemon is gone.
+    wait_until(lambda: not _holding(daemon.incoming / "stuck.jpg"), 30, "no worker left on it")
     daemon.start()  # without the marker: the stuck file renders now
     wait_until(lambda: all(daemon.done(n) for n in names), 60, "every file")
     assert daemon.stop(signal.SIGINT) == 0
@@ -281,6 +287,12 @@ def test_once_shows_progress_on_a_terminal(tmp_path: Path) -> None:
 
     d = Daemon(tmp_path)
     write_jpegs(d.incoming, 5)
+    # One more whose thumbnails are there already (a lost state): kept, not rendered, but
+    # looked at all the same: the count ends at 6/6, not 5/6.
+    (d.incoming / "kept.jpg").write_bytes(jpeg_bytes())
+    d.outgoing.mkdir()
+    for width in (200, 64, 32):
+        (d.outgoing / f"kept_{width}.jpg").write_bytes(jpeg_bytes())
     leader, follower = pty.openpty()
     proc = subprocess.Popen(
         [sys.executable, "-m", "thumbd", "once", "-c", str(d.config)],
@@ -300,4 +312,69 @@ def test_once_shows_progress_on_a_terminal(tmp_path: Path) -> None:
         out += chunk
     assert proc.wait(timeout=60) == 0
     os.close(leader)
-    assert b"\rthumbd: 5/5 (0 failed)" in out
+    assert b"\rthumbd: 6/6 (0 failed)" in out
+    # The log goes to the same terminal: each of its lines shows alone, the progress line
+    # stays below them (not glued in front of the next log line), and is left showing at the end.
+    shown = [_on_screen(line) for line in out.decode().split("\n")]
+    log_lines = [line for line in shown if re.match(r"\d{4}-\d\d-\d\d ", line)]
+    assert len([line for line in log_lines if " done img" in line]) == 5
+    assert all("thumbd: " not in line.split(" INFO ")[0] for line in log_lines)
+    assert any(" kept kept.jpg" in line for line in log_lines)
+    assert [line for line in shown if line and line not in log_lines] == ["thumbd: 6/6 (0 failed)"]
+
+
+def test_once_stopped_before_the_end_exits_1(tmp_path: Path) -> None:
+    """`thumbd once && publish` must not go on when a SIGTERM or Ctrl-C left files undone."""
+    hang = "THUMBD-TEST-HANG-MARKER"
+    d = Daemon(tmp_path, {"daemon": {"shutdown_timeout": 1}})
+    (d.incoming / "stuck.jpg").write_bytes(jpeg_bytes() + hang.encode())
+    write_jpegs(d.incoming, 1)
+    with d.log.open("ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "thumbd", "once", "-c", str(d.config)],
+            stdout=log,
+            stderr=log,
+            env={**_env(), "THUMBD_TEST_HANG_MARKER": hang},
+        )
+    wait_until(lambda: "done img0000.jpg" in d.read_log(), 60, "the other file")
+    # A batch under nohup has no progress line: `thumbd status` shows its live figures.
+    live = wait_until(lambda: _live(d.config), 30, "live figures of thumbd once")
+    assert live["pid"] == proc.pid and live["in_flight"] == 1 and live["done"] == 1, live
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 1, d.read_log()
+    assert "stopped (SIGTERM)" in d.read_log() and "1 left" in d.read_log()
+    assert "not done: stopped by SIGTERM" in d.read_log()
+    assert not d.done("stuck.jpg")
+
+
+def _holding(path: Path) -> list[int]:
+    """The processes that have `path` open."""
+    holders = []
+    for fd_dir in Path("/proc").glob("[0-9]*/fd"):
+        with contextlib.suppress(OSError):
+            if any(os.readlink(fd) == str(path) for fd in fd_dir.iterdir()):
+                holders.append(int(fd_dir.parent.name))
+    return holders
+
+
+def _live(config: Path) -> dict[str, Any] | None:
+    r = thumbd("status", "--json", "-c", str(config))
+    live: dict[str, Any] = json.loads(r.stdout)["daemon"]
+    return live if "uptime" in live and live["done"] else None
+
+
+def _on_screen(line: str) -> str:
+    """What a terminal shows of one line: a carriage return goes back to the start, and later
+    characters overwrite earlier ones; trailing blanks are not seen."""
+    screen: list[str] = []
+    column = 0
+    for char in line:
+        if char == "\r":
+            column = 0
+            continue
+        if column < len(screen):
+            screen[column] = char
+        else:
+            screen.append(char)
+        column += 1
+    return "".join(screen).rstrip()

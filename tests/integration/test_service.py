@@ -542,3 +542,29 @@ def test_a_reload_to_a_metrics_address_in_use_keeps_the_endpoint(daemon: Daemon)
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
         assert b"thumbd_files_done_total" in r.read()
     assert daemon.stop() == 0
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root, as the service's installation does")
+def test_root_refuses_to_work_on_the_service_users_folders(tmp_path: Path) -> None:
+    """`thumbd once` typed as root on the service's state or outgoing folder would leave a
+    root-owned database and thumbnail folders behind, which the daemon (User=thumbd) then
+    cannot write: root is told whose they are instead, and creates nothing. (Before the state
+    folder exists, outgoing/ tells whose it is.)"""
+    (tmp_path / "incoming").mkdir()
+    (tmp_path / "incoming" / "a").mkdir()
+    (tmp_path / "incoming" / "a" / "x.jpg").write_bytes(jpeg_bytes())
+    cfg = tmp_path / "thumbd.toml"
+    cfg.write_text('[paths]\nstate = "state"\noutgoing = "outgoing"\n')
+    nobody = 65534
+    for folder in ("state", "outgoing"):
+        shutil.rmtree(tmp_path / "state", ignore_errors=True)
+        shutil.rmtree(tmp_path / "outgoing", ignore_errors=True)
+        (tmp_path / folder).mkdir()
+        os.chown(tmp_path / folder, nobody, nobody)
+        r = thumbd("once", "-c", str(cfg))
+        assert r.returncode == 2, r.stderr
+        assert f"{tmp_path / folder} belongs to user " in r.stderr, r.stderr
+        assert "runuser -u " in r.stderr and "Traceback" not in r.stderr, r.stderr
+        assert list((tmp_path / folder).iterdir()) == []
+    (tmp_path / "state").mkdir()  # root's own state: root runs thumbd here, outgoing/ is
+    assert thumbd("once", "-c", str(cfg)).returncode == 0  # another user's (a web server's)
