@@ -1092,7 +1092,7 @@ class Daemon:
             raise StartupError(
                 f'[executor] kind = "dask" needs Dask ({e}): pip install "thumbd[dask]"'
             ) from None
-        pool = DaskExecutor(self.config.executor)
+        pool = DaskExecutor(self.config.executor, self.config.resize.timeout)
         problem = pool.unreachable(timeout=30.0) if self.once else None
         if problem is not None:  # `once` exits; `run` waits for the scheduler to appear
             pool.shutdown()

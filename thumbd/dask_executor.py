@@ -20,6 +20,11 @@ Failures, and why each is handled where it is:
 - A worker dying while it runs a task whose input lives elsewhere: Dask re-runs the task itself
   and gives up with `KilledWorker` (the scheduler's `allowed-failures`): `WorkerCrashed` too.
 - An exception inside the task is retried by Dask (`client.submit(retries=...)`).
+- A task running longer than `[resize] timeout` (a hung decoder): counted from when the task
+  says it started (an event from its worker, so not while it waits in a queue), it is cancelled,
+  the file fails "timed out after N s" as locally, and its worker is restarted through its nanny:
+  Python cannot stop a thread stuck in a decoder, and every task Dask queued behind it would
+  wait forever. Other tasks that worker held are sent again like those of a worker that died.
 - The scheduler going away cancels every task of the client. Those tasks are not failed: they
   wait here, a new client connects when the scheduler is back, and they are sent again. The
   daemon keeps at most `max_in_flight` jobs here, so the rest of the backlog stays on disk.
@@ -51,9 +56,9 @@ from distributed import Client, KilledWorker
 from distributed.client import FutureCancelledError
 
 from thumbd.config import ExecutorConfig
-from thumbd.executor import WorkerCrashed
+from thumbd.executor import TaskTimeout, WorkerCrashed
 from thumbd.render import RenderResult, RenderSpec, Signature, read_source, render
-from thumbd.worker import render_bytes_on_cluster, render_on_cluster
+from thumbd.worker import STARTED_TOPIC, render_bytes_on_cluster, render_on_cluster
 
 log = logging.getLogger("thumbd.dask")
 
@@ -63,6 +68,7 @@ LOG_EVERY = 60.0  # seconds between repeated "still unreachable" lines
 CONNECTION_LOST = "scheduler-connection-lost"  # Dask's reason for cancelling on a lost client
 RESULT_TIMEOUT = 15.0  # seconds to fetch a finished task's thumbnails before rendering it again
 TASK_PREFIX = "thumbd-render-"  # keys: thumbd-render-<daemon run>-<task> (dashboard, tests)
+RESTART_TIMEOUT = 60.0  # seconds for a nanny to restart the worker of a task that timed out
 
 
 @dataclass(eq=False, slots=True)
@@ -77,17 +83,30 @@ class _Requeue(Exception):
     """The cluster could not take or finish this task now; send it again later."""
 
 
+class _Watch:
+    """One task on the cluster, as this loop sees it: whether it is done, and since when (and on
+    which worker) it runs. `wake` is set on every change."""
+
+    def __init__(self) -> None:
+        self.wake = asyncio.Event()
+        self.done = False
+        self.started: float | None = None
+        self.worker = ""
+
+
 class DaskExecutor(Executor):
     """Runs thumbd's render() on a Dask cluster; see the module docstring."""
 
-    def __init__(self, settings: ExecutorConfig) -> None:
+    def __init__(self, settings: ExecutorConfig, timeout: float) -> None:
         self._settings = settings
+        self._timeout = timeout  # [resize] timeout, for one task from when it starts running
         self._where = str(settings.scheduler_file or settings.address)
         self._lock = threading.Lock()
         self._closed = False  # submit() refuses from now on (any thread)
         # Owned by the loop thread:
         self._pending: deque[_Task] = deque()  # to send: new, or back after a failure
         self._running: dict[_Task, asyncio.Task[None]] = {}
+        self._watches: dict[str, _Watch] = {}  # by task key
         self._stopping = False
         self._cancel_unsent = False
         self._down_since: float | None = None
@@ -222,6 +241,7 @@ class DaskExecutor(Executor):
             await self._pause(RETRY_DELAY)
             return None
         self._first_try.set()
+        client.subscribe_topic(STARTED_TOPIC, self._on_started)
         if not self._announced:
             self._announced = True
             log.info(
@@ -315,6 +335,7 @@ class DaskExecutor(Executor):
         self, client: Any, task: _Task, source: tuple[Signature, bytes] | None, handles: list[Any]
     ) -> Any:
         key, retries = f"{self._keys}{uuid.uuid4().hex}", self._settings.retries
+        self._watches[key] = _Watch()  # before it can start
         if source is None:
             work = client.submit(render_on_cluster, task.path, task.spec, key=key, retries=retries)
         else:
@@ -336,7 +357,9 @@ class DaskExecutor(Executor):
 
     async def _outcome(self, client: Any, task: _Task, work: Any) -> RenderResult:
         try:
-            await _finished(work)
+            worker = await self._wait_done(work)
+            if worker is not None:
+                raise await self._time_out(client, task, work, worker)
             result: RenderResult = await _fetch(work)
         except KilledWorker as e:
             self.restarts += 1
@@ -346,7 +369,60 @@ class DaskExecutor(Executor):
                 raise _Requeue(_lost(client) or "lost the connection") from None
             # Dask's only other cancel: the scattered bytes were lost with their worker.
             raise self._worker_lost(task, "its Dask worker died") from None
+        finally:
+            self._watches.pop(work.key, None)
         return result
+
+    async def _wait_done(self, work: Any) -> str | None:
+        """Wait until the task is done (finished, erred or cancelled), without fetching anything;
+        or until it has run for `timeout`: then return the worker that runs it."""
+        watch, loop = self._watches[work.key], asyncio.get_running_loop()
+        work.add_done_callback(lambda _: loop.call_soon_threadsafe(_done, watch))  # Dask's thread
+        while not watch.done:
+            watch.wake.clear()
+            if watch.started is None:
+                await watch.wake.wait()
+                continue
+            left = watch.started + self._timeout - time.monotonic()
+            if left <= 0:
+                return watch.worker
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(watch.wake.wait(), left)
+        return None
+
+    def _on_started(self, event: tuple[float, Any]) -> None:
+        """A task of ours started on a worker (or started again, after a retry)."""
+        _, msg = event
+        watch = self._watches.get(str(msg.get("key"))) if isinstance(msg, dict) else None
+        if watch is not None:
+            watch.started, watch.worker = time.monotonic(), str(msg.get("worker", ""))
+            watch.wake.set()
+
+    async def _time_out(self, client: Any, task: _Task, work: Any, worker: str) -> TaskTimeout:
+        """Give up on a task past `timeout`: cancel it and restart the worker stuck in it."""
+        log.warning(
+            "%s: task over %g s on Dask worker %s; restarting that worker",
+            task.path,
+            self._timeout,
+            worker,
+        )
+        self.restarts += 1
+        with contextlib.suppress(Exception):
+            await client.cancel([work], force=True)
+        try:
+            outcome = await client.restart_workers(
+                [worker], timeout=RESTART_TIMEOUT, raise_for_error=False
+            )
+            trouble = None if outcome.get(worker) in ("OK", "removed") else outcome.get(worker)
+        except Exception as e:  # a worker without a nanny cannot be restarted
+            trouble = _brief(e)
+        if trouble is not None:
+            log.error(
+                "cannot restart Dask worker %s (%s): the hung task holds it until it exits",
+                worker,
+                trouble,
+            )
+        return TaskTimeout(f"timed out after {self._timeout:g} s")
 
     def _worker_lost(self, task: _Task, why: str) -> Exception:
         """Send it again (a _Requeue to raise), or, past `retries`, call it a crash."""
@@ -394,11 +470,9 @@ class DaskExecutor(Executor):
         self._down_since = None
 
 
-async def _finished(work: Any) -> None:
-    """Wait until the task is done (finished, erred or cancelled), without fetching anything."""
-    loop, done = asyncio.get_running_loop(), asyncio.Event()
-    work.add_done_callback(lambda _: loop.call_soon_threadsafe(done.set))  # Dask's thread
-    await done.wait()
+def _done(watch: _Watch) -> None:
+    watch.done = True
+    watch.wake.set()
 
 
 async def _fetch(work: Any) -> Any:

@@ -44,10 +44,17 @@ class Cluster:
         return json.loads(self.probe.read_text()) if self.probe.exists() else {}
 
 
-def _start(args: list[str], log: Path) -> subprocess.Popen[bytes]:
+def _start(
+    args: list[str], log: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
         return subprocess.Popen(
-            args, cwd=ROOT, env=_env(), stdout=out, stderr=out, start_new_session=True
+            args,
+            cwd=ROOT,
+            env={**_env(), **(env or {})},
+            stdout=out,
+            stderr=out,
+            start_new_session=True,
         )
 
 
@@ -71,10 +78,10 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     yield from _cluster(tmp_path_factory.mktemp("cluster"))
 
 
-def _cluster(tmp_path: Path, *options: str) -> Iterator[Cluster]:
+def _cluster(tmp_path: Path, *options: str, env: dict[str, str] | None = None) -> Iterator[Cluster]:
     info = tmp_path / "cluster.json"
     log = tmp_path / "cluster.log"
-    proc = _start([sys.executable, "-m", "tests.dask_cluster", str(info), *options], log)
+    proc = _start([sys.executable, "-m", "tests.dask_cluster", str(info), *options], log, env)
     try:
         wait_until(lambda: info.exists() or proc.poll() is not None, 90, "the Dask cluster")
         assert proc.poll() is None, log.read_text(errors="replace")
@@ -324,6 +331,42 @@ def test_a_source_that_kills_its_workers_ends_failed(
         assert "hog.png: worker crashed" in daemon.read_log()  # the first crash, tried again
         after = make_sources(daemon.incoming / "after", 5)
         wait_until(lambda: done_count(daemon, [f"after/{r}" for r in after]) == 5, 60, "5 more")
+        assert daemon.stop() == 0
+    finally:
+        daemon.kill_group()
+
+
+# -- a source that hangs its task: [resize] timeout applies on the cluster too -----------------
+
+HANG = "THUMBD-TEST-HANG-MARKER"
+
+
+@pytest.fixture
+def hang_cluster(tmp_path: Path) -> Iterator[Cluster]:
+    """Workers that hang on a source carrying the test marker, as a hung decoder would."""
+    yield from _cluster(tmp_path, env={"THUMBD_TEST_HANG_MARKER": HANG})
+
+
+def test_a_hung_task_times_out_and_its_worker_is_freed(
+    tmp_path: Path, hang_cluster: Cluster
+) -> None:
+    settings = {**dask_settings(hang_cluster.address, max_in_flight=4), "resize": {"timeout": 3}}
+    daemon = Daemon(tmp_path, settings)
+    daemon.start()
+    try:
+        buf = io.BytesIO()
+        images.natural((300, 200), 0).save(buf, "JPEG", comment=HANG.encode())
+        (daemon.tmp / "stuck.jpg").write_bytes(buf.getvalue())
+        os.rename(daemon.tmp / "stuck.jpg", daemon.incoming / "stuck.jpg")
+        wait_until(lambda: "failed stuck.jpg" in daemon.read_log(), 60, "stuck.jpg to fail")
+        [failure] = daemon.status()["failures"]
+        assert failure == {**failure, "source": "stuck.jpg", "reason": "timed out after 3 s"}
+        # Its worker was restarted: a thread stuck in a decoder cannot be stopped otherwise,
+        # and every task Dask queued behind it would wait forever.
+        rels = [f"after/{rel}" for rel in make_sources(daemon.incoming / "after", 12)]
+        wait_until(lambda: done_count(daemon, rels) == 12, 90, "the files after it")
+        assert "restarting that worker" in daemon.read_log()
+        assert daemon.status()["failed"] == 1
         assert daemon.stop() == 0
     finally:
         daemon.kill_group()
