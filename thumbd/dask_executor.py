@@ -10,7 +10,9 @@ executor reads the file here (`read_source`), moves the bytes straight to a work
 `Client.scatter(direct=True)` (Dask's way to move data: large task arguments would go through
 the scheduler and bloat its graph), and runs `render_bytes` there; the thumbnails' bytes come
 back. With `shared_storage = true` every machine mounts the same folders and the task is plain
-`render(path, spec)`: only the path travels.
+`render(path, spec)`: only the path travels. A worker that cannot open a file this machine can
+(the folder is not mounted there, or not at the same path, or not for its user) would fail it
+for a reason that is not true; that file is shipped instead, and the worker named in the log.
 
 Failures, and why each is handled where it is:
 - Scattered data has no recipe: when its worker dies, Dask cannot recompute it and cancels the
@@ -77,6 +79,8 @@ class _Task:
     path: str
     spec: RenderSpec
     lost: int = 0  # times its worker died with its data, so it had to be shipped again
+    ship: bool = False  # send its bytes even with shared storage (a worker could not open it)
+    worker: str = ""  # the Dask worker its last attempt ran on, when it said so
 
 
 class _Requeue(Exception):
@@ -107,6 +111,7 @@ class DaskExecutor(Executor):
         self._pending: deque[_Task] = deque()  # to send: new, or back after a failure
         self._running: dict[_Task, asyncio.Task[None]] = {}
         self._watches: dict[str, _Watch] = {}  # by task key
+        self._blind: set[str] = set()  # workers that could not open a file on shared storage
         self._stopping = False
         self._cancel_unsent = False
         self._down_since: float | None = None
@@ -311,9 +316,14 @@ class DaskExecutor(Executor):
                 with contextlib.suppress(Exception):
                     handle.release()
 
-    async def _attempt(self, client: Any, task: _Task, handles: list[Any]) -> RenderResult:
-        source: tuple[Signature, bytes] | None = None
-        if not self._settings.shared_storage:
+    async def _attempt(
+        self,
+        client: Any,
+        task: _Task,
+        handles: list[Any],
+        source: tuple[Signature, bytes] | None = None,
+    ) -> RenderResult:
+        if source is None and (task.ship or not self._settings.shared_storage):
             read = await asyncio.to_thread(read_source, task.path)
             if isinstance(read, RenderResult):  # unreadable: the answer render() gives
                 return read
@@ -323,13 +333,24 @@ class DaskExecutor(Executor):
             work = await self._send(client, task, source, handles)
         except Exception as e:  # the scheduler or the worker went away, or no workers yet
             raise _Requeue(_lost(client) or f"cannot send work ({_brief(e)})") from e
-        source = None  # on a worker now: no copy here while it renders (max_in_flight of them)
+        shipped, source = source is not None, None  # no copy here while it renders
         try:
-            return await self._outcome(client, task, work)
+            result = await self._outcome(client, task, work)
         except (OSError, TimeoutError) as e:  # fetching the result failed
             if client.status != "running":
                 raise _Requeue(_lost(client)) from e
             raise self._worker_lost(task, _brief(e)) from e
+        if shipped or result.signature is not None or result.error is None:
+            return result
+        # Shared storage, and the worker could not even open the file. If this machine cannot
+        # either (deleted meanwhile, say), reading it here gives the answer render() gives;
+        # else the worker does not see what this machine sees: send the bytes.
+        read = await asyncio.to_thread(read_source, task.path)
+        if isinstance(read, RenderResult):
+            return read
+        task.ship = True
+        self._blind_worker(task, result.error)
+        return await self._attempt(client, task, handles, read)
 
     async def _send(
         self, client: Any, task: _Task, source: tuple[Signature, bytes] | None, handles: list[Any]
@@ -370,7 +391,9 @@ class DaskExecutor(Executor):
             # Dask's only other cancel: the scattered bytes were lost with their worker.
             raise self._worker_lost(task, "its Dask worker died") from None
         finally:
-            self._watches.pop(work.key, None)
+            watch = self._watches.pop(work.key, None)
+            if watch is not None:
+                task.worker = watch.worker
         return result
 
     async def _wait_done(self, work: Any) -> str | None:
@@ -423,6 +446,19 @@ class DaskExecutor(Executor):
                 trouble,
             )
         return TaskTimeout(f"timed out after {self._timeout:g} s")
+
+    def _blind_worker(self, task: _Task, error: str) -> None:
+        if task.worker in self._blind:
+            return
+        self._blind.add(task.worker)
+        log.warning(
+            "Dask worker %s cannot open %s (%s), which this machine can: it does not see the "
+            "watched folder at the same path, as [executor] shared_storage = true needs; "
+            "sending the sources it cannot open as bytes instead",
+            task.worker or "(unknown)",
+            task.path,
+            error,
+        )
 
     def _worker_lost(self, task: _Task, why: str) -> Exception:
         """Send it again (a _Requeue to raise), or, past `retries`, call it a crash."""

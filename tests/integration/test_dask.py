@@ -12,6 +12,7 @@ import contextlib
 import io
 import json
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -78,10 +79,17 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     yield from _cluster(tmp_path_factory.mktemp("cluster"))
 
 
-def _cluster(tmp_path: Path, *options: str, env: dict[str, str] | None = None) -> Iterator[Cluster]:
+def _cluster(
+    tmp_path: Path,
+    *options: str,
+    env: dict[str, str] | None = None,
+    prefix: tuple[str, ...] = (),
+) -> Iterator[Cluster]:
+    """`prefix`: a command to run the cluster under (unshare)."""
     info = tmp_path / "cluster.json"
     log = tmp_path / "cluster.log"
-    proc = _start([sys.executable, "-m", "tests.dask_cluster", str(info), *options], log, env)
+    args = [*prefix, sys.executable, "-m", "tests.dask_cluster", str(info), *options]
+    proc = _start(args, log, env)
     try:
         wait_until(lambda: info.exists() or proc.poll() is not None, 90, "the Dask cluster")
         assert proc.poll() is None, log.read_text(errors="replace")
@@ -336,22 +344,58 @@ def test_a_source_that_kills_its_workers_ends_failed(
         daemon.kill_group()
 
 
-# -- a source that hangs its task: [resize] timeout applies on the cluster too -----------------
+# -- workers elsewhere: they do not see the watched folder ------------------------------------
 
 HANG = "THUMBD-TEST-HANG-MARKER"
 
 
-@pytest.fixture
-def hang_cluster(tmp_path: Path) -> Iterator[Cluster]:
-    """Workers that hang on a source carrying the test marker, as a hung decoder would."""
-    yield from _cluster(tmp_path, env={"THUMBD_TEST_HANG_MARKER": HANG})
+@dataclass
+class Remote:
+    cluster: Cluster
+    hidden: Path  # the daemons' folders go here: the workers see an empty folder instead
 
 
-def test_a_hung_task_times_out_and_its_worker_is_freed(
-    tmp_path: Path, hang_cluster: Cluster
-) -> None:
-    settings = {**dask_settings(hang_cluster.address, max_in_flight=4), "resize": {"timeout": 3}}
-    daemon = Daemon(tmp_path, settings)
+@pytest.fixture(scope="module")
+def remote(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Remote]:
+    """A cluster as if on other machines: in a mount namespace of its own, where `hidden` is an
+    empty tmpfs. Its workers also hang on a source carrying the test marker (a hung decoder)."""
+    if shutil.which("unshare") is None:
+        pytest.skip(reason="unshare (util-linux) is not installed")
+    hidden = tmp_path_factory.mktemp("hidden")
+    mount = shlex.join(["mount", "-t", "tmpfs", "thumbd-test", str(hidden)])
+    unshare = ("unshare", "--mount", "--propagation", "private", "sh", "-c")
+    probe = subprocess.run([*unshare, mount], capture_output=True, text=True)
+    if probe.returncode != 0:
+        pytest.skip(reason=f"cannot mount in a mount namespace here: {probe.stderr.strip()}")
+    hide = (*unshare, f'{mount} && exec "$@"', "sh")
+    env = {"THUMBD_TEST_HANG_MARKER": HANG}
+    for cluster in _cluster(tmp_path_factory.mktemp("remote"), env=env, prefix=hide):
+        yield Remote(cluster, hidden)
+
+
+def test_shared_storage_a_worker_cannot_see_gets_the_bytes(remote: Remote) -> None:
+    settings = dask_settings(remote.cluster.address, shared_storage=True)
+    daemon = Daemon(_mkdir(remote.hidden / "shared"), settings)
+    rels = make_sources(daemon.incoming, 6)
+    daemon.start()
+    try:
+        wait_until(lambda: done_count(daemon, rels) == 6, 60, "every file")
+        assert daemon.status()["failed"] == 0
+        log = daemon.read_log()
+        assert "cannot open" in log and "sending the sources it cannot open" in log, log
+        assert daemon.stop() == 0
+    finally:
+        daemon.kill_group()
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir()
+    return path
+
+
+def test_a_hung_task_times_out_and_its_worker_is_freed(remote: Remote) -> None:
+    settings = {**dask_settings(remote.cluster.address, max_in_flight=4), "resize": {"timeout": 3}}
+    daemon = Daemon(_mkdir(remote.hidden / "hang"), settings)
     daemon.start()
     try:
         buf = io.BytesIO()
