@@ -1071,6 +1071,7 @@ class Daemon:
             workers=self.config.resize.workers if self.config.executor.kind == "local" else 0,
             pool_restarts=self.retired_restarts + sum(p.restarts for p in self.pools()),
             problem=self.health_problem(),
+            waiting=self.pool.waiting(),
         )
 
     def _make_pool(self) -> Pool:

@@ -115,6 +115,7 @@ class DaskExecutor(Executor):
         self._stopping = False
         self._cancel_unsent = False
         self._down_since: float | None = None
+        self._down_why = ""
         self._down_logged = 0.0
         self._hold_until = 0.0
         self._announced = False
@@ -156,6 +157,13 @@ class DaskExecutor(Executor):
     def alive(self) -> bool:
         """Its thread runs (until shutdown, when the last task is done)."""
         return self._thread.is_alive()
+
+    def waiting(self) -> str | None:
+        """Why the cluster takes no work now and since when, for `thumbd status` (any thread)."""
+        since, why = self._down_since, self._down_why
+        if since is None:
+            return None
+        return f"the Dask cluster at {self._where} ({time.monotonic() - since:.0f} s so far): {why}"
 
     def unreachable(self, timeout: float) -> str | None:
         """Why the first attempt to reach the scheduler failed, or None if it worked (for
@@ -256,6 +264,8 @@ class DaskExecutor(Executor):
                 self._settings.max_in_flight,
                 self._keys,
             )
+        if not self._pending and not self._running:
+            self._recovered()  # nothing waits: back as far as anyone can tell
         return client
 
     def _address(self) -> str:
@@ -482,6 +492,7 @@ class DaskExecutor(Executor):
     def _trouble(self, why: str) -> None:
         """Log that the cluster cannot take work now: once, then every LOG_EVERY seconds."""
         now = time.monotonic()
+        self._down_why = why
         if self._down_since is None:
             self._down_since = now
         elif now - self._down_logged < LOG_EVERY:
@@ -497,11 +508,12 @@ class DaskExecutor(Executor):
     def _recovered(self) -> None:
         if self._down_since is None:
             return
+        waiting = len(self._pending) + len(self._running)
         log.info(
-            "Dask cluster at %s takes work again after %.1f s; catching up on %d files",
+            "Dask cluster at %s takes work again after %.1f s%s",
             self._where,
             time.monotonic() - self._down_since,
-            len(self._pending) + len(self._running),
+            f"; catching up on {waiting} files" if waiting else "",
         )
         self._down_since = None
 

@@ -34,6 +34,7 @@ LIVE_KEYS = (
     "workers",
     "pool_restarts",
     "problem",
+    "waiting",
 )
 
 

@@ -564,6 +564,25 @@ def test_kind_dask_without_dask_installed_says_what_to_install(tmp_path: Path) -
     assert "Traceback" not in r.stderr
 
 
+def test_status_says_what_the_daemon_waits_for_while_no_scheduler_answers(tmp_path: Path) -> None:
+    address = f"tcp://127.0.0.1:{_free_port()}"
+    daemon = Daemon(tmp_path, {**dask_settings(address), "daemon": {"shutdown_timeout": 1}})
+    daemon.start()
+    try:
+        make_sources(daemon.incoming, 2)
+        wait_until(lambda: daemon.status()["daemon"].get("waiting"), 60, "status: waiting")
+        live = daemon.status()["daemon"]
+        assert live["waiting"].startswith(f"the Dask cluster at {address} ("), live
+        assert " s so far): cannot connect (" in live["waiting"], live
+        assert (live["in_flight"], live["healthy"]) == (2, True), live  # not the watchdog's
+        r = thumbd("status", "-c", str(daemon.config))
+        assert f"; waiting for the Dask cluster at {address} (" in r.stdout, r.stdout
+        assert daemon.stop() == 0
+        assert daemon.status()["pending"] == 2
+    finally:
+        daemon.kill_group()
+
+
 def test_once_with_no_scheduler_says_so_and_exits(tmp_path: Path) -> None:
     # `run` waits for a scheduler that is not up yet (the scheduler test shows it catches up);
     # a batch run has nobody to wait for it.
