@@ -238,15 +238,20 @@ class DaskExecutor(Executor):
 
     async def _connect(self) -> Any:
         """A connected client, or None (after a pause) when the scheduler cannot be reached."""
+        client = None
         try:
-            client = await Client(
+            client = Client(
                 self._address(),
                 asynchronous=True,
                 timeout=CONNECT_TIMEOUT,
                 set_as_default=False,
                 direct_to_workers=not self._settings.shared_storage,
             )
+            await client  # connects
         except Exception as e:
+            if client is not None:  # closed here, not by its __del__ once this loop is gone
+                with contextlib.suppress(Exception):
+                    await client.close(timeout=CONNECT_TIMEOUT)
             if not self._first_try.is_set():
                 self._first_error = f"cannot reach the Dask scheduler {self._where}: {_brief(e)}"
                 self._first_try.set()
