@@ -232,11 +232,13 @@ class Daemon:
             self.watcher.start()
         self.start_scan()
         log.info(
-            "thumbd started: %s -> %s, widths %s, %d workers%s",
+            "thumbd started: %s -> %s, widths %s, %s%s",
             self.root,
             self.config.paths.outgoing,
             ", ".join(map(str, self.config.thumbnails.widths)),
-            self.config.resize.workers,
+            "on Dask"
+            if self.config.executor.kind == "dask"
+            else f"{self.config.resize.workers} workers",
             " (once)" if self.once else "",
         )
         self.monitor.ready(self.snapshot())

@@ -245,6 +245,7 @@ def test_same_stem_sources_rendered_on_dask_keep_their_own_thumbnails(
         index = json.loads((daemon.outgoing / "x.png.json").read_bytes())
         assert [t["file"] for t in index["thumbnails"]] == [f"x.png_{w}.jpg" for w in (200, 64, 32)]
         assert "rendering on the Dask cluster" in daemon.read_log()
+        assert "widths 200, 64, 32, on Dask" in daemon.read_log()  # not the local pool's workers
     finally:
         daemon.stop()
         daemon.kill_group()
