@@ -124,7 +124,9 @@ def _daemon_line(d: dict[str, Any]) -> str:
     if "uptime" not in d:
         return head + ", no live figures yet"
     lines = [
-        f"{head}, up {_duration(d['uptime'])}" + ("" if d["healthy"] else f"; {d['problem']}"),
+        f"{head}, up {_duration(d['uptime'])}"
+        + ("" if d["healthy"] else f"; {d['problem']}")
+        + (f"; waiting for {d['waiting']}" if d.get("waiting") else ""),
         f"  queue:     {d['queue']} ({d['settling']} settling, {d['ready']} ready)",
         f"  in flight: {d['in_flight']}",
         f"  rate:      {d['rate']:.1f} files/s over the last minute",

@@ -246,11 +246,13 @@ class Daemon:
             self.watcher.start()
         self.start_scan()
         log.info(
-            "thumbd started: %s -> %s, widths %s, %d workers%s",
+            "thumbd started: %s -> %s, widths %s, %s%s",
             self.root,
             self.config.paths.outgoing,
             ", ".join(map(str, self.config.thumbnails.widths)),
-            self.config.resize.workers,
+            "on Dask"
+            if self.config.executor.kind == "dask"
+            else f"{self.config.resize.workers} workers",
             " (once)" if self.once else "",
         )
         self.monitor.ready(self.snapshot())
@@ -1090,6 +1092,7 @@ class Daemon:
             workers=self.config.resize.workers if self.config.executor.kind == "local" else 0,
             pool_restarts=self.retired_restarts + sum(p.restarts for p in self.pools()),
             problem=self.health_problem(),
+            waiting=self.pool.waiting(),
         )
 
     def _make_pool(self) -> Pool:
@@ -1111,7 +1114,7 @@ class Daemon:
             raise StartupError(
                 f'[executor] kind = "dask" needs Dask ({e}): pip install "thumbd[dask]"'
             ) from None
-        pool = DaskExecutor(self.config.executor)
+        pool = DaskExecutor(self.config.executor, self.config.resize.timeout)
         problem = pool.unreachable(timeout=30.0) if self.once else None
         if problem is not None:  # `once` exits; `run` waits for the scheduler to appear
             pool.shutdown()

@@ -10,7 +10,9 @@ executor reads the file here (`read_source`), moves the bytes straight to a work
 `Client.scatter(direct=True)` (Dask's way to move data: large task arguments would go through
 the scheduler and bloat its graph), and runs `render_bytes` there; the thumbnails' bytes come
 back. With `shared_storage = true` every machine mounts the same folders and the task is plain
-`render(path, spec)`: only the path travels.
+`render(path, spec)`: only the path travels. A worker that cannot open a file this machine can
+(the folder is not mounted there, or not at the same path, or not for its user) would fail it
+for a reason that is not true; that file is shipped instead, and the worker named in the log.
 
 Failures, and why each is handled where it is:
 - Scattered data has no recipe: when its worker dies, Dask cannot recompute it and cancels the
@@ -20,6 +22,11 @@ Failures, and why each is handled where it is:
 - A worker dying while it runs a task whose input lives elsewhere: Dask re-runs the task itself
   and gives up with `KilledWorker` (the scheduler's `allowed-failures`): `WorkerCrashed` too.
 - An exception inside the task is retried by Dask (`client.submit(retries=...)`).
+- A task running longer than `[resize] timeout` (a hung decoder): counted from when the task
+  says it started (an event from its worker, so not while it waits in a queue), it is cancelled,
+  the file fails "timed out after N s" as locally, and its worker is restarted through its nanny:
+  Python cannot stop a thread stuck in a decoder, and every task Dask queued behind it would
+  wait forever. Other tasks that worker held are sent again like those of a worker that died.
 - The scheduler going away cancels every task of the client. Those tasks are not failed: they
   wait here, a new client connects when the scheduler is back, and they are sent again. The
   daemon keeps at most `max_in_flight` jobs here, so the rest of the backlog stays on disk.
@@ -51,9 +58,9 @@ from distributed import Client, KilledWorker
 from distributed.client import FutureCancelledError
 
 from thumbd.config import ExecutorConfig
-from thumbd.executor import WorkerCrashed
+from thumbd.executor import TaskTimeout, WorkerCrashed
 from thumbd.render import RenderResult, RenderSpec, Signature, read_source, render
-from thumbd.worker import render_bytes_on_cluster, render_on_cluster
+from thumbd.worker import STARTED_TOPIC, render_bytes_on_cluster, render_on_cluster
 
 log = logging.getLogger("thumbd.dask")
 
@@ -63,6 +70,7 @@ LOG_EVERY = 60.0  # seconds between repeated "still unreachable" lines
 CONNECTION_LOST = "scheduler-connection-lost"  # Dask's reason for cancelling on a lost client
 RESULT_TIMEOUT = 15.0  # seconds to fetch a finished task's thumbnails before rendering it again
 TASK_PREFIX = "thumbd-render-"  # keys: thumbd-render-<daemon run>-<task> (dashboard, tests)
+RESTART_TIMEOUT = 60.0  # seconds for a nanny to restart the worker of a task that timed out
 
 
 @dataclass(eq=False, slots=True)
@@ -71,26 +79,43 @@ class _Task:
     path: str
     spec: RenderSpec
     lost: int = 0  # times its worker died with its data, so it had to be shipped again
+    ship: bool = False  # send its bytes even with shared storage (a worker could not open it)
+    worker: str = ""  # the Dask worker its last attempt ran on, when it said so
 
 
 class _Requeue(Exception):
     """The cluster could not take or finish this task now; send it again later."""
 
 
+class _Watch:
+    """One task on the cluster, as this loop sees it: whether it is done, and since when (and on
+    which worker) it runs. `wake` is set on every change."""
+
+    def __init__(self) -> None:
+        self.wake = asyncio.Event()
+        self.done = False
+        self.started: float | None = None
+        self.worker = ""
+
+
 class DaskExecutor(Executor):
     """Runs thumbd's render() on a Dask cluster; see the module docstring."""
 
-    def __init__(self, settings: ExecutorConfig) -> None:
+    def __init__(self, settings: ExecutorConfig, timeout: float) -> None:
         self._settings = settings
+        self._timeout = timeout  # [resize] timeout, for one task from when it starts running
         self._where = str(settings.scheduler_file or settings.address)
         self._lock = threading.Lock()
         self._closed = False  # submit() refuses from now on (any thread)
         # Owned by the loop thread:
         self._pending: deque[_Task] = deque()  # to send: new, or back after a failure
         self._running: dict[_Task, asyncio.Task[None]] = {}
+        self._watches: dict[str, _Watch] = {}  # by task key
+        self._blind: set[str] = set()  # workers that could not open a file on shared storage
         self._stopping = False
         self._cancel_unsent = False
         self._down_since: float | None = None
+        self._down_why = ""
         self._down_logged = 0.0
         self._hold_until = 0.0
         self._announced = False
@@ -132,6 +157,13 @@ class DaskExecutor(Executor):
     def alive(self) -> bool:
         """Its thread runs (until shutdown, when the last task is done)."""
         return self._thread.is_alive()
+
+    def waiting(self) -> str | None:
+        """Why the cluster takes no work now and since when, for `thumbd status` (any thread)."""
+        since, why = self._down_since, self._down_why
+        if since is None:
+            return None
+        return f"the Dask cluster at {self._where} ({time.monotonic() - since:.0f} s so far): {why}"
 
     def unreachable(self, timeout: float) -> str | None:
         """Why the first attempt to reach the scheduler failed, or None if it worked (for
@@ -206,15 +238,20 @@ class DaskExecutor(Executor):
 
     async def _connect(self) -> Any:
         """A connected client, or None (after a pause) when the scheduler cannot be reached."""
+        client = None
         try:
-            client = await Client(
+            client = Client(
                 self._address(),
                 asynchronous=True,
                 timeout=CONNECT_TIMEOUT,
                 set_as_default=False,
                 direct_to_workers=not self._settings.shared_storage,
             )
+            await client  # connects
         except Exception as e:
+            if client is not None:  # closed here, not by its __del__ once this loop is gone
+                with contextlib.suppress(Exception):
+                    await client.close(timeout=CONNECT_TIMEOUT)
             if not self._first_try.is_set():
                 self._first_error = f"cannot reach the Dask scheduler {self._where}: {_brief(e)}"
                 self._first_try.set()
@@ -222,6 +259,7 @@ class DaskExecutor(Executor):
             await self._pause(RETRY_DELAY)
             return None
         self._first_try.set()
+        client.subscribe_topic(STARTED_TOPIC, self._on_started)
         if not self._announced:
             self._announced = True
             log.info(
@@ -231,6 +269,8 @@ class DaskExecutor(Executor):
                 self._settings.max_in_flight,
                 self._keys,
             )
+        if not self._pending and not self._running:
+            self._recovered()  # nothing waits: back as far as anyone can tell
         return client
 
     def _address(self) -> str:
@@ -291,9 +331,14 @@ class DaskExecutor(Executor):
                 with contextlib.suppress(Exception):
                     handle.release()
 
-    async def _attempt(self, client: Any, task: _Task, handles: list[Any]) -> RenderResult:
-        source: tuple[Signature, bytes] | None = None
-        if not self._settings.shared_storage:
+    async def _attempt(
+        self,
+        client: Any,
+        task: _Task,
+        handles: list[Any],
+        source: tuple[Signature, bytes] | None = None,
+    ) -> RenderResult:
+        if source is None and (task.ship or not self._settings.shared_storage):
             read = await asyncio.to_thread(read_source, task.path)
             if isinstance(read, RenderResult):  # unreadable: the answer render() gives
                 return read
@@ -303,18 +348,30 @@ class DaskExecutor(Executor):
             work = await self._send(client, task, source, handles)
         except Exception as e:  # the scheduler or the worker went away, or no workers yet
             raise _Requeue(_lost(client) or f"cannot send work ({_brief(e)})") from e
-        source = None  # on a worker now: no copy here while it renders (max_in_flight of them)
+        shipped, source = source is not None, None  # no copy here while it renders
         try:
-            return await self._outcome(client, task, work)
+            result = await self._outcome(client, task, work)
         except (OSError, TimeoutError) as e:  # fetching the result failed
             if client.status != "running":
                 raise _Requeue(_lost(client)) from e
             raise self._worker_lost(task, _brief(e)) from e
+        if shipped or result.signature is not None or result.error is None:
+            return result
+        # Shared storage, and the worker could not even open the file. If this machine cannot
+        # either (deleted meanwhile, say), reading it here gives the answer render() gives;
+        # else the worker does not see what this machine sees: send the bytes.
+        read = await asyncio.to_thread(read_source, task.path)
+        if isinstance(read, RenderResult):
+            return read
+        task.ship = True
+        self._blind_worker(task, result.error)
+        return await self._attempt(client, task, handles, read)
 
     async def _send(
         self, client: Any, task: _Task, source: tuple[Signature, bytes] | None, handles: list[Any]
     ) -> Any:
         key, retries = f"{self._keys}{uuid.uuid4().hex}", self._settings.retries
+        self._watches[key] = _Watch()  # before it can start
         if source is None:
             work = client.submit(render_on_cluster, task.path, task.spec, key=key, retries=retries)
         else:
@@ -336,7 +393,9 @@ class DaskExecutor(Executor):
 
     async def _outcome(self, client: Any, task: _Task, work: Any) -> RenderResult:
         try:
-            await _finished(work)
+            worker = await self._wait_done(work)
+            if worker is not None:
+                raise await self._time_out(client, task, work, worker)
             result: RenderResult = await _fetch(work)
         except KilledWorker as e:
             self.restarts += 1
@@ -346,7 +405,75 @@ class DaskExecutor(Executor):
                 raise _Requeue(_lost(client) or "lost the connection") from None
             # Dask's only other cancel: the scattered bytes were lost with their worker.
             raise self._worker_lost(task, "its Dask worker died") from None
+        finally:
+            watch = self._watches.pop(work.key, None)
+            if watch is not None:
+                task.worker = watch.worker
         return result
+
+    async def _wait_done(self, work: Any) -> str | None:
+        """Wait until the task is done (finished, erred or cancelled), without fetching anything;
+        or until it has run for `timeout`: then return the worker that runs it."""
+        watch, loop = self._watches[work.key], asyncio.get_running_loop()
+        work.add_done_callback(lambda _: loop.call_soon_threadsafe(_done, watch))  # Dask's thread
+        while not watch.done:
+            watch.wake.clear()
+            if watch.started is None:
+                await watch.wake.wait()
+                continue
+            left = watch.started + self._timeout - time.monotonic()
+            if left <= 0:
+                return watch.worker
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(watch.wake.wait(), left)
+        return None
+
+    def _on_started(self, event: tuple[float, Any]) -> None:
+        """A task of ours started on a worker (or started again, after a retry)."""
+        _, msg = event
+        watch = self._watches.get(str(msg.get("key"))) if isinstance(msg, dict) else None
+        if watch is not None:
+            watch.started, watch.worker = time.monotonic(), str(msg.get("worker", ""))
+            watch.wake.set()
+
+    async def _time_out(self, client: Any, task: _Task, work: Any, worker: str) -> TaskTimeout:
+        """Give up on a task past `timeout`: cancel it and restart the worker stuck in it."""
+        log.warning(
+            "%s: task over %g s on Dask worker %s; restarting that worker",
+            task.path,
+            self._timeout,
+            worker,
+        )
+        self.restarts += 1
+        with contextlib.suppress(Exception):
+            await client.cancel([work], force=True)
+        try:
+            outcome = await client.restart_workers(
+                [worker], timeout=RESTART_TIMEOUT, raise_for_error=False
+            )
+            trouble = None if outcome.get(worker) in ("OK", "removed") else outcome.get(worker)
+        except Exception as e:  # a worker without a nanny cannot be restarted
+            trouble = _brief(e)
+        if trouble is not None:
+            log.error(
+                "cannot restart Dask worker %s (%s): the hung task holds it until it exits",
+                worker,
+                trouble,
+            )
+        return TaskTimeout(f"timed out after {self._timeout:g} s")
+
+    def _blind_worker(self, task: _Task, error: str) -> None:
+        if task.worker in self._blind:
+            return
+        self._blind.add(task.worker)
+        log.warning(
+            "Dask worker %s cannot open %s (%s), which this machine can: it does not see the "
+            "watched folder at the same path, as [executor] shared_storage = true needs; "
+            "sending the sources it cannot open as bytes instead",
+            task.worker or "(unknown)",
+            task.path,
+            error,
+        )
 
     def _worker_lost(self, task: _Task, why: str) -> Exception:
         """Send it again (a _Requeue to raise), or, past `retries`, call it a crash."""
@@ -370,6 +497,7 @@ class DaskExecutor(Executor):
     def _trouble(self, why: str) -> None:
         """Log that the cluster cannot take work now: once, then every LOG_EVERY seconds."""
         now = time.monotonic()
+        self._down_why = why
         if self._down_since is None:
             self._down_since = now
         elif now - self._down_logged < LOG_EVERY:
@@ -385,20 +513,19 @@ class DaskExecutor(Executor):
     def _recovered(self) -> None:
         if self._down_since is None:
             return
+        waiting = len(self._pending) + len(self._running)
         log.info(
-            "Dask cluster at %s takes work again after %.1f s; catching up on %d files",
+            "Dask cluster at %s takes work again after %.1f s%s",
             self._where,
             time.monotonic() - self._down_since,
-            len(self._pending) + len(self._running),
+            f"; catching up on {waiting} files" if waiting else "",
         )
         self._down_since = None
 
 
-async def _finished(work: Any) -> None:
-    """Wait until the task is done (finished, erred or cancelled), without fetching anything."""
-    loop, done = asyncio.get_running_loop(), asyncio.Event()
-    work.add_done_callback(lambda _: loop.call_soon_threadsafe(done.set))  # Dask's thread
-    await done.wait()
+def _done(watch: _Watch) -> None:
+    watch.done = True
+    watch.wake.set()
 
 
 async def _fetch(work: Any) -> Any:

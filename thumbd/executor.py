@@ -232,6 +232,10 @@ class ProcessPool(Executor):
         """The supervisor thread runs (until shutdown, when its last task is done)."""
         return self._thread.is_alive()
 
+    def waiting(self) -> str | None:
+        """What the pool waits for (never anything: its workers are its own)."""
+        return None
+
     @property
     def busy(self) -> int:
         return self.held + len(self._pending)

@@ -44,6 +44,7 @@ class Snapshot:
     workers: int
     pool_restarts: int
     problem: str | None  # why the daemon is unhealthy, or None
+    waiting: str | None = None  # what it waits for without being unhealthy (a Dask scheduler)
 
 
 class Monitor:
@@ -130,6 +131,8 @@ class Monitor:
             f"{snap.done} done, {snap.failed} failed, {snap.settling + snap.ready} queued, "
             f"{snap.in_flight} in flight, {self.rate(now):.1f} files/s"
         )
+        if snap.waiting is not None:
+            text = f"{text}; waiting for {snap.waiting}"
         return text if snap.problem is None else f"{text}; unhealthy: {snap.problem}"
 
     # -- status.json -----------------------------------------------------------------------

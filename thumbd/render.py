@@ -258,7 +258,9 @@ def render_bytes(
     try:
         if not data:
             raise _Refused("empty file (0 bytes)")
-        return _render_source(io.BytesIO(data), spec, name, signature, started)
+        f = io.BytesIO(data)
+        testhooks.trip(f)
+        return _render_source(f, spec, name, signature, started)
     except _Refused as refused:
         return _refusal(refused, signature, started)
 

@@ -35,6 +35,7 @@ LIVE_KEYS = (
     "workers",
     "pool_restarts",
     "problem",
+    "waiting",
 )
 
 

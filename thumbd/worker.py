@@ -15,6 +15,8 @@ A Dask worker is not started by thumbd, so `init_worker` never runs there: the c
 are `render_on_cluster` / `render_bytes_on_cluster`, which set Pillow's limit before each render
 (the same number, so the local pool and the cluster accept and refuse the same files). The
 address-space cap is not applied to a cluster's processes: they are the cluster's to size.
+Each cluster task also tells the daemon when it starts running and where (a Dask event on
+STARTED_TOPIC): `[resize] timeout` counts from then, not from a wait in a worker's queue.
 """
 
 from __future__ import annotations
@@ -30,8 +32,12 @@ def init_worker(max_memory_bytes: int, max_pixels: int) -> None:
     Image.MAX_IMAGE_PIXELS = max_pixels
 
 
+STARTED_TOPIC = "thumbd-started"  # {"key": task key, "worker": its address} per task started
+
+
 def render_on_cluster(path: str, spec: RenderSpec) -> RenderResult:
     """render() as a Dask task: a worker sharing the watched folder reads the source itself."""
+    _announce()
     Image.MAX_IMAGE_PIXELS = spec.max_pixels
     return render(path, spec)
 
@@ -40,5 +46,14 @@ def render_bytes_on_cluster(
     data: bytes, spec: RenderSpec, name: str, signature: Signature | None
 ) -> RenderResult:
     """render_bytes() as a Dask task: the source was shipped to the worker."""
+    _announce()
     Image.MAX_IMAGE_PIXELS = spec.max_pixels
     return render_bytes(data, spec, name, signature)
+
+
+def _announce() -> None:
+    """Tell the daemon (through the scheduler) that this task runs now, and on which worker."""
+    from distributed import get_worker  # only ever called on a Dask worker
+
+    worker = get_worker()
+    worker.log_event(STARTED_TOPIC, {"key": worker.get_current_task(), "worker": worker.address})

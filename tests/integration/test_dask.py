@@ -12,6 +12,7 @@ import contextlib
 import io
 import json
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -44,10 +45,17 @@ class Cluster:
         return json.loads(self.probe.read_text()) if self.probe.exists() else {}
 
 
-def _start(args: list[str], log: Path) -> subprocess.Popen[bytes]:
+def _start(
+    args: list[str], log: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
         return subprocess.Popen(
-            args, cwd=ROOT, env=_env(), stdout=out, stderr=out, start_new_session=True
+            args,
+            cwd=ROOT,
+            env={**_env(), **(env or {})},
+            stdout=out,
+            stderr=out,
+            start_new_session=True,
         )
 
 
@@ -71,10 +79,17 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     yield from _cluster(tmp_path_factory.mktemp("cluster"))
 
 
-def _cluster(tmp_path: Path, *options: str) -> Iterator[Cluster]:
+def _cluster(
+    tmp_path: Path,
+    *options: str,
+    env: dict[str, str] | None = None,
+    prefix: tuple[str, ...] = (),
+) -> Iterator[Cluster]:
+    """`prefix`: a command to run the cluster under (unshare)."""
     info = tmp_path / "cluster.json"
     log = tmp_path / "cluster.log"
-    proc = _start([sys.executable, "-m", "tests.dask_cluster", str(info), *options], log)
+    args = [*prefix, sys.executable, "-m", "tests.dask_cluster", str(info), *options]
+    proc = _start(args, log, env)
     try:
         wait_until(lambda: info.exists() or proc.poll() is not None, 90, "the Dask cluster")
         assert proc.poll() is None, log.read_text(errors="replace")
@@ -230,6 +245,7 @@ def test_same_stem_sources_rendered_on_dask_keep_their_own_thumbnails(
         index = json.loads((daemon.outgoing / "x.png.json").read_bytes())
         assert [t["file"] for t in index["thumbnails"]] == [f"x.png_{w}.jpg" for w in (200, 64, 32)]
         assert "rendering on the Dask cluster" in daemon.read_log()
+        assert "widths 200, 64, 32, on Dask" in daemon.read_log()  # not the local pool's workers
     finally:
         daemon.stop()
         daemon.kill_group()
@@ -329,6 +345,78 @@ def test_a_source_that_kills_its_workers_ends_failed(
         daemon.kill_group()
 
 
+# -- workers elsewhere: they do not see the watched folder ------------------------------------
+
+HANG = "THUMBD-TEST-HANG-MARKER"
+
+
+@dataclass
+class Remote:
+    cluster: Cluster
+    hidden: Path  # the daemons' folders go here: the workers see an empty folder instead
+
+
+@pytest.fixture(scope="module")
+def remote(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Remote]:
+    """A cluster as if on other machines: in a mount namespace of its own, where `hidden` is an
+    empty tmpfs. Its workers also hang on a source carrying the test marker (a hung decoder)."""
+    if shutil.which("unshare") is None:
+        pytest.skip(reason="unshare (util-linux) is not installed")
+    hidden = tmp_path_factory.mktemp("hidden")
+    mount = shlex.join(["mount", "-t", "tmpfs", "thumbd-test", str(hidden)])
+    unshare = ("unshare", "--mount", "--propagation", "private", "sh", "-c")
+    probe = subprocess.run([*unshare, mount], capture_output=True, text=True)
+    if probe.returncode != 0:
+        pytest.skip(reason=f"cannot mount in a mount namespace here: {probe.stderr.strip()}")
+    hide = (*unshare, f'{mount} && exec "$@"', "sh")
+    env = {"THUMBD_TEST_HANG_MARKER": HANG}
+    for cluster in _cluster(tmp_path_factory.mktemp("remote"), env=env, prefix=hide):
+        yield Remote(cluster, hidden)
+
+
+def test_shared_storage_a_worker_cannot_see_gets_the_bytes(remote: Remote) -> None:
+    settings = dask_settings(remote.cluster.address, shared_storage=True)
+    daemon = Daemon(_mkdir(remote.hidden / "shared"), settings)
+    rels = make_sources(daemon.incoming, 6)
+    daemon.start()
+    try:
+        wait_until(lambda: done_count(daemon, rels) == 6, 60, "every file")
+        assert daemon.status()["failed"] == 0
+        log = daemon.read_log()
+        assert "cannot open" in log and "sending the sources it cannot open" in log, log
+        assert daemon.stop() == 0
+    finally:
+        daemon.kill_group()
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir()
+    return path
+
+
+def test_a_hung_task_times_out_and_its_worker_is_freed(remote: Remote) -> None:
+    settings = {**dask_settings(remote.cluster.address, max_in_flight=4), "resize": {"timeout": 3}}
+    daemon = Daemon(_mkdir(remote.hidden / "hang"), settings)
+    daemon.start()
+    try:
+        buf = io.BytesIO()
+        images.natural((300, 200), 0).save(buf, "JPEG", comment=HANG.encode())
+        (daemon.tmp / "stuck.jpg").write_bytes(buf.getvalue())
+        os.rename(daemon.tmp / "stuck.jpg", daemon.incoming / "stuck.jpg")
+        wait_until(lambda: "failed stuck.jpg" in daemon.read_log(), 60, "stuck.jpg to fail")
+        [failure] = daemon.status()["failures"]
+        assert failure == {**failure, "source": "stuck.jpg", "reason": "timed out after 3 s"}
+        # Its worker was restarted: a thread stuck in a decoder cannot be stopped otherwise,
+        # and every task Dask queued behind it would wait forever.
+        rels = [f"after/{rel}" for rel in make_sources(daemon.incoming / "after", 12)]
+        wait_until(lambda: done_count(daemon, rels) == 12, 90, "the files after it")
+        assert "restarting that worker" in daemon.read_log()
+        assert daemon.status()["failed"] == 1
+        assert daemon.stop() == 0
+    finally:
+        daemon.kill_group()
+
+
 # -- 3. the scheduler stopped and started again ----------------------------------------------
 
 
@@ -405,12 +493,17 @@ def test_the_scheduler_stopped_for_10_s_mid_burst_loses_nothing(
         wait_until(lambda: "files wait (nothing is failed)" in daemon.read_log(), 30, "a log")
         time.sleep(10)  # the outage itself: this is not waiting for a result
         assert daemon.proc is not None and daemon.proc.poll() is None
-        assert daemon.status()["failed"] == 0
+        live = daemon.status()["daemon"]
+        assert (live["failed"], live["healthy"]) == (0, True), live  # waiting is not stuck
+        assert live["waiting"].startswith(f"the Dask cluster at {cli_cluster.file} ("), live
+        r = thumbd("status", "-c", str(daemon.config))
+        assert f"; waiting for the Dask cluster at {cli_cluster.file} (" in r.stdout, r.stdout
         cli_cluster.start_scheduler()
         wait_until(lambda: done_count(daemon, rels) == len(rels), 120, "every file")
         status = daemon.status()
         assert (status["done"], status["failed"]) == (60, 0), status
         assert "takes work again" in daemon.read_log()
+        wait_until(lambda: daemon.status()["daemon"]["waiting"] is None, 10, "status: not waiting")
         assert daemon.stop() == 0
     finally:
         daemon.kill_group()
