@@ -568,3 +568,20 @@ def test_root_refuses_to_work_on_the_service_users_folders(tmp_path: Path) -> No
         assert list((tmp_path / folder).iterdir()) == []
     (tmp_path / "state").mkdir()  # root's own state: root runs thumbd here, outgoing/ is
     assert thumbd("once", "-c", str(cfg)).returncode == 0  # another user's (a web server's)
+
+
+def test_status_into_a_pipe_its_reader_closed_exits_without_a_traceback(daemon: Daemon) -> None:
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # `thumbd status | head -1` once head has its line
+    try:
+        r = subprocess.run(
+            [sys.executable, "-m", "thumbd", "status", "-c", str(daemon.config)],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=_env(),
+            timeout=60,
+        )
+    finally:
+        os.close(write_end)
+    assert r.returncode == 1 and r.stderr == ""
