@@ -117,3 +117,34 @@ def test_a_missing_database_is_worth_a_warning_only_after_a_first_run(
         make(out / "x_200.jpg")
         open_state(tmp_path / "s2" / "thumbd.db", out).close()
     assert "is missing; rebuilding it" in caplog.text
+
+
+def test_after_reboot_looks_only_after_a_new_boot_and_only_at_the_last_records(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from thumbd import recovery
+    from thumbd.state import REDO, State
+
+    out = tmp_path / "out"
+    make(out / "old_200.jpg", b"\xff\xd8 jpeg \xff\xd9")
+    make(out / "new_200.jpg", b"\xff\xd8 jpeg \xff\xd9")
+    state = State(tmp_path / "thumbd.db")
+    for rel in ("old.jpg", "new.jpg"):
+        state.record_done(rel, (10, 1, 1), [rel.replace(".jpg", "_200.jpg")], 10, 10)
+    state.commit()
+    hour_ago = time.time() - 3600
+    state._db.execute("UPDATE sources SET updated = ? WHERE path = 'old.jpg'", (hour_ago,))
+    monkeypatch.setenv(recovery.TEST_BOOT_ID, "boot-1")
+    recovery.after_reboot(state, out)  # the first run that knows its boot: nothing to compare
+    (out / "old_200.jpg").unlink()
+    (out / "new_200.jpg").unlink()
+    recovery.after_reboot(state, out)  # the same boot: a process crash loses no written file
+
+    def mtimes() -> dict[str, int]:  # REDO marks a record to be rendered again
+        return {r: rec.signature[1] for r in ("old.jpg", "new.jpg") if (rec := state.get(r))}
+
+    assert mtimes() == {"old.jpg": 1, "new.jpg": 1}
+    monkeypatch.setenv(recovery.TEST_BOOT_ID, "boot-2")
+    recovery.after_reboot(state, out)
+    assert mtimes() == {"old.jpg": 1, "new.jpg": REDO}  # older than REBOOT_WINDOW: written back
+    state.close()

@@ -235,6 +235,7 @@ class Daemon:
         except OSError as e:
             raise cannot(self.config, "[paths] state", "use", e) from None
         self.state = recovery.open_state(self.config.state_db, self.config.paths.outgoing)
+        recovery.after_reboot(self.state, self.config.paths.outgoing)
         self.state.take_retries()  # the start-up scan finds every source without a record
         _prepare(self.writer, self.config)
         if not self.once:

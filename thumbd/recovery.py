@@ -237,3 +237,65 @@ def _contested(folder: str) -> frozenset[str] | None:
         log.warning("cannot list %s (%s): rendering its sources again", folder, e.strerror)
         return None
     return frozenset(key for key, n in claims.items() if n > 1)
+
+
+# After a power loss or a kernel crash, what the kernel had not written back yet is gone: the
+# kernel flushes dirty pages after about 30 s (vm.dirty_expire_centisecs), ext4 commits every
+# 5 s, and under heavy I/O both lag. Records younger than this, counted back from the last
+# record of the run that went down, have their thumbnails looked at.
+REBOOT_WINDOW = 300.0
+BOOT_ID = "/proc/sys/kernel/random/boot_id"
+TEST_BOOT_ID = "THUMBD_TEST_BOOT_ID"  # tests only: stands in for the machine's boot id
+
+
+def boot_id() -> str | None:
+    """This boot's id (Linux makes a new one at every boot), or None where there is none."""
+    if fake := os.environ.get(TEST_BOOT_ID):
+        return fake
+    try:
+        with open(BOOT_ID) as f:
+            return f.read().strip() or None
+    except OSError:
+        return None
+
+
+def after_reboot(state: State, outgoing: Path) -> None:
+    """Thumbnails and records are not fsynced (docs/architecture.md, *Durability*): a record a
+    checkpoint made durable can outlive the thumbnails it lists when the machine goes down.
+    When the machine booted since the last run started, the sources recorded done in that run's
+    last REBOOT_WINDOW seconds whose thumbnails are missing, empty or zero-filled (what a lost
+    writeback leaves) are marked to be rendered again, as `thumbd redo` would. A crash of the
+    process alone loses nothing the kernel has, so the same boot needs no look."""
+    boot = boot_id()
+    if boot is None:
+        return
+    previous = state.get_meta("boot_id")
+    last = state.last_update()
+    if previous is not None and previous != boot and last is not None:
+        recent = state.done_since(last - REBOOT_WINDOW)
+        lost = [path for path, outputs in recent if not all(_intact(outgoing / o) for o in outputs)]
+        if lost:
+            state.mark_exact_for_redo(lost)
+            log.warning(
+                "the machine restarted since the last run: %d of the %d sources done in its "
+                "last %.0f s lost thumbnails (missing, empty or zero-filled); rendering them "
+                "again",
+                len(lost),
+                len(recent),
+                REBOOT_WINDOW,
+            )
+    state.set_meta("boot_id", boot)
+
+
+def _intact(path: Path) -> bool:
+    """The file is there, not empty, and does not end in zeros: the end of a JPEG, PNG, WebP,
+    GIF, AVIF or index JSON is never a run of zero bytes, but a file whose size reached the
+    disk before its data (XFS, ext4 in writeback mode) reads as zeros."""
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            f.seek(max(0, size - 16))
+            tail = f.read(16)
+    except OSError:
+        return False
+    return size > 0 and tail.strip(b"\0") != b""

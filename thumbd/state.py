@@ -2,8 +2,8 @@
 
 WAL journal with synchronous=NORMAL: a commit is a write into the WAL, not an fsync, and survives
 any crash of the process (kill -9, OOM); after a power loss the last commits may roll back (and
-thumbnails, never fsynced, may be lost while their rows stay: docs/architecture.md,
-*Durability*). The database stays consistent either way.
+thumbnails, never fsynced, may be lost while their rows stay: recovery.after_reboot renders
+those again; docs/architecture.md, *Durability*). The database stays consistent either way.
 
 A source counts as done or failed only for the exact (size, mtime_ns, inode) it was rendered
 from; a changed source no longer matches and is rendered again.
@@ -54,6 +54,8 @@ CREATE TABLE IF NOT EXISTS urls (
 ) WITHOUT ROWID;
 -- Sources `thumbd retry` cleared: a running daemon takes them from here (see take_retries).
 CREATE TABLE IF NOT EXISTS retries (path TEXT PRIMARY KEY) WITHOUT ROWID;
+-- Facts about the runs themselves (the boot the last run started in: recovery.after_reboot).
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 """
 
 
@@ -318,6 +320,32 @@ class State:
                 "INSERT OR IGNORE INTO retries (path) VALUES (?)", [(r,) for r in rows]
             )
         return rows
+
+    def mark_exact_for_redo(self, paths: list[str]) -> None:
+        """Like mark_for_redo, for these exact source paths (thousands, at start-up)."""
+        with self.transaction():
+            self._db.executemany(
+                "UPDATE sources SET mtime_ns = ? WHERE path = ?", [(REDO, p) for p in paths]
+            )
+
+    def done_since(self, since: float) -> list[tuple[str, tuple[str, ...]]]:
+        """(path, outputs) of the sources recorded done at or after `since` (time.time())."""
+        rows = self._db.execute(
+            "SELECT path, outputs FROM sources WHERE status = ? AND updated >= ?", (DONE, since)
+        )
+        return [(str(path), tuple(json.loads(outputs))) for path, outputs in rows]
+
+    def last_update(self) -> float | None:
+        row = self._db.execute("SELECT max(updated) FROM sources").fetchone()
+        return None if row[0] is None else float(row[0])
+
+    def get_meta(self, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self.transaction():
+            self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
 
     def _failed_paths(self) -> list[str]:
         query = "SELECT path FROM sources WHERE status = ?"

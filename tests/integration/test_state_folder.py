@@ -19,6 +19,8 @@ import textwrap
 import time
 from pathlib import Path
 
+from PIL import Image
+
 from tests.conftest import ROOT, Daemon, _env, _live_members, thumbd, wait_until
 from tests.integration.test_robustness import drop, holds_open, jpeg_bytes
 from thumbd.render import Signature
@@ -153,3 +155,37 @@ def test_outgoing_removed_under_a_running_daemon_is_made_again(daemon: Daemon) -
     assert daemon.done("b.jpg"), daemon.read_log()
     assert daemon.status()["failed"] == 0
     assert "was removed; making it again" in daemon.read_log()
+
+
+def test_after_the_machine_restarts_thumbnails_a_power_loss_took_are_made_again(
+    daemon: Daemon,
+) -> None:
+    names = ["gone.jpg", "empty.jpg", "zeros.jpg", "whole.jpg"]
+    daemon.start(env={"THUMBD_TEST_BOOT_ID": "boot-1"})
+    drop(daemon.incoming, names, jpeg_bytes((300, 200)))
+    wait_until(lambda: daemon.status()["done"] == 4, 30, "the four recorded")
+    daemon.kill_group()  # the machine goes down...
+    # ... and what the kernel had not written back is lost: one thumbnail gone, one empty, one
+    # of the right size but zeros (XFS after a crash), one set whole.
+    daemon.thumbs("gone.jpg")[0].unlink()
+    os.truncate(daemon.thumbs("empty.jpg")[1], 0)
+    zeros = daemon.thumbs("zeros.jpg")[2]
+    zeros.write_bytes(bytes(zeros.stat().st_size))
+    whole = [t.stat().st_ino for t in daemon.thumbs("whole.jpg")]
+
+    daemon.start(env={"THUMBD_TEST_BOOT_ID": "boot-2"})
+    again = names[:3]
+    wait_until(lambda: all(daemon.read_log().count(f"done {n}:") == 2 for n in again), 60, "")
+    log = daemon.read_log()
+    assert "the machine restarted since the last run: 3 of the 4 sources" in log
+    for name in again:
+        assert [width(t) for t in daemon.thumbs(name)] == [200, 64, 32]
+    assert [t.stat().st_ino for t in daemon.thumbs("whole.jpg")] == whole  # not rendered again
+    assert daemon.stop() == 0
+    assert daemon.status()["pending"] == 0
+
+
+def width(path: Path) -> int:
+    with Image.open(path) as im:
+        im.load()
+        return im.width
