@@ -655,6 +655,7 @@ class Fetcher:
                 return Failure(f"not an image ({_content_type(response)}{_encoding(response)})")
             out.write(head)
             size = self._copy_rest(response, out, size)
+            _durable(out)
             out.close()
             final = _place(tmp_path, dest, kind)
             return Downloaded(final, size, kind)
@@ -852,9 +853,32 @@ def _place(tmp_path: str, dest: Destination, kind: str) -> str:
         _check_inside(folder, dest.root)
         os.chmod(tmp_path, 0o666 & ~_umask())
         _replace(tmp_path, final)
+        _sync_folder(folder)
     except OSError as e:
         raise _Stop(Failure(f"cannot write {rel}: {e.strerror or e}")) from None
     return rel
+
+
+def _durable(out: IO[bytes]) -> None:
+    """fsync a finished download before it gets its final name. Unlike a thumbnail, which the
+    source can always make again, a download may be the only copy there will be (the URL can
+    be gone tomorrow), and its URL is recorded done once it is in place: a power loss must not
+    leave an empty file under a URL that is never fetched again. It costs a downloader thread a
+    few milliseconds, next to a network transfer."""
+    try:
+        out.flush()
+        os.fsync(out.fileno())
+    except OSError as e:
+        raise _Stop(Failure(f"cannot write the download: {e.strerror}")) from None
+
+
+def _sync_folder(folder: str) -> None:
+    """fsync the folder, so that the download's new name survives a power loss too."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _check_inside(folder: str, root: str) -> None:
