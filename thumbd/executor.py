@@ -104,7 +104,7 @@ def _worker_main(
 ) -> None:
     # The daemon drains its workers itself: a Ctrl-C, a SIGTERM or a hang-up sent to the whole
     # process group must not kill a task half-way. The pipe's EOF ends a worker whose daemon is
-    # gone. (They arrive blocked already: see ProcessPool._supervise.)
+    # gone. (SIGTERM and SIGHUP arrive ignored already: see ProcessPool._supervise.)
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, signal.SIG_IGN)
     _end_with(owner)
