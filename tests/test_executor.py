@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import time
 from concurrent.futures import wait
 
@@ -162,4 +163,26 @@ def test_workers_get_the_memory_cap_and_pillows_bomb_limit_from_the_initializer(
     try:
         assert pool.submit(workers.limits, 0).result(timeout=30) == (512 * 2**20, 123_456_789)
     finally:
+        pool.shutdown()
+
+
+def test_kill_workers_never_raises_while_workers_are_replaced() -> None:
+    # It runs in the daemon's handler of a second SIGTERM, while the supervisor thread reaps
+    # and closes workers: an exception there would escape into whatever the main thread was
+    # doing, and the daemon would not exit at once.
+    pool = ProcessPool(2, max_tasks_per_child=1)  # a worker ends (and is reaped) after each task
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # the threads interleave often: the race shows in a few rounds
+    try:
+        for _ in range(15):
+            futures = [pool.submit(workers.pid, i) for i in range(4)]
+            for _ in range(300):
+                pool.kill_workers()
+            # Killed before it took its task, a worker's broken pipe puts that task (already
+            # marked running) back in the queue: it must start again, not stop the supervisor.
+            _done, not_done = wait(futures, timeout=30)
+            assert not not_done
+            assert pool.alive()
+    finally:
+        sys.setswitchinterval(switch)
         pool.shutdown()

@@ -104,7 +104,7 @@ def _worker_main(
 ) -> None:
     # The daemon drains its workers itself: a Ctrl-C, a SIGTERM or a hang-up sent to the whole
     # process group must not kill a task half-way. The pipe's EOF ends a worker whose daemon is
-    # gone. (They arrive blocked already: see ProcessPool._supervise.)
+    # gone. (SIGTERM and SIGHUP arrive ignored already: see ProcessPool._supervise.)
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, signal.SIG_IGN)
     _end_with(owner)
@@ -223,9 +223,9 @@ class ProcessPool(Executor):
         """SIGKILL every worker, waiting for nothing: the daemon exits at once (a second
         SIGTERM). Safe in a signal handler: no lock (its holder may be the interrupted code)."""
         for w in list(self._workers):
-            pid = w.process.pid
-            if pid:
-                with contextlib.suppress(OSError):
+            # ValueError: the supervisor thread closed that process object meanwhile (reaped).
+            with contextlib.suppress(OSError, ValueError):
+                if pid := w.process.pid:
                     os.kill(pid, signal.SIGKILL)
 
     def alive(self) -> bool:
@@ -294,7 +294,7 @@ class ProcessPool(Executor):
         if w.tasks:
             if task.future.cancelled():
                 return  # waits behind a running task: it starts when that one answers
-        elif not task.future.set_running_or_notify_cancel():
+        elif not _start(task.future):
             return
         else:
             w.started = time.monotonic()
@@ -318,7 +318,7 @@ class ProcessPool(Executor):
             return
         w.started = time.monotonic()
         head = w.tasks[0]
-        if head.live and not head.future.set_running_or_notify_cancel():
+        if head.live and not _start(head.future):
             head.live = False  # cancelled while it waited in the pipe: it runs, for nothing
 
     def _cancel_unstarted(self) -> None:
@@ -465,6 +465,12 @@ class ProcessPool(Executor):
         with self._lock:
             while self._pending:
                 self._pending.popleft().future.cancel()
+
+
+def _start(future: Future[Any]) -> bool:
+    """Mark the future running; False if it was cancelled. One already running is a task a
+    worker died before it could take (its pipe broken): put back in the queue, it starts again."""
+    return future.running() or future.set_running_or_notify_cancel()
 
 
 def _kill(process: multiprocessing.process.BaseProcess) -> None:
