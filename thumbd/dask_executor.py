@@ -376,7 +376,11 @@ class DaskExecutor(Executor):
             work = client.submit(render_on_cluster, task.path, task.spec, key=key, retries=retries)
         else:
             signature, data = source
-            scattered = await client.scatter(data, direct=True, hash=False)
+            try:
+                scattered = await client.scatter(data, direct=True, hash=False)
+            except BaseException:
+                del self._watches[key]  # never submitted: _outcome, which drops it, never runs
+                raise
             handles.append(scattered)
             name = os.path.basename(task.path)
             work = client.submit(
