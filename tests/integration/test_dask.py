@@ -12,6 +12,7 @@ import contextlib
 import io
 import json
 import os
+import random
 import shlex
 import shutil
 import signal
@@ -420,9 +421,15 @@ def test_a_hung_task_times_out_and_its_worker_is_freed(remote: Remote) -> None:
 
 
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port free now, below the kernel's ephemeral range: the scheduler is stopped and started
+    again on it, and in between no connection or bind(0) of a test running beside this one can
+    be given it, as it could a port of that range."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    for port in random.sample(range(max(1024, low - 10_000), low), 200):
+        with socket.socket() as s, contextlib.suppress(OSError):
+            s.bind(("127.0.0.1", port))
+            return port
+    pytest.fail("no free port below the ephemeral range")
 
 
 class CliCluster:
