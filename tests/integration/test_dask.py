@@ -404,7 +404,7 @@ def test_a_hung_task_times_out_and_its_worker_is_freed(remote: Remote) -> None:
         (daemon.tmp / "stuck.jpg").write_bytes(buf.getvalue())
         os.rename(daemon.tmp / "stuck.jpg", daemon.incoming / "stuck.jpg")
         wait_until(lambda: "failed stuck.jpg" in daemon.read_log(), 60, "stuck.jpg to fail")
-        [failure] = daemon.status()["failures"]
+        [failure] = daemon.recorded(failed=1)["failures"]  # logged first, then committed
         assert failure == {**failure, "source": "stuck.jpg", "reason": "timed out after 3 s"}
         # Its worker was restarted: a thread stuck in a decoder cannot be stopped otherwise,
         # and every task Dask queued behind it would wait forever.
