@@ -132,6 +132,18 @@ class Daemon:
         assert r.returncode == 0, r.stderr
         return json.loads(r.stdout)  # type: ignore[no-any-return]
 
+    def recorded(self, **counts: int) -> dict[str, Any]:
+        """status() once its `counts` (done=3, failed=0, pending=0) are reached. A record
+        follows its thumbnails (its commit may wait for others in flight), so thumbnails on
+        disk do not yet mean the state counts them."""
+
+        def reached() -> dict[str, Any] | None:
+            status = self.status()
+            return status if all(status[k] == v for k, v in counts.items()) else None
+
+        found: dict[str, Any] = wait_until(reached, 30, f"status to show {counts}")
+        return found
+
     def thumbs(
         self, rel: str, widths: tuple[int, ...] = (200, 64, 32), ext: str = "jpg"
     ) -> list[Path]:

@@ -114,7 +114,7 @@ def test_many_files_moved_in_from_outside_are_all_processed(daemon: Daemon) -> N
     target.mkdir()
     subprocess.run(["mv", *map(str, paths), str(target)], check=True)
     wait_until(lambda: all(daemon.done(f"moved/{p.name}") for p in paths), 120, "300 moved files")
-    assert daemon.status()["done"] == 300
+    daemon.recorded(done=300)
 
 
 def test_files_written_into_a_new_folder_are_not_missed(daemon: Daemon) -> None:
@@ -178,9 +178,10 @@ def test_sigterm_drains_and_a_restart_completes_the_rest(daemon: Daemon) -> None
     for p in paths:
         os.rename(p, daemon.incoming / p.name)
     wait_until(lambda: "done img" in daemon.read_log(), 30, "the first file")
-    started = time.monotonic()
     assert daemon.stop(signal.SIGTERM) == 0
-    assert time.monotonic() - started < 20
+    # The drain ended with the files in flight, not at shutdown_timeout (no clock: under load
+    # even a quick drain takes its time).
+    assert "still running after" not in daemon.read_log()
     assert temp_files(daemon.outgoing) == []
     done_before = sum(daemon.done(p.name) for p in paths)
     assert done_before < 100, "the burst finished before SIGTERM; nothing was queued"
