@@ -33,19 +33,9 @@ class PidFile:
 
     def __enter__(self) -> PidFile:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        try:
-            lock(fd)
-        except BlockingIOError:
-            pid = _read_pid(fd)
-            os.close(fd)
-            raise AlreadyRunning(self.path, pid) from None
-        stale = _read_pid(fd)
+        self._fd, stale = _take(self.path)
         if stale is not None and stale != os.getpid():
             self.stale = stale  # logged by the caller: logging may not be set up yet
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self._fd = fd
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -55,6 +45,22 @@ class PidFile:
             self.path.unlink()  # while still locked, so no one else's file is removed
         os.close(self._fd)
         self._fd = None
+
+
+def _take(path: Path) -> tuple[int, int | None]:
+    """Open and lock `path`, write our pid into it: (its fd, the pid it named before), or
+    AlreadyRunning naming the pid of the process that holds it."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        lock(fd)
+    except BlockingIOError:
+        pid = _read_pid(fd)
+        os.close(fd)
+        raise AlreadyRunning(path, pid) from None
+    before = _read_pid(fd)
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd, before
 
 
 def lock(fd: int, attempts: int = 5) -> None:
@@ -146,16 +152,7 @@ class StateLock:
         return fd
 
     def _lock_file(self) -> int:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        try:
-            lock(fd)
-        except BlockingIOError:
-            pid = _read_pid(fd)
-            os.close(fd)
-            raise AlreadyRunning(self.path, pid) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        return fd
+        return _take(self.path)[0]
 
     def _pid_in_file(self) -> int | None:
         try:
