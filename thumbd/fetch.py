@@ -873,12 +873,15 @@ def _durable(out: IO[bytes]) -> None:
 
 
 def _sync_folder(folder: str) -> None:
-    """fsync the folder, so that the download's new name survives a power loss too."""
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    """fsync the folder, so that the download's new name survives a power loss too. Best
+    effort: some filesystems (FUSE, some network mounts) refuse an fsync of a folder, and the
+    download is in place all the same."""
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def _check_inside(folder: str, root: str) -> None:
