@@ -275,7 +275,7 @@ def after_reboot(state: State, outgoing: Path) -> None:
         recent = state.done_since(last - REBOOT_WINDOW)
         lost = [path for path, outputs in recent if not all(_intact(outgoing / o) for o in outputs)]
         if lost:
-            state.mark_exact_for_redo(lost)
+            state.mark_for_redo(lost)  # at start-up: take_retries clears what it adds
             log.warning(
                 "the machine restarted since the last run: %d of the %d sources done in its "
                 "last %.0f s lost thumbnails (missing, empty or zero-filled); rendering them "

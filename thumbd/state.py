@@ -296,7 +296,7 @@ class State:
         with self.transaction():
             failed = self._failed_paths()
             if paths is not None:
-                failed = [f for f in failed if any(_under(f, p) for p in paths)]
+                failed = _selected(failed, paths)
             for path in failed:
                 self.forget_failed_urls(path)
                 self._db.execute("DELETE FROM sources WHERE path = ?", (path,))
@@ -312,7 +312,7 @@ class State:
         with self.transaction():
             rows = [str(r[0]) for r in self._db.execute("SELECT path FROM sources ORDER BY 1")]
             if paths is not None:
-                rows = [r for r in rows if any(_under(r, p) for p in paths)]
+                rows = _selected(rows, paths)
             self._db.executemany(
                 "UPDATE sources SET mtime_ns = ? WHERE path = ?", [(REDO, r) for r in rows]
             )
@@ -320,13 +320,6 @@ class State:
                 "INSERT OR IGNORE INTO retries (path) VALUES (?)", [(r,) for r in rows]
             )
         return rows
-
-    def mark_exact_for_redo(self, paths: list[str]) -> None:
-        """Like mark_for_redo, for these exact source paths (thousands, at start-up)."""
-        with self.transaction():
-            self._db.executemany(
-                "UPDATE sources SET mtime_ns = ? WHERE path = ?", [(REDO, p) for p in paths]
-            )
 
     def done_since(self, since: float) -> list[tuple[str, tuple[str, ...]]]:
         """(path, outputs) of the sources recorded done at or after `since` (time.time())."""
@@ -482,8 +475,21 @@ def _file_id(path: Path) -> tuple[int, int] | None:
     return st.st_dev, st.st_ino
 
 
-def _under(path: str, prefix: str) -> bool:
-    return prefix in ("", ".") or path == prefix or path.startswith(prefix.rstrip("/") + "/")
+def _selected(rows: list[str], paths: list[str]) -> list[str]:
+    """The `rows` equal to or under one of `paths` (files or folders): a set lookup of each row
+    and its folders, not a pass over `paths` per row (recovery.after_reboot passes thousands)."""
+    wanted = {p.rstrip("/") for p in paths}
+    if wanted & {"", "."}:
+        return rows
+
+    def hit(row: str) -> bool:
+        while row:
+            if row in wanted:
+                return True
+            row = row.rpartition("/")[0]
+        return False
+
+    return [r for r in rows if hit(r)]
 
 
 def _record(row: tuple[object, ...]) -> Record:
