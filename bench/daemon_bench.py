@@ -37,8 +37,8 @@ from bench.daemon_run import (
     percentile,
 )
 from bench.procmon import machine_busy_seconds
-from thumbd.render import RenderSpec, render
-from thumbd.state import State
+from thumbd.render.pipeline import RenderSpec, render
+from thumbd.store.state import State
 
 DONE_LINE = re.compile(rb"\] done .*\(render (\d+) ms\)")
 # "done a.jpg: 3 thumbnails in 25 ms (render 18 ms)": the time from the moment the file had

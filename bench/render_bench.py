@@ -33,8 +33,8 @@ from typing import Any
 from PIL import Image, ImageChops, ImageOps, ImageStat
 
 from bench.corpus import Photo
-from thumbd import render as render_module
-from thumbd.render import RenderSpec, render
+from thumbd.render import pipeline as render_module
+from thumbd.render.pipeline import RenderSpec, render
 
 SWAPS_AXES = frozenset({5, 6, 7, 8})
 
@@ -171,8 +171,8 @@ def summarize(rows: list[dict[str, Any]], only: set[str] | None = None) -> dict[
 # report the bench's own peak.
 RSS_PROBE = """
 import sys
-from thumbd import render as render_module
-from thumbd.render import RenderSpec, render
+from thumbd.render import pipeline as render_module
+from thumbd.render.pipeline import RenderSpec, render
 def peak_kb():
     with open("/proc/self/status") as f:
         return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))

@@ -10,12 +10,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from thumbd import __version__, control, logs
+from thumbd import __version__
+from thumbd.commands import control
+from thumbd.commands.retry import redo, retry
+from thumbd.commands.status import collect
 from thumbd.config import Config, ConfigError, load_config, to_toml
-from thumbd.daemon import Daemon, StartupError, cannot
-from thumbd.retry import redo, retry
-from thumbd.state import StateError
-from thumbd.status import collect
+from thumbd.service import logs
+from thumbd.service.daemon import Daemon, StartupError, cannot
+from thumbd.store.state import StateError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 

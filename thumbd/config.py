@@ -21,8 +21,8 @@ from typing import Any
 from PIL import ImageColor
 
 from thumbd import __version__
-from thumbd.encode import FORMATS, METADATA_ITEMS, avif_available
-from thumbd.sizing import CROPS, MODES
+from thumbd.render.encode import FORMATS, METADATA_ITEMS, avif_available
+from thumbd.render.sizing import CROPS, MODES
 
 
 class ConfigError(Exception):

@@ -36,8 +36,8 @@ from tests.httpserver import (
 )
 from tests.images import natural
 from thumbd import __version__
-from thumbd.fetch import size_text
-from thumbd.manifest import url_hash
+from thumbd.downloads.fetch import size_text
+from thumbd.downloads.manifest import url_hash
 
 FAST = {"connect_timeout": 2.0, "read_timeout": 5.0}
 ALLOW: dict[str, dict[str, Any]] = {"download": {"allow_private_addresses": True, **FAST}}

@@ -12,8 +12,8 @@ from PIL import Image, ImageSequence
 
 from tests import images
 from tests.conftest import Daemon, wait_until
-from thumbd import thumbhash
-from thumbd.render import ALLOWED_FORMATS
+from thumbd.render import thumbhash
+from thumbd.render.pipeline import ALLOWED_FORMATS
 
 CONFIG = """
 [thumbnails]

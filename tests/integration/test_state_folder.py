@@ -23,8 +23,8 @@ from PIL import Image
 
 from tests.conftest import ROOT, Daemon, _env, _live_members, thumbd, wait_until
 from tests.integration.test_robustness import drop, holds_open, jpeg_bytes
-from thumbd.render import Signature
-from thumbd.state import State
+from thumbd.render.pipeline import Signature
+from thumbd.store.state import State
 
 
 def test_a_removed_lock_or_database_lets_no_second_daemon_start(daemon: Daemon) -> None:
@@ -88,7 +88,7 @@ def test_a_stop_of_the_whole_pool_longer_than_the_timeout_fails_nothing(tmp_path
         """
         import time
         from tests import workers
-        from thumbd.executor import ProcessPool
+        from thumbd.executors.local import ProcessPool
         pool = ProcessPool(1, timeout=2.0)
         future = pool.submit(workers.sleep, 0.5)
         while not future.running():

@@ -9,8 +9,8 @@ import pytest
 
 from tests import images
 from thumbd.config import load_config
-from thumbd.daemon import Daemon
-from thumbd.state import State
+from thumbd.service.daemon import Daemon
+from thumbd.store.state import State
 
 
 def _config(tmp_path: Path) -> Path:

@@ -1,0 +1,155 @@
+"""Which paths are work, and when a file is complete."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from tests import images
+from thumbd.intake.settle import Kind, Settler, classify
+from thumbd.render.pipeline import ALLOWED_FORMATS, RenderSpec, render
+
+
+@pytest.mark.parametrize(
+    "rel",
+    [
+        ".x.jpg.Ab12Cd",  # rsync
+        ".syncthing.x.jpg.tmp",  # Syncthing
+        ".x.jpg.~1a2b3c4d",  # Nextcloud
+        "x.jpg.part",
+        "x.jpg.partial",
+        "x.jpg.crdownload",
+        "x.jpg.tmp",
+        "x.jpg~",
+        "a/.~tmp~/x.jpg",  # rsync --delay-updates
+        "notes.txt",
+        "x",
+    ],
+)
+def test_temporary_and_other_names_are_ignored(rel: str) -> None:
+    assert classify(rel) is None
+
+
+@pytest.mark.parametrize(
+    "rel", ["x.jpg", "a/b/X.JPG", "y.jpeg", "z.png", "g.gif", "w.webp", "t.TIFF"]
+)
+def test_images_are_work(rel: str) -> None:
+    assert classify(rel) is Kind.IMAGE
+
+
+@pytest.mark.parametrize(
+    ("name", "fmt"),
+    [
+        ("saved-by-chrome.jfif", "JPEG"),  # Chrome and Windows' "Save image as" for JPEG
+        ("x.jif", "JPEG"),
+        ("x.jfi", "JPEG"),
+        ("3DS_0001.MPO", "MPO"),  # stereo cameras, the Nintendo 3DS
+        ("IMG_0001.HIF", "HEIF"),  # Canon, Fujifilm and Sony cameras' HEIF
+        ("sticker.apng", "PNG"),
+    ],
+)
+def test_camera_and_browser_extensions_are_work(tmp_path: Path, name: str, fmt: str) -> None:
+    assert classify(f"a/{name}") is Kind.IMAGE
+    if fmt == "HEIF" and "HEIF" not in ALLOWED_FORMATS:
+        return
+    src = tmp_path / name
+    if fmt == "HEIF":
+        images.make_heif(src)
+    elif fmt == "MPO":
+        images.make_mpo(src)
+    else:
+        images.natural((320, 240)).save(src, fmt)
+    result = render(str(src), RenderSpec(widths=(100,)))
+    assert result.error is None and result.thumbnails[0].size == (100, 75)
+
+
+def test_ignore_globs_match_names_and_relative_paths() -> None:
+    assert classify("raw/x.jpg", ("raw/*",)) is None
+    assert classify("a/x_thumb.jpg", ("*_thumb.jpg",)) is None
+    assert classify("a/x.jpg", ("raw/*", "*_thumb.jpg")) is Kind.IMAGE
+
+
+def drain(settler: Settler, seconds: float) -> list[str]:
+    deadline = time.monotonic() + seconds
+    ready: list[str] = []
+    while time.monotonic() < deadline and not ready:
+        ready += [rel for rel, _ in settler.pop_ready(time.monotonic())]
+        time.sleep(0.01)
+    return ready
+
+
+def test_a_closed_file_is_ready_after_settling(tmp_path: Path) -> None:
+    (tmp_path / "a.jpg").write_bytes(b"x" * 10)
+    s = Settler(str(tmp_path), settle=0.1, quiet=30)
+    s.touch("a.jpg", time.monotonic(), closed=True)
+    assert drain(s, 2) == ["a.jpg"]
+    assert len(s) == 0
+
+
+def test_a_file_still_being_written_waits_for_quiet(tmp_path: Path) -> None:
+    p = tmp_path / "a.jpg"
+    s = Settler(str(tmp_path), settle=0.05, quiet=0.6)
+    with p.open("wb") as f:
+        for _ in range(6):  # writes 0.15 s apart: longer than settle, shorter than quiet
+            f.write(b"x" * 100)
+            f.flush()
+            s.touch("a.jpg", time.monotonic(), closed=False)
+            assert drain(s, 0.15) == []
+    started = time.monotonic()
+    assert drain(s, 3) == ["a.jpg"]
+    assert time.monotonic() - started >= 0.4
+
+
+def test_a_close_after_writing_ends_the_quiet_wait(tmp_path: Path) -> None:
+    p = tmp_path / "a.jpg"
+    s = Settler(str(tmp_path), settle=0.05, quiet=30)
+    p.write_bytes(b"x")
+    s.touch("a.jpg", time.monotonic(), closed=False)
+    assert drain(s, 0.3) == []
+    s.touch("a.jpg", time.monotonic(), closed=True)
+    assert drain(s, 2) == ["a.jpg"]
+
+
+def test_a_found_file_with_an_old_mtime_is_ready_at_once(tmp_path: Path) -> None:
+    p = tmp_path / "old.jpg"
+    p.write_bytes(b"x")
+    os.utime(p, (time.time() - 3600, time.time() - 3600))
+    s = Settler(str(tmp_path), settle=0.05, quiet=30)
+    s.found("old.jpg", time.monotonic())
+    assert drain(s, 1) == ["old.jpg"]
+
+
+def test_a_changing_file_is_not_ready_until_it_stops(tmp_path: Path) -> None:
+    p = tmp_path / "a.jpg"
+    p.write_bytes(b"x")
+    s = Settler(str(tmp_path), settle=0.2, quiet=0)
+    s.touch("a.jpg", time.monotonic(), closed=True)
+    time.sleep(0.1)
+    p.write_bytes(b"xy")  # changed without an event (a missed one): the signature catches it
+    assert drain(s, 0.15) == []
+    assert drain(s, 2) == ["a.jpg"]
+
+
+def test_deleted_and_non_regular_files_are_dropped(tmp_path: Path) -> None:
+    (tmp_path / "gone.jpg").write_bytes(b"x")
+    (tmp_path / "dir.jpg").mkdir()
+    os.symlink("/etc/passwd", tmp_path / "link.jpg")
+    s = Settler(str(tmp_path), settle=0.05, quiet=0)
+    for rel in ("gone.jpg", "dir.jpg", "link.jpg"):
+        s.touch(rel, time.monotonic(), closed=True)
+    (tmp_path / "gone.jpg").unlink()
+    assert drain(s, 0.5) == []
+    assert len(s) == 0
+
+
+@pytest.mark.parametrize("rel", ["a/b.urls", "X.URLS"])
+def test_url_manifests_are_work(rel: str) -> None:
+    assert classify(rel) is Kind.MANIFEST
+
+
+@pytest.mark.parametrize("rel", [".b.urls", "a/.tmp/b.urls", "b.urls.tmp", "b.urls~"])
+def test_temporary_manifests_are_ignored(rel: str) -> None:
+    assert classify(rel) is None

@@ -1,0 +1,149 @@
+"""The watchdog side, with a real observer on a real folder."""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import time
+from pathlib import Path
+from typing import Any
+
+from thumbd.intake.watcher import FsEvent, Overflow, Watcher
+
+
+def collect(inbox: queue.SimpleQueue[Any], want: Any, timeout: float = 10) -> list[Any]:
+    got: list[Any] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            got.append(inbox.get(timeout=0.1))
+        except queue.Empty:
+            continue
+        if want(got):
+            return got
+    raise AssertionError(f"did not see the expected events; got {got}")
+
+
+def test_a_written_file_is_seen_closed(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()  # a folder made after start may miss close events (see intake)
+    inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    w = Watcher(str(tmp_path), inbox, polling=False)
+    w.start()
+    try:
+        (tmp_path / "sub" / "a.jpg").write_bytes(b"data")
+        collect(inbox, lambda got: FsEvent("sub/a.jpg", True) in got)
+    finally:
+        w.stop()
+
+
+def test_a_file_moved_in_from_outside_counts_as_complete(tmp_path: Path) -> None:
+    watched, outside = tmp_path / "in", tmp_path / "out"
+    watched.mkdir()
+    outside.mkdir()
+    (outside / "m.jpg").write_bytes(b"data")
+    inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    w = Watcher(str(watched), inbox, polling=False)
+    w.start()
+    try:
+        os.rename(outside / "m.jpg", watched / "m.jpg")
+        got = collect(inbox, lambda got: FsEvent("m.jpg", True) in got)
+        assert FsEvent("m.jpg", False) not in got  # not mistaken for a writer starting
+    finally:
+        w.stop()
+
+
+class FlakyInbox(queue.SimpleQueue):  # type: ignore[type-arg]
+    """An inbox whose first put raises, as any bug in the handler path would."""
+
+    failed = False
+
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        if not self.failed:
+            self.failed = True
+            raise RuntimeError("a bug in the handler path")
+        super().put(item, block, timeout)
+
+
+def test_an_exception_in_the_handler_does_not_kill_the_observer(tmp_path: Path) -> None:
+    inbox = FlakyInbox()
+    w = Watcher(str(tmp_path), inbox, polling=False)
+    w.start()
+    try:
+        (tmp_path / "first.jpg").write_bytes(b"1")
+        time.sleep(0.5)
+        assert inbox.failed and w.alive()
+        (tmp_path / "second.jpg").write_bytes(b"2")
+        collect(inbox, lambda got: FsEvent("second.jpg", True) in got)
+    finally:
+        w.stop()
+
+
+def test_a_deleted_file_is_reported(tmp_path: Path) -> None:
+    (tmp_path / "d.jpg").write_bytes(b"x")
+    inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    w = Watcher(str(tmp_path), inbox, polling=False)
+    w.start()
+    try:
+        (tmp_path / "d.jpg").unlink()
+        collect(inbox, lambda got: FsEvent("d.jpg", None, deleted=True) in got)
+    finally:
+        w.stop()
+
+
+def test_polling_sees_new_files(tmp_path: Path) -> None:
+    inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    w = Watcher(str(tmp_path), inbox, polling=True)
+    w.start()
+    try:
+        (tmp_path / "p.jpg").write_bytes(b"x")
+        collect(inbox, lambda got: any(isinstance(e, FsEvent) and e.rel == "p.jpg" for e in got))
+    finally:
+        w.stop()
+
+
+def test_watchdogs_overflow_warning_becomes_a_rescan_message(tmp_path: Path) -> None:
+    inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    w = Watcher(str(tmp_path), inbox, polling=False)
+    w.start()
+    try:
+        # The exact warning watchdog 7 logs when the kernel queue overflows.
+        logging.getLogger("watchdog.observers.inotify_c").warning(
+            "Inotify queue overflowed; filesystem events were lost"
+        )
+        collect(inbox, lambda got: any(isinstance(e, Overflow) for e in got))
+    finally:
+        w.stop()
+
+
+def test_the_kernel_is_asked_for_no_open_or_read_close_events(tmp_path: Path) -> None:
+    """Each source a worker reads would otherwise queue two events (IN_OPEN, IN_CLOSE_NOWRITE)
+    that thumbd ignores: in a flood they alone overflow the kernel queue."""
+    (tmp_path / "sub").mkdir()
+    inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    w = Watcher(str(tmp_path), inbox, polling=False)
+    w.start()
+    try:
+        masks = inotify_masks()
+        assert len(masks) >= 2  # the folder and its sub-folder
+        for mask in masks:
+            assert mask & 0x20 == 0, "IN_OPEN"
+            assert mask & 0x10 == 0, "IN_CLOSE_NOWRITE"
+            assert mask & 0x08, "IN_CLOSE_WRITE"
+    finally:
+        w.stop()
+
+
+def inotify_masks() -> list[int]:
+    """The event masks of this process's inotify watches, as the kernel reports them."""
+    masks = []
+    for fd in os.listdir("/proc/self/fdinfo"):
+        try:
+            text = Path(f"/proc/self/fdinfo/{fd}").read_text()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            if line.startswith("inotify wd:"):
+                fields = dict(f.split(":", 1) for f in line.split()[1:] if ":" in f)
+                masks.append(int(fields["mask"], 16))
+    return masks

@@ -1,0 +1,110 @@
+"""`thumbd retry [PATH...|--all]`: clear failure records so the failed sources are tried again;
+`thumbd redo [PATH...|--all]`: render done sources again, after a change of settings.
+
+A failed source is not retried until it changes (size, mtime or inode), like the freedesktop
+thumbnail spec's fail/ folder. This command clears the records and touches nothing else: no
+source, no thumbnail, no signal. A running daemon sees the commit (SQLite's data_version) within
+a second and looks at those sources again; without one, the next `run` or `once` does, as its
+start-up scan finds every source that has no record.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from thumbd.config import Config
+from thumbd.store.state import State, StateError, damaged, is_damage
+
+EXIT_OK, EXIT_FAILED = 0, 1
+
+
+def retry(config: Config, paths: list[str], everything: bool) -> int:
+    """Clear the failures of `paths` (files or folders) or of everything; print what happened."""
+    return _mark(
+        config,
+        paths,
+        everything,
+        State.clear_failed,
+        verb="retry",
+        outcome="failed file{s} will be tried again",
+        nothing="nothing has failed",
+        unknown="no failure recorded for",
+    )
+
+
+def redo(config: Config, paths: list[str], everything: bool) -> int:
+    """Have the sources of `paths` (files or folders), or every source, rendered again with the
+    current settings (new widths, sizes or format); print what happened.
+
+    Like retry, it only writes to the database: a running daemon picks the sources up within a
+    second, otherwise the next `run` or `once` does. Their records stay until the new
+    thumbnails are written, so the thumbnails the settings no longer make are removed then.
+    """
+    return _mark(
+        config,
+        paths,
+        everything,
+        State.mark_for_redo,
+        verb="redo",
+        outcome="file{s} will be rendered again",
+        nothing="nothing has been rendered",
+        unknown="no record for",
+    )
+
+
+def _mark(
+    config: Config,
+    paths: list[str],
+    everything: bool,
+    mark: Callable[[State, list[str] | None], list[str]],
+    *,
+    verb: str,
+    outcome: str,
+    nothing: str,
+    unknown: str,
+) -> int:
+    """`mark` the records of `paths` (or all), then list them; exit 1 for a PATH with none."""
+    if not config.state_db.exists():
+        print(f"thumbd: no state database yet: {nothing}", file=sys.stderr)
+        return EXIT_OK if everything else EXIT_FAILED
+    wanted = None if everything else [relative(config, p) for p in paths]
+    state = State(config.state_db)
+    try:
+        marked = mark(state, wanted)
+    except sqlite3.DatabaseError as e:
+        if is_damage(e):
+            raise damaged(config.state_db, e) from None
+        # not ours to write: a service running as another user
+        raise StateError(
+            f"{config.state_db}: cannot change the records: {e} (run `thumbd {verb}` as the "
+            "user the daemon runs as)"
+        ) from None
+    finally:
+        state.close()
+    for rel in marked:
+        print(f"{verb} {rel}")
+    print(f"{len(marked)} {outcome.format(s='s' if len(marked) != 1 else '')}")
+    missing = [p for p, rel in zip(paths, wanted or [], strict=False) if not _matched(rel, marked)]
+    for p in missing:
+        print(f"thumbd: {unknown} {p}", file=sys.stderr)
+    return EXIT_FAILED if missing else EXIT_OK
+
+
+def relative(config: Config, arg: str) -> str:
+    """A path as given (absolute, or relative to the current folder) inside incoming/, or else
+    as `thumbd status` shows it (relative to incoming/)."""
+    incoming = os.path.abspath(config.paths.incoming)
+    given = os.path.abspath(arg)
+    if given == incoming or given.startswith(incoming + os.sep):
+        rel = os.path.relpath(given, incoming)
+    else:
+        rel = os.path.normpath(arg)
+    return "" if rel == "." else Path(rel).as_posix()
+
+
+def _matched(prefix: str, cleared: list[str]) -> bool:
+    return any(not prefix or c == prefix or c.startswith(prefix + "/") for c in cleared)

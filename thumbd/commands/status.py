@@ -1,0 +1,93 @@
+"""What is done, failed and pending: read from the state and a walk of incoming/.
+
+Works whether or not a daemon runs (SQLite WAL lets a reader in beside the writer). When one
+runs (it holds the flock on state/daemon.lock), its live figures come from state/status.json,
+which it rewrites every couple of seconds.
+
+URL manifests add their failed URLs to `failures` (with the manifest as `source` and the `url`),
+and per-manifest totals under `manifests`.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from dataclasses import asdict
+from typing import Any
+
+from thumbd.commands.control import running_pid
+from thumbd.config import Config
+from thumbd.intake import scanner
+from thumbd.service.monitor import read_status
+from thumbd.store.state import State, damaged, is_damage
+
+LIVE_KEYS = (
+    "started",
+    "queue",
+    "settling",
+    "ready",
+    "in_flight",
+    "rate",
+    "done",
+    "failed",
+    "bytes_in",
+    "bytes_out",
+    "workers",
+    "pool_restarts",
+    "problem",
+    "waiting",
+)
+
+
+def collect(config: Config) -> dict[str, Any]:
+    recorded: dict[str, Any] = {}
+    failures: list[dict[str, str]] = []
+    manifests: list[dict[str, Any]] = []
+    done = failed = bytes_in = bytes_out = 0
+    if config.state_db.exists():
+        state = State(config.state_db, readonly=True)
+        try:
+            recorded = state.signatures()
+            totals = state.totals()
+            done, failed = totals.done, totals.failed
+            bytes_in, bytes_out = totals.bytes_in, totals.bytes_out
+            failures = [{"source": r.path, "reason": r.reason or ""} for r in state.failures()]
+            url_failures = state.url_failures()
+            failed += len(url_failures)
+            failures += [
+                {"source": u.manifest, "url": u.url, "reason": u.reason or ""} for u in url_failures
+            ]
+            manifests = [asdict(t) for t in state.manifest_totals()]
+        except sqlite3.DatabaseError as e:  # damage in a page the open did not read
+            if not is_damage(e):
+                raise
+            raise damaged(config.state_db, e) from None
+        finally:
+            state.close()
+    root = str(config.paths.incoming)
+    pending = sum(1 for _ in scanner.pending(root, recorded, config.watch.ignore))
+    return {
+        "done": done,
+        "failed": failed,
+        "pending": pending,
+        "failures": failures,
+        "bytes_in": bytes_in,
+        "bytes_out": bytes_out,
+        "daemon": daemon_status(config),
+        "bytes_downloaded": sum(m["bytes_downloaded"] for m in manifests),
+        "manifests": manifests,
+    }
+
+
+def daemon_status(config: Config) -> dict[str, Any]:
+    """{"running": false}, or the running daemon's pid and live figures (this run's counts)."""
+    pid = running_pid(config)
+    if pid is None:
+        return {"running": False}
+    info: dict[str, Any] = {"running": True, "pid": pid or None}
+    live = read_status(config.paths.state)
+    if live is not None and live.get("pid") == pid:
+        info.update({k: live[k] for k in LIVE_KEYS if k in live})
+        info["uptime"] = round(time.time() - float(live["started"]), 1)
+        info["healthy"] = live.get("problem") is None
+    return info

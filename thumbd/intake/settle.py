@@ -1,0 +1,224 @@
+"""Intake: which paths are work, and when a file is complete enough to take.
+
+An inotify close_write does not prove a file is complete (a killed wget leaves a short file under
+its final name), and a file moved in from outside the tree, or written into a folder created a
+moment ago, may arrive with no close event at all. So a path is taken only once its size, mtime
+and inode have stayed the same for `settle_seconds`, and, when no close or rename was seen, once
+nothing about it has changed for `quiet_seconds` either. The job re-checks the signature when it
+runs, and the daemon once more before it records the result.
+"""
+
+from __future__ import annotations
+
+import enum
+import fnmatch
+import functools
+import heapq
+import math
+import os
+import re
+import stat
+import time
+from dataclasses import dataclass, field
+
+from thumbd.render.pipeline import Signature
+
+IMAGE_EXTENSIONS = frozenset(
+    {
+        ".jpg",
+        ".jpeg",
+        ".jpe",
+        ".jfif",  # JPEG as Chrome and Windows save it
+        ".jif",
+        ".jfi",
+        ".mpo",  # stereo cameras (Fujifilm, the Nintendo 3DS): JPEG frames
+        ".png",
+        ".apng",
+        ".gif",
+        ".webp",
+        ".tif",
+        ".tiff",
+        ".bmp",
+        ".avif",
+        ".heic",
+        ".heif",
+        ".hif",  # HEIF from Canon, Fujifilm and Sony cameras
+    }
+)
+
+# Names writers use while a file is incomplete (rsync, Syncthing, Nextcloud, browsers, rclone,
+# OneDrive, editors). Dotfiles cover rsync's `.name.XXXXXX`, Syncthing's `.syncthing.*.tmp` and
+# Nextcloud's `.name.~XXXXXXXX`; every path component is checked, so `.~tmp~/` folders are too.
+TEMP_PATTERNS = ("*.part", "*.partial", "*.crdownload", "*.tmp", "*~")
+
+
+class Kind(enum.Enum):
+    IMAGE = "image"
+    MANIFEST = "manifest"  # a `.urls` file: its URLs are downloaded (thumbd.download)
+
+
+def classify(rel: str, ignore: tuple[str, ...] = ()) -> Kind | None:
+    """What kind of work `rel` (relative to incoming/) is, or None to ignore it. A path that is
+    not valid UTF-8 is ignored too: it cannot be recorded (see `storable`)."""
+    if not storable(rel):
+        return None
+    # Plain string work and one precompiled pattern per list: a scan calls this once per file
+    # (pathlib and one fnmatch per pattern made it most of a start-up scan's time).
+    parts = [part for part in rel.split("/") if part not in ("", ".")]
+    if not parts or any(part.startswith(".") for part in parts):
+        return None
+    name = parts[-1]
+    if _globs(TEMP_PATTERNS).match(name):
+        return None
+    if ignore:
+        pattern = _globs(ignore)
+        if pattern.match(name) or pattern.match(rel):
+            return None
+    suffix = _suffix(name).lower()
+    if suffix in IMAGE_EXTENSIONS:
+        return Kind.IMAGE
+    if suffix == ".urls":
+        return Kind.MANIFEST
+    return None
+
+
+def storable(rel: str) -> bool:
+    """Whether `rel` is valid UTF-8: what the state (SQLite text), the index JSON and the logs
+    can hold. Linux allows any bytes in a name (Latin-1 names from an old archive or share);
+    Python gives the invalid ones as lone surrogates, which none of those can encode."""
+    if rel.isascii():
+        return True
+    try:
+        rel.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def shown(path: str) -> str:
+    """`path` for a log line or a message: its invalid bytes as `\\xff` escapes."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+@functools.lru_cache(maxsize=16)
+def _globs(patterns: tuple[str, ...]) -> re.Pattern[str]:
+    """One regular expression matching what any of the fnmatch `patterns` matches."""
+    return re.compile("|".join(fnmatch.translate(p) for p in patterns))
+
+
+def _suffix(name: str) -> str:
+    """PurePosixPath(name).suffix: the last dot's part, not a leading or a trailing dot."""
+    i = name.rfind(".")
+    return name[i:] if 0 < i < len(name) - 1 else ""
+
+
+def signature(path: str) -> Signature | None:
+    """(size, mtime_ns, inode) of a regular file, not following symlinks; None otherwise."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        return None
+    return (st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+@dataclass(slots=True)
+class _Pending:
+    closed: bool  # a close_write or a rename was seen since the last write
+    last_event: float
+    sig: Signature | None
+    stable_since: float
+    due: float
+
+
+@dataclass(order=True, slots=True)
+class _Due:
+    at: float
+    rel: str = field(compare=False)
+
+
+class Settler:
+    """Tracks paths until they are complete. Owned by the daemon's main thread."""
+
+    def __init__(self, root: str, settle: float, quiet: float) -> None:
+        self.root = root
+        self.settle = settle
+        self.quiet = quiet
+        self._pending: dict[str, _Pending] = {}
+        self._heap: list[_Due] = []
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def __contains__(self, rel: str) -> bool:
+        return rel in self._pending
+
+    def touch(self, rel: str, now: float, *, closed: bool | None) -> None:
+        """An event was seen on `rel`: a close or rename (closed=True), a write (False), or a
+        change of attributes (None: what was known about closing stays)."""
+        p = self._track(rel, now)
+        p.last_event = now
+        if closed is not None:
+            p.closed = closed
+        self._schedule(rel, p, now + self.settle)
+
+    def found(self, rel: str, now: float) -> None:
+        """A scan found `rel` with no event: its mtime alone tells how long it has been quiet."""
+        if rel not in self._pending:
+            self._schedule(rel, self._track(rel, now), now + self.settle)
+
+    def _track(self, rel: str, now: float) -> _Pending:
+        p = self._pending.get(rel)
+        if p is None:
+            sig = signature(os.path.join(self.root, rel))
+            p = _Pending(False, -math.inf, sig, now, now + self.settle)
+            self._pending[rel] = p
+        return p
+
+    def discard(self, rel: str) -> None:
+        self._pending.pop(rel, None)
+
+    def next_due(self) -> float | None:
+        while self._heap and self._heap[0].rel not in self._pending:
+            heapq.heappop(self._heap)
+        return self._heap[0].at if self._heap else None
+
+    def pop_ready(self, now: float) -> list[tuple[str, Signature]]:
+        """Paths that are complete now, with the signature they settled at."""
+        ready: list[tuple[str, Signature]] = []
+        offset = time.time() - time.monotonic()  # to compare mtimes with monotonic times
+        while self._heap and self._heap[0].at <= now:
+            rel = heapq.heappop(self._heap).rel
+            p = self._pending.get(rel)
+            if p is None or p.due > now:
+                continue  # dropped, or a later check is scheduled
+            sig = self._check(rel, p, now, offset)
+            if sig is not None:
+                del self._pending[rel]
+                ready.append((rel, sig))
+        return ready
+
+    def _check(self, rel: str, p: _Pending, now: float, offset: float) -> Signature | None:
+        sig = signature(os.path.join(self.root, rel))
+        if sig is None:
+            del self._pending[rel]  # deleted, or not a regular file: nothing to do
+            return None
+        if sig != p.sig:
+            p.sig, p.stable_since = sig, now
+            self._schedule(rel, p, now + self.settle)
+            return None
+        wait = p.stable_since + self.settle - now
+        if not p.closed:
+            # No close seen: the writer may still hold it open. Count quiet time from the last
+            # event or the file's own mtime, whichever is later.
+            last = max(p.last_event, sig[1] / 1e9 - offset)
+            wait = max(wait, last + self.quiet - now)
+        if wait > 0:
+            self._schedule(rel, p, now + wait)
+            return None
+        return sig
+
+    def _schedule(self, rel: str, p: _Pending, at: float) -> None:
+        p.due = at
+        heapq.heappush(self._heap, _Due(at, rel))

@@ -1,0 +1,1 @@
+"""outgoing/: thumbnail names, the atomic writer, publishing results."""

@@ -1,0 +1,1 @@
+"""The daemon's lifecycle and what serves it: signals, logs, health, metrics, systemd."""
