@@ -25,7 +25,7 @@ from PIL import features
 from bench import baselines, daemon_bench, profile, render_bench, report
 from bench.corpus import Copies, Photo, default_corpus, load
 from bench.procmon import wait_for_quiet
-from thumbd.render.pipeline import RenderSpec
+from thumbd.render.spec import RenderSpec
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PARTS = ("render", "burst", "baselines", "light", "soak", "startup", "scale", "dask")

@@ -37,7 +37,8 @@ from bench.daemon_run import (
     percentile,
 )
 from bench.procmon import machine_busy_seconds
-from thumbd.render.pipeline import RenderSpec, render
+from thumbd.render.pipeline import render
+from thumbd.render.spec import RenderSpec
 from thumbd.store.state import State
 
 DONE_LINE = re.compile(rb"\] done .*\(render (\d+) ms\)")

@@ -34,7 +34,8 @@ from PIL import Image, ImageChops, ImageOps, ImageStat
 
 from bench.corpus import Photo
 from thumbd.render import pipeline as render_module
-from thumbd.render.pipeline import RenderSpec, render
+from thumbd.render.pipeline import render
+from thumbd.render.spec import RenderSpec
 
 SWAPS_AXES = frozenset({5, 6, 7, 8})
 
@@ -172,7 +173,8 @@ def summarize(rows: list[dict[str, Any]], only: set[str] | None = None) -> dict[
 RSS_PROBE = """
 import sys
 from thumbd.render import pipeline as render_module
-from thumbd.render.pipeline import RenderSpec, render
+from thumbd.render.pipeline import render
+from thumbd.render.spec import RenderSpec
 def peak_kb():
     with open("/proc/self/status") as f:
         return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from thumbd.config import ConfigError, load_config, to_toml
+from thumbd.render.pipeline import spec_from_config
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -16,10 +17,11 @@ def write(tmp_path: Path, text: str) -> Path:
 
 
 def assert_config_error(tmp_path: Path, text: str, expected: str) -> None:
-    """Loading `text` fails with an error that names the file and says `expected`."""
+    """Loading `text` (and building the render spec from it, as every command that renders
+    does) fails with an error that names the file and says `expected`."""
     p = write(tmp_path, text)
     with pytest.raises(ConfigError) as e:
-        load_config(p)
+        spec_from_config(load_config(p))
     assert str(p) in str(e.value)
     assert expected in str(e.value)
 

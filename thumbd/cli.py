@@ -20,6 +20,7 @@ from thumbd.service.daemon import Daemon, StartupError, cannot
 from thumbd.store.state import StateError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+RENDERING = ("run", "start", "once", "check-config")  # the commands whose settings render
 
 log = logging.getLogger("thumbd")
 
@@ -80,6 +81,8 @@ def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     try:
         config = load_config(args.config)
+        if args.command in RENDERING:
+            _check_render_settings(config)
     except ConfigError as e:
         print(f"thumbd: configuration error: {e}", file=sys.stderr)
         return EXIT_USAGE
@@ -109,6 +112,13 @@ def _main(argv: list[str] | None) -> int:
     except (StartupError, StateError) as e:
         print(f"thumbd: {e}", file=sys.stderr)
         return EXIT_USAGE
+
+
+def _check_render_settings(config: Config) -> None:
+    """What only the render stage can check (a colour, an encoder): commands that render."""
+    from thumbd.render.pipeline import spec_from_config  # Pillow: not for status or retry
+
+    spec_from_config(config)
 
 
 def status(config: Config, *, as_json: bool) -> int:

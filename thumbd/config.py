@@ -18,11 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from PIL import ImageColor
-
 from thumbd import __version__
-from thumbd.render.encode import FORMATS, METADATA_ITEMS, avif_available
-from thumbd.render.sizing import CROPS, MODES
+from thumbd.render.spec import CROPS, FORMATS, METADATA_ITEMS, MODES
 
 
 class ConfigError(Exception):
@@ -77,8 +74,6 @@ def _one_of(*choices: str) -> Check:
 def _format(v: Any) -> str | None:
     if v not in FORMATS:
         return "one of " + ", ".join(f'"{c}"' for c in FORMATS)
-    if v == "avif" and not avif_available():
-        return "a format this Pillow can write (it has no AVIF support: Pillow 11.3 or later)"
     return None
 
 
@@ -87,14 +82,6 @@ def _size_name(v: Any) -> str | None:
     if re.fullmatch(r"[A-Za-z0-9_-]{1,40}", v) and not v.isdigit():
         return None
     return "a name of letters, digits, - and _ (not only digits)"
-
-
-def _colour(v: Any) -> str | None:
-    try:
-        ImageColor.getrgb(v)
-    except ValueError:
-        return 'a colour ("white", "#rrggbb", "rgb(r, g, b)")'
-    return None
 
 
 def _metadata(v: Any) -> str | None:
@@ -173,7 +160,7 @@ class ThumbnailsConfig:
     webp_quality: int = _check(_quality, 80)
     avif_quality: int = _check(_quality, 60)
     progressive: bool = False
-    background: str = _check(_colour, "#ffffff")
+    background: str = "#ffffff"  # a colour: the render stage checks it (Pillow knows them)
     keep_metadata: tuple[str, ...] = _check(_metadata, ())
     animated: bool = False
     sharpen: bool = False

@@ -10,7 +10,8 @@ import pytest
 
 from tests import images
 from thumbd.intake.settle import Kind, Settler, classify
-from thumbd.render.pipeline import ALLOWED_FORMATS, RenderSpec, render
+from thumbd.render.pipeline import ALLOWED_FORMATS, render
+from thumbd.render.spec import RenderSpec
 
 
 @pytest.mark.parametrize(

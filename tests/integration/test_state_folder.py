@@ -23,7 +23,7 @@ from PIL import Image
 
 from tests.conftest import ROOT, Daemon, _env, _live_members, thumbd, wait_until
 from tests.integration.test_robustness import drop, holds_open, jpeg_bytes
-from thumbd.render.pipeline import Signature
+from thumbd.render.spec import Signature
 from thumbd.store.state import State
 
 
@@ -88,7 +88,7 @@ def test_a_stop_of_the_whole_pool_longer_than_the_timeout_fails_nothing(tmp_path
         """
         import time
         from tests import workers
-        from thumbd.executors.local import ProcessPool
+        from thumbd.executors.process_pool import ProcessPool
         pool = ProcessPool(1, timeout=2.0)
         future = pool.submit(workers.sleep, 0.5)
         while not future.running():

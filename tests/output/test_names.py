@@ -10,7 +10,8 @@ import pytest
 from tests import images
 from thumbd.output import names
 from thumbd.output.names import NamesTaken, choose, keys, unowned
-from thumbd.render.pipeline import RenderSpec, render
+from thumbd.render.pipeline import render
+from thumbd.render.spec import RenderSpec
 from thumbd.store.state import State
 
 LABELS = [("200", "jpg"), ("64", "jpg")]

@@ -18,8 +18,8 @@ from PIL import Image, ImageChops, ImageCms, ImageFilter, ImageOps, ImageSequenc
 
 from tests import images
 from thumbd.render import colour, icc, thumbhash
-from thumbd.render.pipeline import ALLOWED_FORMATS, RenderResult, RenderSpec, Thumbnail, render
-from thumbd.render.sizing import NamedSize
+from thumbd.render.pipeline import ALLOWED_FORMATS, render
+from thumbd.render.spec import NamedSize, RenderResult, RenderSpec, Thumbnail
 
 FORMATS = {"jpg": "JPEG", "png": "PNG", "webp": "WEBP", "avif": "AVIF", "gif": "GIF"}
 SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))

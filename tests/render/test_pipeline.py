@@ -14,7 +14,8 @@ import pytest
 from PIL import Image, ImageChops, ImageCms, ImageOps, ImageStat, JpegImagePlugin, PngImagePlugin
 
 from tests import images
-from thumbd.render.pipeline import ALLOWED_FORMATS, RenderResult, RenderSpec, Thumbnail, render
+from thumbd.render.pipeline import ALLOWED_FORMATS, render
+from thumbd.render.spec import RenderResult, RenderSpec, Thumbnail
 
 Size = tuple[int, int]
 

@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from thumbd.render.pipeline import RenderSpec
-from thumbd.render.sizing import NamedSize
+from thumbd.render.spec import NamedSize, RenderSpec
 from thumbd.store.recovery import Siblings, existing_thumbnails, open_state, own_thumbnails
 
 

@@ -54,7 +54,7 @@ from thumbd.downloads.fetch import (
     size_text,
     system_resolver,
 )
-from thumbd.render.pipeline import Signature
+from thumbd.render.spec import Signature
 from thumbd.service import metrics
 from thumbd.store.state import State
 

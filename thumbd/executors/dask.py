@@ -58,9 +58,10 @@ from distributed import Client, KilledWorker
 from distributed.client import FutureCancelledError
 
 from thumbd.config import ExecutorConfig
-from thumbd.executors.local import TaskTimeout, WorkerCrashed
+from thumbd.executors.base import TaskTimeout, WorkerCrashed
 from thumbd.executors.worker import STARTED_TOPIC, render_bytes_on_cluster, render_on_cluster
-from thumbd.render.pipeline import RenderResult, RenderSpec, Signature, read_source, render
+from thumbd.render.pipeline import read_source, render
+from thumbd.render.spec import RenderResult, RenderSpec, Signature
 
 log = logging.getLogger("thumbd.dask")
 
@@ -120,7 +121,7 @@ class DaskExecutor(Executor):
         self._hold_until = 0.0
         self._announced = False
         self._keys = f"{TASK_PREFIX}{uuid.uuid4().hex[:8]}-"  # this run's tasks
-        self.restarts = 0  # tasks whose worker died under them (the daemon's pool figure)
+        self._restarts = 0  # tasks whose worker died under them (the daemon's pool figure)
         self._first_try = threading.Event()  # the first attempt to connect has ended
         self._first_error: str | None = None
         started = threading.Event()
@@ -141,6 +142,29 @@ class DaskExecutor(Executor):
                 raise RuntimeError("cannot submit after shutdown")
             self._loop.call_soon_threadsafe(self._accept, _Task(future, path, spec))
         return future
+
+    # -- the Pool protocol (executors/base.py) ---------------------------------------------
+
+    def render(self, path: str, spec: RenderSpec) -> Future[RenderResult]:
+        return self.submit(render, path, spec)
+
+    def capacity(self) -> int:
+        return self._settings.max_in_flight  # Dask would accept any number
+
+    def describe(self) -> str:
+        return "on Dask"
+
+    def workers(self) -> int:
+        return 0  # the cluster's, not ours
+
+    def restarts(self) -> int:
+        return self._restarts
+
+    def kill(self) -> None:
+        """Nothing to kill: the cluster's processes are not the daemon's children."""
+
+    def stuck(self, quiet: float) -> str | None:
+        return None  # a cluster without a scheduler is waited for (and logged), not stuck
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Stop taking work. Tasks on the cluster go on; with cancel_futures, unsent ones end
@@ -402,7 +426,7 @@ class DaskExecutor(Executor):
                 raise await self._time_out(client, task, work, worker)
             result: RenderResult = await _fetch(work)
         except KilledWorker as e:
-            self.restarts += 1
+            self._restarts += 1
             raise WorkerCrashed(f"worker crashed ({_killed(e)})") from None
         except FutureCancelledError as e:
             if e.reason == CONNECTION_LOST or client.status != "running":
@@ -448,7 +472,7 @@ class DaskExecutor(Executor):
             self._timeout,
             worker,
         )
-        self.restarts += 1
+        self._restarts += 1
         with contextlib.suppress(Exception):
             await client.cancel([work], force=True)
         try:
@@ -482,7 +506,7 @@ class DaskExecutor(Executor):
     def _worker_lost(self, task: _Task, why: str) -> Exception:
         """Send it again (a _Requeue to raise), or, past `retries`, call it a crash."""
         task.lost += 1
-        self.restarts += 1
+        self._restarts += 1
         if task.lost > self._settings.retries:
             times = "once" if task.lost == 1 else f"{task.lost} times"
             return WorkerCrashed(f"worker crashed (its Dask worker died {times})")

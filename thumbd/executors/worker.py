@@ -23,8 +23,9 @@ from __future__ import annotations
 
 from PIL import Image
 
-from thumbd.executors.local import set_memory_limit
-from thumbd.render.pipeline import RenderResult, RenderSpec, Signature, render, render_bytes
+from thumbd.executors.process_pool import set_memory_limit
+from thumbd.render.pipeline import render, render_bytes
+from thumbd.render.spec import RenderResult, RenderSpec, Signature
 
 
 def init_worker(max_memory_bytes: int, max_pixels: int) -> None:

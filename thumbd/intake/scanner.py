@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from thumbd.intake.settle import Kind, classify, shown, signature, storable
-from thumbd.render.pipeline import Signature
+from thumbd.render.spec import Signature
 from thumbd.store.state import State
 
 log = logging.getLogger("thumbd.scanner")

@@ -21,7 +21,7 @@ import stat
 import time
 from dataclasses import dataclass, field
 
-from thumbd.render.pipeline import Signature
+from thumbd.render.spec import Signature
 
 IMAGE_EXTENSIONS = frozenset(
     {

@@ -31,8 +31,8 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from thumbd.output.writer import plain_key
-from thumbd.render.pipeline import RenderResult
 from thumbd.render.placeholder import with_files
+from thumbd.render.spec import RenderResult
 
 
 class NamesTaken(Exception):

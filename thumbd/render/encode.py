@@ -17,7 +17,7 @@ from xml.etree import ElementTree
 
 from PIL import ExifTags, Image, features
 
-FORMATS = ("auto", "jpeg", "png", "webp", "avif")
+from thumbd.render.spec import EXIF_ITEMS
 
 # keep_metadata items -> EXIF tags, by the IFD they live in (0: the main IFD).
 _EXIF_IFD = ExifTags.IFD.Exif
@@ -38,7 +38,7 @@ _EXIF_ITEMS: dict[str, dict[int, tuple[int, ...]]] = {
         _EXIF_IFD: (ExifTags.Base.LensMake, ExifTags.Base.LensModel),
     },
 }
-METADATA_ITEMS = (*_EXIF_ITEMS, "gps", "xmp", "comment")
+assert tuple(_EXIF_ITEMS) == EXIF_ITEMS  # the names config checks keep_metadata against
 
 _PNG_COMPRESS_LEVEL = 6
 # The longest side each encoder can store (libjpeg's JPEG_MAX_DIMENSION, libwebp's

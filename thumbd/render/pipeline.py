@@ -36,48 +36,26 @@ from PIL import (
 )
 
 from thumbd import testhooks
-from thumbd.config import Config
+from thumbd.config import Config, ConfigError
 from thumbd.output.writer import thumbnail_name
 from thumbd.render import colour, encode, placeholder, sizing
-from thumbd.render.sizing import NamedSize, Target
-
-Signature = tuple[int, int, int]  # (size, mtime_ns, inode)
-Size = tuple[int, int]
-Box = tuple[float, float, float, float]
-
-
-@dataclass(frozen=True, slots=True)
-class RenderSpec:
-    """What to make of every source. Picklable; built from the configuration."""
-
-    widths: tuple[int, ...] = (200, 64, 32)
-    quality: int = 85  # JPEG
-    max_pixels: int = 100_000_000
-    sizes: tuple[NamedSize, ...] = ()
-    format: str = "auto"  # auto | jpeg | png | webp | avif
-    webp_quality: int = 80
-    avif_quality: int = 60
-    progressive: bool = False
-    background: tuple[int, int, int] = (255, 255, 255)
-    keep_metadata: tuple[str, ...] = ()
-    animated: bool = False
-    sharpen: bool = False
-    index: bool = False
-
-    @property
-    def encoding(self) -> encode.Options:
-        return encode.Options(
-            format=self.format,
-            jpeg_quality=self.quality,
-            webp_quality=self.webp_quality,
-            avif_quality=self.avif_quality,
-            progressive=self.progressive,
-            background=self.background,
-        )
+from thumbd.render.sizing import Target
+from thumbd.render.spec import (
+    Box,
+    FailKind,
+    Failure,
+    NamedSize,
+    RenderResult,
+    RenderSpec,
+    Signature,
+    Size,
+    Thumbnail,
+)
 
 
 def spec_from_config(config: Config) -> RenderSpec:
-    """The daemon's spec: `[thumbnails]` plus `[resize] max_pixels`."""
+    """The daemon's spec: `[thumbnails]` plus `[resize] max_pixels`. Checks what only the
+    render stage can (a colour Pillow knows, an AVIF encoder), naming the file and the key."""
     t = config.thumbnails
     return RenderSpec(
         widths=t.widths,
@@ -93,11 +71,11 @@ def spec_from_config(config: Config) -> RenderSpec:
             )
             for s in t.size
         ),
-        format=t.format,
+        format=_output_format(config),
         webp_quality=t.webp_quality,
         avif_quality=t.avif_quality,
         progressive=t.progressive,
-        background=_rgb(t.background),
+        background=_rgb(config),
         keep_metadata=t.keep_metadata,
         animated=t.animated,
         sharpen=t.sharpen,
@@ -105,39 +83,39 @@ def spec_from_config(config: Config) -> RenderSpec:
     )
 
 
-def _rgb(colour_name: str) -> tuple[int, int, int]:
-    r, g, b = ImageColor.getrgb(colour_name)[:3]
+def _rgb(config: Config) -> tuple[int, int, int]:
+    value = config.thumbnails.background
+    try:
+        r, g, b = ImageColor.getrgb(value)[:3]
+    except ValueError:
+        raise _setting_error(
+            config, "background", 'a colour ("white", "#rrggbb", "rgb(r, g, b)")', value
+        ) from None
     return r, g, b
 
 
-@dataclass(frozen=True, slots=True)
-class Thumbnail:
-    width: int  # the configured width (a named size's box width)
-    size: tuple[int, int]  # its real pixel size
-    ext: str  # "jpg", "png", "webp", "avif" or "gif"
-    data: bytes
-    label: str = ""  # what it is named after: `<stem>_<label>.<ext>`; the width by default
-    frames: int = 1
-
-    @property
-    def name(self) -> str:
-        return self.label or str(self.width)
+def _output_format(config: Config) -> str:
+    value = config.thumbnails.format
+    if value == "avif" and not encode.avif_available():
+        expected = "a format this Pillow can write (it has no AVIF support: Pillow 11.3 or later)"
+        raise _setting_error(config, "format", expected, value)
+    return value
 
 
-@dataclass(frozen=True, slots=True)
-class RenderResult:
-    """The outcome of one render: thumbnails, or an error a person understands."""
+def _setting_error(config: Config, key: str, expected: str, value: str) -> ConfigError:
+    where = config.source or "the configuration"
+    return ConfigError(f"{where}: [thumbnails] {key}: expected {expected}, got {value!r}")
 
-    signature: Signature | None  # fstat of the file actually read
-    source_size: tuple[int, int] | None  # upright pixel size of the source
-    thumbnails: tuple[Thumbnail, ...] = ()
-    error: str | None = None
-    cpu_seconds: float = 0.0
-    index: bytes | None = None  # `<stem>.json` ([thumbnails] index = true)
 
-    @property
-    def ok(self) -> bool:
-        return self.error is None
+def _encoding(spec: RenderSpec) -> encode.Options:
+    return encode.Options(
+        format=spec.format,
+        jpeg_quality=spec.quality,
+        webp_quality=spec.webp_quality,
+        avif_quality=spec.avif_quality,
+        progressive=spec.progressive,
+        background=spec.background,
+    )
 
 
 def _register_heif() -> bool:
@@ -228,11 +206,11 @@ _SWAPS_AXES = frozenset({5, 6, 7, 8})
 
 
 class _Refused(Exception):
-    """The input cannot be rendered; `reason` is the message for the result."""
+    """The input cannot be rendered: the failure for the result."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, kind: FailKind, reason: str) -> None:
         super().__init__(reason)
-        self.reason = reason
+        self.failure = Failure(kind, reason)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -258,7 +236,7 @@ def render_bytes(
     started = time.process_time()
     try:
         if not data:
-            raise _Refused("empty file (0 bytes)")
+            raise _Refused(FailKind.EMPTY, "empty file (0 bytes)")
         f = io.BytesIO(data)
         testhooks.trip(f)
         return _render_source(f, spec, name, signature, started)
@@ -274,7 +252,7 @@ def read_source(path: str) -> tuple[Signature, bytes] | RenderResult:
         try:
             return signature, f.read()
         except OSError as e:
-            raise _Refused(f"cannot read file: {e.strerror or e}") from e
+            raise _Refused(FailKind.UNREADABLE, f"cannot read file: {e.strerror or e}") from e
 
     return _with_source(path, read)
 
@@ -314,7 +292,7 @@ def _refusal(refused: _Refused, signature: Signature | None, started: float) -> 
     return RenderResult(
         signature=signature,
         source_size=None,
-        error=refused.reason,
+        failure=refused.failure,
         cpu_seconds=time.process_time() - started,
     )
 
@@ -330,22 +308,26 @@ def _open_source(path: str) -> IO[bytes]:
     try:
         return open(path, "rb", opener=_nonblocking_opener)
     except FileNotFoundError as e:
-        raise _Refused("file not found (deleted or renamed before it was read)") from e
+        raise _Refused(
+            FailKind.NOT_FOUND, "file not found (deleted or renamed before it was read)"
+        ) from e
     except PermissionError as e:
-        raise _Refused("permission denied reading the file") from e
+        raise _Refused(FailKind.UNREADABLE, "permission denied reading the file") from e
     except IsADirectoryError as e:
-        raise _Refused("not a regular file (a directory)") from e
+        raise _Refused(FailKind.UNREADABLE, "not a regular file (a directory)") from e
     except OSError as e:
         if e.errno == errno.ELOOP:
-            raise _Refused("a symbolic link (thumbd does not follow links)") from e
-        raise _Refused(f"cannot open file: {e.strerror or e}") from e
+            raise _Refused(
+                FailKind.UNREADABLE, "a symbolic link (thumbd does not follow links)"
+            ) from e
+        raise _Refused(FailKind.UNREADABLE, f"cannot open file: {e.strerror or e}") from e
 
 
 def _check_file(st: os.stat_result) -> None:
     if not stat.S_ISREG(st.st_mode):
-        raise _Refused("not a regular file")
+        raise _Refused(FailKind.UNREADABLE, "not a regular file")
     if st.st_size == 0:
-        raise _Refused("empty file (0 bytes)")
+        raise _Refused(FailKind.EMPTY, "empty file (0 bytes)")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -364,17 +346,18 @@ def _input_errors_refused(max_pixels: int) -> Iterator[None]:
         try:
             yield
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-            raise _Refused(_too_large_for_pillow(e, max_pixels)) from e
+            raise _Refused(FailKind.TOO_LARGE, _too_large_for_pillow(e, max_pixels)) from e
         except encode.TooLarge as e:  # an animation is encoded before its file is closed
-            raise _Refused(str(e)) from e
+            raise _Refused(FailKind.TOO_LARGE, str(e)) from e
         except UnidentifiedImageError as e:
             raise _Refused(
-                "cannot identify image file (not one of: " + ", ".join(ALLOWED_FORMATS) + ")"
+                FailKind.UNIDENTIFIED,
+                "cannot identify image file (not one of: " + ", ".join(ALLOWED_FORMATS) + ")",
             ) from e
         except MemoryError as e:
-            raise _Refused("out of memory decoding the image") from e
+            raise _Refused(FailKind.OUT_OF_MEMORY, "out of memory decoding the image") from e
         except _INPUT_ERRORS as e:
-            raise _Refused(_describe(e)) from e
+            raise _Refused(*_describe(e)) from e
 
 
 _BOMB_MESSAGE = re.compile(r"\((\d+) pixels\) exceeds limit of (\d+) pixels")
@@ -391,17 +374,21 @@ def _too_large_for_pillow(e: Exception, max_pixels: int) -> str:
     return f"too large: {pixels} pixels exceeds Pillow's decompression bomb limit {limit}"
 
 
-def _describe(e: BaseException) -> str:
+def _describe(e: BaseException) -> tuple[FailKind, str]:
+    """The kind and words for what a decoder raised (Pillow says it only in words)."""
     text = str(e) if isinstance(e, OSError | SyntaxError) else f"{type(e).__name__}: {e}"
     lowered = text.lower()
     if isinstance(e, EOFError) or "truncated" in lowered:
-        return "image file is truncated"
+        return FailKind.TRUNCATED, "image file is truncated"
     if "max_text_chunk" in lowered or "memory used in text chunks" in lowered:
         limit = PngImagePlugin.MAX_TEXT_MEMORY // 2**20
-        return f"too large: PNG text chunks (metadata) over {limit} MB decompressed"
+        return (
+            FailKind.TOO_LARGE,
+            f"too large: PNG text chunks (metadata) over {limit} MB decompressed",
+        )
     if "not available" in lowered or "unsupported" in lowered or "unknown raw mode" in lowered:
-        return f"unsupported format: {text}"
-    return f"cannot decode image: {text}"
+        return FailKind.UNSUPPORTED, f"unsupported format: {text}"
+    return FailKind.UNDECODABLE, f"cannot decode image: {text}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -487,7 +474,9 @@ def _is_animation(im: Image.Image, first: int) -> bool:
 def _check_pixels(size: Size, max_pixels: int) -> None:
     w, h = size
     if w * h > max_pixels:
-        raise _Refused(f"too large: {w}x{h} pixels exceeds max_pixels {max_pixels}")
+        raise _Refused(
+            FailKind.TOO_LARGE, f"too large: {w}x{h} pixels exceeds max_pixels {max_pixels}"
+        )
 
 
 def _orientation(im: Image.Image) -> int:
@@ -553,7 +542,7 @@ def _renderable(im: Image.Image) -> Image.Image:
         return _int_to_l(im)
     if mode == "F":
         return _float_to_l(im)
-    raise _Refused(f"unsupported format: image mode {mode}")
+    raise _Refused(FailKind.UNSUPPORTED, f"unsupported format: image mode {mode}")
 
 
 def _scale_to_l(im: Image.Image, lo: float, hi: float) -> Image.Image:
@@ -694,13 +683,13 @@ def _render_still(
     picture: Image.Image, source: _Source, targets: list[Target], spec: RenderSpec
 ) -> Rendered:
     images, base = _Pipeline(source, targets, spec, still=True).run(picture, source.box)
-    options = spec.encoding
+    options = _encoding(spec)
     thumbnails = []
     for target, im in zip(targets, images, strict=True):
         try:
             ext, data = encode.encode_still(im, options, source.metadata)
         except encode.TooLarge as e:
-            raise _Refused(str(e)) from e
+            raise _Refused(FailKind.TOO_LARGE, str(e)) from e
         thumbnails.append(Thumbnail(target.width, im.size, ext, data, label=target.label))
     return source.size, tuple(thumbnails), _index(spec, source, thumbnails, base)
 
@@ -728,7 +717,7 @@ def _render_animation(
         for made, image in zip(frames, images, strict=True):
             made.append(image)
     fmt = "GIF" if im.format == "GIF" and spec.format != "webp" else "WEBP"
-    options = spec.encoding
+    options = _encoding(spec)
     thumbnails = []
     for target, made in zip(targets, frames, strict=True):
         ext, data = encode.encode_animation(

@@ -16,22 +16,7 @@ from dataclasses import dataclass, replace
 
 from PIL import Image, ImageChops, ImageFilter
 
-Size = tuple[int, int]
-Box = tuple[float, float, float, float]
-
-MODES = ("width", "fit", "cover")
-CROPS = ("centre", "center", "attention")
-
-
-@dataclass(frozen=True, slots=True)
-class NamedSize:
-    """A `[[thumbnails.size]]` entry: `<stem>_<name>.<ext>`."""
-
-    name: str
-    width: int
-    height: int = 0  # 0: no limit (fit) / not allowed (cover)
-    mode: str = "fit"
-    crop: str = "centre"
+from thumbd.render.spec import Box, NamedSize, Size
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,12 +26,12 @@ from concurrent.futures import CancelledError, Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from thumbd.config import Config, ConfigError, differences, load_config
 from thumbd.downloads.stage import Downloads, Fetched
-from thumbd.executors.local import ProcessPool, TaskTimeout, WorkerCrashed
-from thumbd.executors.worker import init_worker
+from thumbd.executors.base import Pool, TaskTimeout, WorkerCrashed
+from thumbd.executors.factory import PoolUnavailable, make_pool, pool_settings
 from thumbd.intake import scanner
 from thumbd.intake.settle import Kind, Settler, classify, shown, signature, storable
 from thumbd.intake.watcher import (
@@ -45,17 +45,13 @@ from thumbd.intake.watcher import (
 )
 from thumbd.output import names
 from thumbd.output.writer import NO_SPACE, UnsafePath, Writer, plain_key
-from thumbd.render.pipeline import RenderResult, Signature, render, spec_from_config
+from thumbd.render.pipeline import spec_from_config
+from thumbd.render.spec import RenderResult, Signature
 from thumbd.service import logs, metrics, pidfile
 from thumbd.service.monitor import Monitor, Snapshot
 from thumbd.service.notify import Notifier
 from thumbd.store import recovery
 from thumbd.store.state import State, damaged, is_damage
-
-if TYPE_CHECKING:
-    from thumbd.executors.dask import DaskExecutor
-
-    Pool = ProcessPool | DaskExecutor
 
 log = logging.getLogger("thumbd")
 
@@ -254,9 +250,7 @@ class Daemon:
             self.root,
             self.config.paths.outgoing,
             ", ".join(map(str, self.config.thumbnails.widths)),
-            "on Dask"
-            if self.config.executor.kind == "dask"
-            else f"{self.config.resize.workers} workers",
+            self.pool.describe(),
             " (once)" if self.once else "",
         )
         self.monitor.ready(self.snapshot())
@@ -355,8 +349,7 @@ class Daemon:
                 os.write(2, b"thumbd: second signal, exiting now\n")
                 pools = self.pools() if hasattr(self, "pool") else []  # none yet at start-up
                 for pool in pools:  # a hung worker would outlive the daemon for ever
-                    if isinstance(pool, ProcessPool):
-                        pool.kill_workers()
+                    pool.kill()
                 os._exit(128 + signum)
             got.append(signum)
             self.inbox.put(Signalled(signum))
@@ -644,9 +637,7 @@ class Daemon:
         where a shutdown can simply leave them on disk."""
         if self.unwritten:
             return  # outgoing/ is full: rendering more would only pile up in memory
-        limit = self.config.resize.workers * 2
-        if self.config.executor.kind == "dask":
-            limit = self.config.executor.max_in_flight  # Dask would accept any number
+        limit = self.pool.capacity()
         while self.ready and len(self.in_flight) < limit:
             job = self.ready.popleft()
             self.queued.discard(job.rel)
@@ -655,7 +646,7 @@ class Daemon:
     def submit(self, job: Job) -> None:
         if not self.in_flight:
             self.last_progress = time.monotonic()  # the pool's clock starts now
-        future = self.pool.submit(render, job.path, self.spec)
+        future = self.pool.render(job.path, self.spec)
         self.in_flight[job.rel] = job
         future.add_done_callback(functools.partial(self._post_completed, job))
 
@@ -963,7 +954,7 @@ class Daemon:
         self.spec = spec_from_config(new)
         self.settler.settle = new.watch.settle_seconds
         self.settler.quiet = new.watch.quiet_seconds
-        if _pool_settings(old) != _pool_settings(new) or old.executor != new.executor:
+        if pool_settings(old) != pool_settings(new):
             self.replace_pool()
         if old.paths.outgoing != new.paths.outgoing:
             self.writer.cleanup()
@@ -997,7 +988,7 @@ class Daemon:
     def retire_finished_pools(self) -> None:
         for pool in [p for p in self.retired_pools if not p.alive()]:
             pool.shutdown(wait=True)
-            self.retired_restarts += pool.restarts
+            self.retired_restarts += pool.restarts()
             self.retired_pools.remove(pool)
 
     def pools(self) -> list[Pool]:
@@ -1074,14 +1065,9 @@ class Daemon:
             return "the observer thread is dead"
         if not self.pool.alive():
             return "the worker pool's supervisor thread is dead"
-        if self.config.executor.kind == "dask":
-            return None  # a cluster without a scheduler is waited for (and logged), not stuck
-        # Every task ends within `timeout` (its worker is killed then), and at most two per
-        # worker are handed over: no result for twice that means the pool is stuck.
-        quiet = time.monotonic() - self.last_progress
-        if self.in_flight and quiet > 2 * self.config.resize.timeout + STALL_GRACE:
-            return f"no result from the worker pool for {quiet:.0f} s"
-        return None
+        if not self.in_flight:
+            return None
+        return self.pool.stuck(time.monotonic() - self.last_progress)
 
     def snapshot(self) -> Snapshot:
         s = self.stats
@@ -1093,37 +1079,17 @@ class Daemon:
             failed=s.failed,
             bytes_in=s.bytes_in,
             bytes_out=s.bytes_out,
-            workers=self.config.resize.workers if self.config.executor.kind == "local" else 0,
-            pool_restarts=self.retired_restarts + sum(p.restarts for p in self.pools()),
+            workers=self.pool.workers(),
+            pool_restarts=self.retired_restarts + sum(p.restarts() for p in self.pools()),
             problem=self.health_problem(),
             waiting=self.pool.waiting(),
         )
 
     def _make_pool(self) -> Pool:
-        """The local process pool, or a Dask cluster ([executor] kind = "dask")."""
-        if self.config.executor.kind == "dask":
-            return self._dask_pool()
-        return ProcessPool(
-            self.config.resize.workers,
-            max_tasks_per_child=self.config.resize.max_tasks_per_child,
-            timeout=self.config.resize.timeout,
-            initializer=init_worker,
-            initargs=(self.config.resize.max_memory_mb * 2**20, self.config.resize.max_pixels),
-        )
-
-    def _dask_pool(self) -> DaskExecutor:
         try:
-            from thumbd.executors.dask import DaskExecutor
-        except ImportError as e:
-            raise StartupError(
-                f'[executor] kind = "dask" needs Dask ({e}): pip install "thumbd[dask]"'
-            ) from None
-        pool = DaskExecutor(self.config.executor, self.config.resize.timeout)
-        problem = pool.unreachable(timeout=30.0) if self.once else None
-        if problem is not None:  # `once` exits; `run` waits for the scheduler to appear
-            pool.shutdown()
-            raise StartupError(problem)
-        return pool
+            return make_pool(self.config, once=self.once)
+        except PoolUnavailable as e:
+            raise StartupError(str(e)) from None
 
     def _serve_metrics(self, listen: str, config: Config | None = None) -> metrics.Server | None:
         try:
@@ -1186,12 +1152,6 @@ class Daemon:
     def _end_progress(self) -> None:
         if self.progress is not None:
             self.progress.end()
-
-
-def _pool_settings(c: Config) -> tuple[int, int, float, int, int]:
-    """What a pool (and its workers' initializer) is made with: a change needs a new pool."""
-    r = c.resize
-    return r.workers, r.max_tasks_per_child, r.timeout, r.max_memory_mb, r.max_pixels
 
 
 def cannot(config: Config, key: str, verb: str, e: OSError) -> StartupError:

@@ -36,7 +36,7 @@ from pathlib import Path
 
 from thumbd.intake.settle import Kind, classify
 from thumbd.output.writer import TMP_DIR, plain_key
-from thumbd.render.pipeline import RenderSpec
+from thumbd.render.spec import RenderSpec
 from thumbd.store.state import State, StateError, is_damage
 
 log = logging.getLogger("thumbd")

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from thumbd.render.pipeline import Signature
+from thumbd.render.spec import Signature
 
 DONE = "done"
 FAILED = "failed"

@@ -12,7 +12,8 @@ import pytest
 
 from tests import workers
 from tests.conftest import wait_until
-from thumbd.executors.local import ProcessPool, RemoteError, TaskTimeout, WorkerCrashed
+from thumbd.executors.base import TaskTimeout, WorkerCrashed
+from thumbd.executors.process_pool import ProcessPool, RemoteError
 from thumbd.executors.worker import init_worker
 
 

@@ -1,0 +1,54 @@
+"""The one place that knows the kinds of executor: `[executor] kind` names one, once."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from thumbd.config import Config
+from thumbd.executors.base import Pool
+
+
+class PoolUnavailable(Exception):
+    """The configured executor cannot be had (Dask not installed, no scheduler): says why."""
+
+
+def _local(config: Config, once: bool) -> Pool:
+    from thumbd.executors.local import LocalPool
+
+    return LocalPool(config.resize)
+
+
+def _dask(config: Config, once: bool) -> Pool:
+    try:
+        from thumbd.executors.dask import DaskExecutor
+    except ImportError as e:
+        raise PoolUnavailable(
+            f'[executor] kind = "dask" needs Dask ({e}): pip install "thumbd[dask]"'
+        ) from None
+    pool = DaskExecutor(config.executor, config.resize.timeout)
+    problem = pool.unreachable(timeout=30.0) if once else None
+    if problem is not None:  # `once` exits; `run` waits for the scheduler to appear
+        pool.shutdown()
+        raise PoolUnavailable(problem)
+    return pool
+
+
+POOL_FACTORIES: dict[str, Callable[[Config, bool], Pool]] = {"local": _local, "dask": _dask}
+
+
+def make_pool(config: Config, *, once: bool = False) -> Pool:
+    """The pool `[executor] kind` names (config validation keeps it to these keys)."""
+    return POOL_FACTORIES[config.executor.kind](config, once)
+
+
+def pool_settings(config: Config) -> tuple[object, ...]:
+    """What a pool is made with: a reload that changes any of it needs a new pool."""
+    r = config.resize
+    return (
+        r.workers,
+        r.max_tasks_per_child,
+        r.timeout,
+        r.max_memory_mb,
+        r.max_pixels,
+        config.executor,
+    )
