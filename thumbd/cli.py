@@ -16,7 +16,7 @@ from thumbd.commands.retry import redo, retry
 from thumbd.commands.status import collect
 from thumbd.config import Config, ConfigError, load_config, to_toml
 from thumbd.service import logs
-from thumbd.service.daemon import Daemon, StartupError, cannot
+from thumbd.service.startup import StartupError, cannot
 from thumbd.store.state import StateError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -108,6 +108,8 @@ def _main(argv: list[str] | None) -> int:
             raise cannot(config, "[log] file", "open", e) from None
         once = args.command == "once"
         progress = logs.Progress(sys.stderr) if once and sys.stderr.isatty() else None
+        from thumbd.service.daemon import Daemon  # the render stage, and Pillow with it
+
         return Daemon(config, once=once, progress=progress).run()
     except (StartupError, StateError) as e:
         print(f"thumbd: {e}", file=sys.stderr)

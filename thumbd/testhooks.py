@@ -32,3 +32,8 @@ def trip(f: IO[bytes]) -> None:
     if _HANG and _HANG in data:
         while True:
             time.sleep(3600)
+
+
+def hooks_enabled() -> bool:
+    """THUMBD_TEST_HOOKS=1: the daemon takes SIGUSR2 as "stop the observer thread" (a crash)."""
+    return os.environ.get("THUMBD_TEST_HOOKS") == "1"

@@ -25,9 +25,9 @@ import daemon as python_daemon
 
 from thumbd.config import Config
 from thumbd.service import logs
-from thumbd.service.daemon import STOP_MARGIN, cannot
 from thumbd.service.notify import Notifier
 from thumbd.service.pidfile import AlreadyRunning, PidFile, holder
+from thumbd.service.startup import STOP_MARGIN, cannot
 from thumbd.store.state import StateError
 
 log = logging.getLogger("thumbd")

@@ -1,0 +1,224 @@
+"""The per-source tracker: from a path that needs a look to a job ready to render.
+
+Filesystem events, scans and `thumbd retry` hand paths in; the settler holds each until it is
+complete (intake/settle.py); then the tracker decides what it is: unchanged since its record
+(nothing to do), a manifest (its URLs go to the downloads stage), a source not worth a worker
+(too large, reached through a symlinked folder), one whose thumbnails are already there (adopted
+without rendering), or a job for the dispatcher. It also forgets sources deleted while nobody
+was looking (a folder moved out, a scan that no longer finds them). Runs on the main loop only.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import TYPE_CHECKING
+
+from thumbd.downloads.stage import Downloads
+from thumbd.intake import scanner
+from thumbd.intake.settle import Kind, Settler, classify, shown, storable
+from thumbd.intake.watcher import FsEvent
+from thumbd.output import names
+from thumbd.output.publish import thumbnails_fate
+from thumbd.output.writer import plain_key
+from thumbd.render.spec import FailKind, Failure
+from thumbd.service.messages import Job
+from thumbd.service.shared import Shared
+from thumbd.store import recovery
+
+if TYPE_CHECKING:
+    from thumbd.output.publish import Publisher
+    from thumbd.service.dispatch import Dispatcher
+
+log = logging.getLogger("thumbd")
+
+
+class Tracker:
+    """Every source between "needs a look" and "handed to the pool"."""
+
+    def __init__(
+        self, shared: Shared, downloads: Downloads, dispatcher: Dispatcher, publisher: Publisher
+    ) -> None:
+        self.shared = shared
+        self.downloads = downloads
+        self.dispatcher = dispatcher
+        self.publisher = publisher
+        watch = shared.config.watch
+        self.root = str(shared.config.paths.incoming)
+        self.real_root = os.path.realpath(self.root)
+        self.settler = Settler(self.root, watch.settle_seconds, watch.quiet_seconds)
+        self.real_dirs: dict[str, str] = {}
+        self.unlisted: set[str] = set()  # folders that could not be listed (nor watched)
+        self.siblings = recovery.Siblings()  # same-stem files per folder, for adoption
+        self.arrivals = 0  # paths scans, downloads and retries handed in: `once`'s total
+
+    def __len__(self) -> int:
+        return len(self.settler)
+
+    def next_due(self) -> float | None:
+        return self.settler.next_due()
+
+    def busy(self) -> bool:
+        return bool(self.settler)
+
+    def settings_changed(self) -> None:
+        watch = self.shared.config.watch
+        self.settler.settle = watch.settle_seconds
+        self.settler.quiet = watch.quiet_seconds
+
+    def reroot(self) -> None:
+        """incoming/ is another folder now: what was tracked under the old one stays there."""
+        self.root = str(self.shared.config.paths.incoming)
+        self.real_root = os.path.realpath(self.root)
+        self.settler = Settler(self.root, self.settler.settle, self.settler.quiet)
+        self.dispatcher.drop_ready()
+
+    # -- paths in --------------------------------------------------------------------------
+
+    def on_event(self, e: FsEvent) -> None:
+        if not storable(e.rel):  # never recorded: nothing to take or forget
+            if e.closed and self._is_work(shown(e.rel)):
+                self.unnamed(e.rel)
+            return
+        if e.deleted:
+            if os.path.lexists(os.path.join(self.root, e.rel)):
+                # There again (replaced at once: its own events follow), or not ours: the watch
+                # of a folder moved out of incoming/ still reports its files under their old
+                # names (watchdog keeps it), and a new folder may have that name now.
+                return
+            self.settler.discard(e.rel)
+            if not self.dispatcher.running(e.rel):  # else its result finds it gone
+                self.publisher.forget(e.rel)
+            return
+        if self._is_work(e.rel):
+            self.settler.touch(e.rel, time.monotonic(), closed=e.closed)
+
+    def on_dir(self, rel: str) -> None:
+        """A folder moved in from outside: its files are complete as they are."""
+        if not storable(rel):
+            self.unnamed(rel)
+            return
+        now = time.monotonic()
+
+        def unlisted(sub: str) -> None:
+            self.unlisted.add(f"{rel}/{sub}" if sub else rel)
+
+        folder = os.path.join(self.root, rel)
+        for sub, _ in scanner.walk(folder, self.shared.config.watch.ignore, unlisted):
+            self.settler.touch(f"{rel}/{sub}", now, closed=True)
+
+    def found(self, rels: list[str]) -> None:
+        """Paths a scan or `thumbd retry` says need a look (unless already on their way)."""
+        now = time.monotonic()
+        for rel in rels:
+            if not self.dispatcher.holds(rel):
+                self.settler.found(rel, now)
+        self.arrivals += len(rels)
+
+    def arrived(self, rel: str) -> None:
+        """A complete file written by thumbd itself (a download)."""
+        self.settler.touch(rel, time.monotonic(), closed=True)
+        self.arrivals += 1
+
+    def resettle(self, rel: str) -> None:
+        """It changed while it rendered or waited: settle it again."""
+        self.settler.touch(rel, time.monotonic(), closed=None)
+
+    def unnamed(self, rel: str) -> None:
+        log.warning(
+            "skipping %s: its name is not valid UTF-8; rename it (convmv) to have it thumbnailed",
+            shown(os.path.join(self.root, rel)),
+        )
+
+    def _is_work(self, rel: str) -> bool:
+        return classify(rel, self.shared.config.watch.ignore) is not None
+
+    # -- deleted while nobody was looking ---------------------------------------------------
+
+    def gone_dir(self, rel: str) -> None:
+        """A folder was moved out of incoming/: its sources are gone as if deleted one by one
+        (its manifests' downloads stop too)."""
+        if not storable(rel):
+            return  # nothing below it was recorded
+        prefix = f"{rel}/"
+        downloads = self.downloads
+        rels = {*self.shared.state.paths_under(rel), *downloads.runs, *downloads.owner}
+        forgotten = sum(
+            self.publisher.forget(r, log_each=False)
+            for r in sorted(rels)
+            if r.startswith(prefix)
+            and not self.dispatcher.running(r)  # its result finds it gone
+            and not os.path.lexists(os.path.join(self.root, r))
+        )
+        if forgotten:
+            fate = thumbnails_fate(self.shared.config)
+            log.info("%s moved away: forgot its %d sources (%s)", rel, forgotten, fate)
+
+    def gone_scanned(self, rels: list[str]) -> None:
+        """Recorded sources a complete scan did not find."""
+        with self.shared.state.transaction():
+            forgotten = sum(
+                self.publisher.forget(rel, log_each=False)
+                for rel in rels
+                if not self.dispatcher.holds(rel)
+                and rel not in self.settler
+                and not os.path.lexists(os.path.join(self.root, rel))
+            )
+        if forgotten:
+            fate = thumbnails_fate(self.shared.config)
+            log.info("scan: %d recorded sources no longer exist; forgot them (%s)", forgotten, fate)
+
+    # -- ready to render -------------------------------------------------------------------
+
+    def tick(self, now: float) -> None:
+        """Take what has settled: to the downloads stage, recorded as kept, or queued."""
+        self.real_dirs.clear()  # symlinks may change between calls, not within one
+        for rel, sig in self.settler.pop_ready(now):
+            if self.dispatcher.holds(rel):
+                self.settler.found(rel, now)  # look again once the running job is through
+                continue
+            record = self.shared.state.get(rel)
+            if record is not None and record.signature == sig:
+                continue  # done or failed for exactly this content
+            if classify(rel, self.shared.config.watch.ignore) is Kind.MANIFEST:
+                self.downloads.take(rel, sig)  # its URLs go to the downloader
+                continue
+            job = Job(rel, os.path.join(self.root, rel), sig, now)
+            if self._refused(job) or (record is None and self._adopted(job)):
+                continue
+            self.dispatcher.enqueue(job)
+
+    def _refused(self, job: Job) -> bool:
+        """Sources not worth a worker: too big, or reached through a symlinked folder."""
+        folder = os.path.dirname(job.path)
+        real = self.real_dirs.get(folder) or self.real_dirs.setdefault(
+            folder, os.path.realpath(folder)
+        )
+        if real != self.real_root and not real.startswith(self.real_root + os.sep):
+            log.warning("skipping %s: reached through a symbolic link (to %s)", job.rel, real)
+            return True
+        limit = self.shared.config.resize.max_file_bytes
+        if job.signature[0] > limit:
+            reason = f"too large: {job.signature[0]} bytes exceeds max_file_bytes {limit}"
+            self.publisher.fail(job, job.signature, Failure(FailKind.TOO_LARGE, reason))
+            return True
+        return False
+
+    def _adopted(self, job: Job) -> bool:
+        """A source with no record whose thumbnails are all there and newer than it (a lost
+        database, a kill between rename and commit): record it done, render nothing."""
+        shared = self.shared
+        found = recovery.own_thumbnails(
+            shared.config.paths.outgoing, job.rel, shared.spec, job.path, self.siblings
+        )
+        if found is None:
+            return False
+        outputs, written = found
+        others = shared.state.outputs_near(plain_key(job.rel))
+        if len(names.unowned(outputs, others)) < len(outputs):
+            return False  # another source's row lists them: they are its thumbnails
+        shared.state.record_done(job.rel, job.signature, outputs, job.signature[0], written)
+        log.info("kept %s: its %d thumbnails are already there", job.rel, len(outputs))
+        self.downloads.on_rendered(job.rel)  # a manifest waiting for it need not wait on
+        return True

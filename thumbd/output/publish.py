@@ -1,0 +1,233 @@
+"""Publishing results: a render's thumbnails written into outgoing/ and recorded, a failure
+recorded, a deleted source forgotten (and its thumbnails removed, if so configured), and
+results held while outgoing/ is full.
+
+Runs on the main loop only. A source counts as done once its thumbnails are renamed into place
+and its record says so; until then the filesystem is the queue of record.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import time
+from collections import deque
+from collections.abc import Callable
+
+from thumbd.config import Config
+from thumbd.downloads.stage import Downloads
+from thumbd.intake.settle import Kind, classify, signature
+from thumbd.output import names
+from thumbd.output.writer import NO_SPACE, UnsafePath, Writer, plain_key
+from thumbd.render.spec import FailKind, Failure, RenderResult, Signature
+from thumbd.service import metrics
+from thumbd.service.messages import Job
+from thumbd.service.shared import Shared
+
+log = logging.getLogger("thumbd")
+
+DISK_FULL_RETRY = 5.0  # seconds between tries to write while outgoing/ is full
+
+
+class Publisher:
+    """Writes, records and forgets; holds results while outgoing/ is full."""
+
+    # A source changed while it rendered or waited: settle it again (the tracker's; the
+    # daemon binds it, since the tracker in turn hands its failures and deletions here).
+    resettle: Callable[[str], None]
+
+    def __init__(self, shared: Shared, writer: Writer, downloads: Downloads) -> None:
+        self.shared = shared
+        self.writer = writer
+        self.downloads = downloads
+        self.unwritten: deque[tuple[Job, RenderResult]] = deque()
+        self.disk_full_until = 0.0
+        self.disk_full_logged = 0.0
+
+    # -- the stage's clock -----------------------------------------------------------------
+
+    def next_due(self) -> float | None:
+        return self.disk_full_until if self.unwritten else None
+
+    def busy(self) -> bool:
+        return bool(self.unwritten)
+
+    def tick(self, now: float) -> None:
+        """Try the held results again once outgoing/ may have room."""
+        if not self.unwritten or now < self.disk_full_until:
+            return
+        while self.unwritten:
+            job, result = self.unwritten.popleft()
+            if not self._still_the_same(job, result):
+                continue
+            if not self.write(job, result):
+                self.unwritten.rotate(1)  # keep order: the one that failed goes first again
+                return
+        log.info("%s has room again; catching up", self.shared.config.paths.outgoing)
+
+    # -- results ---------------------------------------------------------------------------
+
+    def publish(self, job: Job, result: RenderResult) -> None:
+        """A render's result for `job`: written and recorded, unless the source changed."""
+        now_sig = signature(job.path)
+        if now_sig is None:
+            log.debug("%s disappeared before it was done; skipping it", job.rel)
+            self.forget(job.rel)
+            return
+        if result.signature is None and now_sig == job.signature and result.failure is not None:
+            self.fail(job, now_sig, result.failure)  # could not even open it (permissions)
+            return
+        if result.signature != job.signature or now_sig != result.signature:
+            self.resettle(job.rel)
+            return
+        if result.failure is not None:
+            self.fail(job, now_sig, result.failure)
+        else:
+            self.write(job, result)
+
+    def _still_the_same(self, job: Job, result: RenderResult) -> bool:
+        now_sig = signature(job.path)
+        if now_sig is None:
+            self.forget(job.rel)
+            return False
+        if now_sig != result.signature:
+            self.resettle(job.rel)
+            return False
+        return True
+
+    def write(self, job: Job, result: RenderResult) -> bool:
+        """Write and record; False if outgoing/ is full (the result is held)."""
+        state = self.shared.state
+        near = state.outputs_near(plain_key(job.rel))  # its row and its same-stem siblings'
+        own = near.pop(job.rel, ())
+        labels, index = names.labels(result), result.index is not None
+        try:
+            chosen = names.choose(job.rel, labels, index, own, near)
+        except names.NamesTaken as e:
+            self.fail(job, job.signature, Failure(FailKind.NAMES_TAKEN, str(e)))
+            return True
+        files = names.files(chosen, result)
+        try:
+            written = self.writer.write_all(files)
+        except UnsafePath as e:
+            self.fail(job, job.signature, Failure(FailKind.UNWRITABLE, f"unsafe output path: {e}"))
+            return True
+        except OSError as e:
+            if e.errno in NO_SPACE:
+                self._hold(job, result, e)
+                return False
+            folder = self.writer.root / os.path.dirname(files[0][0])  # all in one folder
+            reason = f"cannot write thumbnail in {folder}: {e.strerror}"
+            self.fail(job, job.signature, Failure(FailKind.UNWRITABLE, reason))
+            return True
+        if chosen.note is not None:
+            log.info("%s", chosen.note, extra={"source": job.rel})
+        self._remove_stale(own, chosen.all, near)
+        assert result.signature is not None
+        size = result.signature[0]
+        state.record_done(job.rel, result.signature, list(chosen.all), size, written)
+        self._count_done(job, result, written)
+        self.downloads.on_rendered(job.rel)
+        return True
+
+    def _count_done(self, job: Job, result: RenderResult, written: int) -> None:
+        size = result.signature[0] if result.signature is not None else 0
+        stats = self.shared.stats
+        stats.done += 1
+        stats.bytes_in += size
+        stats.bytes_out += written
+        metrics.file_done(size, written, result.cpu_seconds)
+        log.info(
+            "done %s: %d thumbnails in %.0f ms (render %.0f ms), %s -> %s",
+            job.rel,
+            len(result.thumbnails),
+            (time.monotonic() - job.seen) * 1000,
+            result.cpu_seconds * 1000,
+            size_text(size),
+            size_text(written),
+            extra={"source": job.rel, "bytes_in": size, "bytes_out": written},
+        )
+
+    def _remove_stale(
+        self, own: tuple[str, ...], written: tuple[str, ...], near: dict[str, tuple[str, ...]]
+    ) -> None:
+        """Thumbnails an earlier version of this source had, this one does not, and no other
+        source lists (a state from before sources of the same stem got names of their own)."""
+        for old in names.unowned(set(own) - set(written), near):
+            self.writer.remove(old)
+
+    def fail(self, job: Job, sig: Signature, failure: Failure) -> None:
+        if signature(job.path) is None:
+            self.forget(job.rel)  # deleted while it hung or crashed: skipped, not failed
+            return
+        reason = self._worded(failure)
+        self.shared.state.record_failed(job.rel, sig, reason, sig[0])
+        self.shared.stats.failed += 1
+        metrics.file_failed(reason)
+        log.warning("failed %s: %s", job.rel, reason, extra={"source": job.rel, "reason": reason})
+        self.downloads.on_rendered(job.rel)
+
+    def _worded(self, failure: Failure) -> str:
+        limit = self.shared.config.resize.max_memory_mb
+        if failure.kind is FailKind.OUT_OF_MEMORY and limit:
+            return f"{failure.reason} (over [resize] max_memory_mb = {limit})"
+        return failure.reason
+
+    # -- deleted sources -------------------------------------------------------------------
+
+    def forget(self, rel: str, *, log_each: bool = True) -> bool:
+        """A source is gone: forget its record; `[thumbnails] on_delete` says what happens to
+        its thumbnails. A source never processed has no record: nothing to say."""
+        config = self.shared.config
+        if classify(rel, config.watch.ignore) is Kind.MANIFEST:
+            self.downloads.on_deleted(rel)  # drop its queued URLs, forget its failures
+        else:
+            self.downloads.on_rendered(rel)  # a downloaded image no manifest should wait for
+        state = self.shared.state
+        record = state.forget(rel)
+        if record is None:
+            return False
+        remove = config.thumbnails.on_delete == "remove"
+        if remove:  # not the names a sibling's row lists too (a state from before names.py)
+            for name in names.unowned(record.outputs, state.outputs_near(plain_key(rel))):
+                self.writer.remove(name, prune=True)
+        if log_each:
+            what = "removed its thumbnails" if remove else "its thumbnails stay"
+            log.info("removed %s: forgetting it (%s)", rel, what)
+        return True
+
+    # -- a full disk -----------------------------------------------------------------------
+
+    def _hold(self, job: Job, result: RenderResult, e: OSError) -> None:
+        self.unwritten.append((job, result))
+        now = time.monotonic()
+        self.disk_full_until = now + DISK_FULL_RETRY
+        if now - self.disk_full_logged >= 60:
+            self.disk_full_logged = now
+            log.error(
+                "%s is full (%s): %d files wait to be written; retrying every %.0f s",
+                self.shared.config.paths.outgoing,
+                errno.errorcode.get(e.errno or 0, e.errno),
+                len(self.unwritten),
+                DISK_FULL_RETRY,
+            )
+
+
+def thumbnails_fate(config: Config) -> str:
+    """How a log line about forgotten sources ends, by `[thumbnails] on_delete`."""
+    if config.thumbnails.on_delete == "remove":
+        return "and removed their thumbnails"
+    return "their thumbnails stay"
+
+
+def size_text(n: int) -> str:
+    """Bytes for people: 812 B, 14.2 KB, 5.6 MB."""
+    if n < 1000:
+        return f"{n} B"
+    value = float(n)
+    for unit in ("KB", "MB", "GB"):
+        value /= 1000
+        if value < 1000 or unit == "GB":
+            break
+    return f"{value:.1f} {unit}"

@@ -1,0 +1,71 @@
+"""The daemon's inbox: one union of every message a thread may post to the main loop.
+
+The observer thread posts filesystem events (intake/watcher.py), the scanner what it found, the
+downloader its outcomes, a pool's futures their results, the signal handlers the signal. The
+main loop takes them one at a time and dispatches with `match` (service/daemon.py).
+"""
+
+from __future__ import annotations
+
+import queue
+from concurrent.futures import Future
+from dataclasses import dataclass
+
+from thumbd.downloads.stage import Fetched
+from thumbd.intake.watcher import DirArrived, DirChanged, DirGone, FsEvent, Overflow, Unlisted
+from thumbd.render.spec import RenderResult, Signature
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One source to render: the path and the signature it settled at."""
+
+    rel: str
+    path: str
+    signature: Signature
+    seen: float  # monotonic time it was taken, for the latency in the log line
+    attempt: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Completed:
+    """A pool's future for `job` has ended (posted from the pool's thread)."""
+
+    job: Job
+    future: Future[RenderResult]
+
+
+@dataclass(frozen=True, slots=True)
+class ScanBatch:
+    """Paths a scan found that need a look; `final` on the scan's last batch."""
+
+    rels: list[str]
+    final: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Gone:
+    """Recorded sources a complete scan did not find: deleted while nobody was looking."""
+
+    rels: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class Signalled:
+    signum: int
+
+
+Message = (
+    FsEvent
+    | DirArrived
+    | DirGone
+    | DirChanged
+    | Unlisted
+    | Overflow
+    | ScanBatch
+    | Gone
+    | Completed
+    | Fetched
+    | Signalled
+)
+Inbox = queue.SimpleQueue[Message]

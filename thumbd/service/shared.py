@@ -1,0 +1,43 @@
+"""What every stage of one run shares: the settings in force, the state, and this run's counts.
+
+One object, owned by the main loop (like uvicorn's ServerState): a reload replaces `config`
+and `spec`, a state database opened again replaces `state`, and every stage sees the change
+because it reads them here rather than keeping copies.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from thumbd.config import Config
+from thumbd.render.spec import RenderSpec
+from thumbd.service.messages import Inbox
+from thumbd.store.state import State
+
+
+@dataclass(slots=True)
+class Stats:
+    """What this run did, for the summary line at exit and the live figures."""
+
+    done: int = 0
+    failed: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    dropped: int = 0  # jobs left on disk by a shutdown: no longer queued, still pending
+    started: float = field(default_factory=time.monotonic)
+
+
+@dataclass(slots=True)
+class Shared:
+    config: Config
+    spec: RenderSpec
+    inbox: Inbox
+    once: bool
+    state: State = field(init=False)
+    stats: Stats = field(default_factory=Stats)
+    stop_reason: str | None = None  # set once the daemon is to stop: no new work from then
+
+    @property
+    def stopping(self) -> bool:
+        return self.stop_reason is not None
