@@ -33,10 +33,11 @@ def _dask(config: Config, once: bool) -> Pool:
     return pool
 
 
-POOL_FACTORIES: dict[str, Callable[[Config, bool], Pool]] = {"local": _local, "dask": _dask}
+PoolFactory = Callable[[Config, bool], Pool]  # (config, once) -> the pool
+POOL_FACTORIES: dict[str, PoolFactory] = {"local": _local, "dask": _dask}
 
 
-def make_pool(config: Config, *, once: bool = False) -> Pool:
+def make_pool(config: Config, once: bool = False) -> Pool:
     """The pool `[executor] kind` names (config validation keeps it to these keys)."""
     return POOL_FACTORIES[config.executor.kind](config, once)
 

@@ -214,7 +214,7 @@ class Watching:
         self.start_scan()
 
     def kill_observer(self) -> None:
-        """Test hook (SIGUSR2 under THUMBD_TEST_HOOKS=1): stop the observer as a crash would."""
+        """Test hook (SIGUSR2, see testhooks.hooks_enabled): stop the observer as a crash would."""
         observer = self.watcher.observer if self.watcher is not None else None
         if observer is not None:
             log.warning("test hook: stopping the observer thread")

@@ -27,7 +27,7 @@ from typing import Protocol
 from thumbd import testhooks
 from thumbd.config import Config
 from thumbd.downloads.stage import Downloads, Fetched
-from thumbd.executors.factory import PoolUnavailable
+from thumbd.executors.factory import PoolFactory, PoolUnavailable, make_pool
 from thumbd.intake.retries import Retries
 from thumbd.intake.settle import shown
 from thumbd.intake.tracker import Tracker
@@ -84,12 +84,14 @@ class Daemon:
         once: bool = False,
         progress: logs.Progress | None = None,
         notifier: Notifier | None = None,
+        pool_factory: PoolFactory = make_pool,
     ):
+        """`pool_factory` is where renders run: the configured kind; tests give their own."""
         self.shared = shared = Shared(config, spec_from_config(config), queue.SimpleQueue(), once)
         self.progress = progress
         self.downloads = Downloads(config, shared.inbox.put)
         self.publisher = Publisher(shared, Writer(config.paths.outgoing), self.downloads)
-        self.dispatcher = Dispatcher(shared, self.publisher)
+        self.dispatcher = Dispatcher(shared, self.publisher, pool_factory)
         self.tracker = Tracker(shared, self.downloads, self.dispatcher, self.publisher)
         self.publisher.resettle = self.tracker.resettle
         self.watching = Watching(shared, self.tracker)
@@ -246,7 +248,7 @@ class Daemon:
                 self.shared.stop_reason,
             )
             return 1
-        return 1 if unlisted or self.state_failed() else 0
+        return 1 if unlisted or _any_failed(self.config) else 0
 
     def database_error(self, e: sqlite3.DatabaseError) -> int:
         if is_damage(e):
@@ -386,13 +388,6 @@ class Daemon:
         stages = (self.watching, self.tracker, self.dispatcher, self.publisher, self.downloads)
         return not any(stage.busy() for stage in stages)
 
-    def state_failed(self) -> bool:
-        state = State(self.config.state_db, readonly=True)
-        try:
-            return state.totals().failed > 0 or bool(state.url_failures())
-        finally:
-            state.close()
-
     def health_problem(self) -> str | None:
         """Why the daemon cannot do its work right now, or None: what the watchdog ping means."""
         if not self.watching.alive():
@@ -428,3 +423,12 @@ class Daemon:
         total = max(self.tracker.arrivals, s.done + s.failed + waiting)
         if total:
             self.progress.show(f"thumbd: {total - waiting}/{total} ({s.failed} failed)")
+
+
+def _any_failed(config: Config) -> bool:
+    """Whether the state records a failure, this run's or an earlier one's (`once` exits 1)."""
+    state = State(config.state_db, readonly=True)
+    try:
+        return state.totals().failed > 0 or bool(state.url_failures())
+    finally:
+        state.close()

@@ -17,7 +17,7 @@ from concurrent.futures import Future
 from dataclasses import replace
 
 from thumbd.executors.base import Pool, outcome
-from thumbd.executors.factory import make_pool
+from thumbd.executors.factory import PoolFactory, make_pool
 from thumbd.output.publish import Publisher
 from thumbd.render.spec import FailKind, Failure, RenderResult
 from thumbd.service.messages import Completed, Job
@@ -35,9 +35,12 @@ _TASK_FAILURES = frozenset(
 class Dispatcher:
     """The pool (and pools a reload retired), and the jobs they hold."""
 
-    def __init__(self, shared: Shared, publisher: Publisher) -> None:
+    def __init__(
+        self, shared: Shared, publisher: Publisher, pool_factory: PoolFactory = make_pool
+    ) -> None:
         self.shared = shared
         self.publisher = publisher
+        self.pool_factory = pool_factory
         self.pool: Pool | None = None
         self.retired: list[Pool] = []  # replaced on reload, finishing their jobs
         self.retired_restarts = 0
@@ -47,7 +50,7 @@ class Dispatcher:
         self.last_progress = time.monotonic()  # the last result, or when in_flight filled up
 
     def start(self) -> None:
-        self.pool = make_pool(self.shared.config, once=self.shared.once)
+        self.pool = self.pool_factory(self.shared.config, self.shared.once)
 
     def running(self, rel: str) -> bool:
         """In the pool now: its result decides what happens to it."""
@@ -131,7 +134,7 @@ class Dispatcher:
     def replace_pool(self) -> None:
         """A new pool for new work; the old one finishes what it holds, then stops. Raises
         PoolUnavailable (and keeps the current one) if the new kind cannot be had."""
-        new = make_pool(self.shared.config, once=self.shared.once)
+        new = self.pool_factory(self.shared.config, self.shared.once)
         if self.pool is not None:
             self.pool.shutdown(wait=False)
             self.retired.append(self.pool)

@@ -1,0 +1,265 @@
+"""The real Daemon in-process, with a pool of our own that implements the Pool protocol.
+
+Real folders, a real watchdog observer, the real SQLite state, real signals; only where renders
+run is replaced: `ScriptedPool` renders in a thread of this process with the real render(), and
+does what a file's name asks: `crash` kills the worker under it (every time, or `crash1` only on
+the first try), `hang` waits until the test releases it, `oom` runs out of memory.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from tests.conftest import wait_until
+from thumbd.config import Config, load_config
+from thumbd.executors.base import Pool, TaskTimeout, WorkerCrashed
+from thumbd.render.pipeline import render
+from thumbd.render.spec import RenderResult, RenderSpec
+from thumbd.service.daemon import Daemon
+from thumbd.store.state import State
+
+
+class ScriptedPool:
+    """A Pool whose tasks obey their file names; counts what it was asked to do."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.started: list[str] = []
+        self.hung: list[str] = []
+        self.terminated = False
+        self.lock = threading.Lock()
+
+    def render(self, path: str, spec: RenderSpec) -> Future[RenderResult]:
+        future: Future[RenderResult] = Future()
+        name = os.path.basename(path)
+        with self.lock:
+            tries = self.started.count(name)
+            self.started.append(name)
+        threading.Thread(target=self._run, args=(future, path, name, tries, spec)).start()
+        return future
+
+    def _run(
+        self, future: Future[RenderResult], path: str, name: str, tries: int, spec: RenderSpec
+    ) -> None:
+        if not future.set_running_or_notify_cancel():
+            return
+        if (name.startswith("crash1") and tries == 0) or name.startswith("crash_"):
+            future.set_exception(WorkerCrashed("worker crashed (killed by signal 9)"))
+        elif name.startswith("oom"):
+            future.set_exception(MemoryError())
+        elif name.startswith("slow"):
+            future.set_exception(TaskTimeout("timed out after 1 s"))
+        elif name.startswith("hang"):
+            self.hung.append(name)
+            if self.release.wait(30) and not self.terminated:
+                future.set_result(render(path, spec))
+            else:
+                future.set_exception(WorkerCrashed("terminated"))
+        else:
+            future.set_result(render(path, spec))
+
+    def capacity(self) -> int:
+        return 4
+
+    def describe(self) -> str:
+        return "scripted"
+
+    def workers(self) -> int:
+        return 1
+
+    def restarts(self) -> int:
+        return 0
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        pass
+
+    def terminate(self) -> None:
+        self.terminated = True
+        self.release.set()
+
+    def kill(self) -> None:
+        self.terminate()
+
+    def alive(self) -> bool:
+        return True
+
+    def waiting(self) -> str | None:
+        return None
+
+    def stuck(self, quiet: float) -> str | None:
+        return None
+
+
+def _conforms(pool: Pool) -> Pool:
+    return pool  # mypy checks that ScriptedPool implements the protocol
+
+
+@pytest.fixture
+def folders(tmp_path: Path) -> Iterator[tuple[Path, Path, Path]]:
+    incoming, outgoing = tmp_path / "incoming", tmp_path / "outgoing"
+    incoming.mkdir()
+    cfg = tmp_path / "thumbd.toml"
+    cfg.write_text(
+        '[paths]\nincoming = "incoming"\noutgoing = "outgoing"\nstate = "state"\n'
+        "[watch]\nsettle_seconds = 0.05\nquiet_seconds = 0.3\n"
+        "[daemon]\nshutdown_timeout = 5\n[resize]\nmax_memory_mb = 512\n"
+    )
+    yield incoming, outgoing, cfg
+
+
+def photo(path: Path, size: tuple[int, int] = (400, 300)) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, (200, 30, 40)).save(path, quality=90)
+    return path
+
+
+def make(cfg: Path, *, once: bool) -> tuple[Daemon, ScriptedPool]:
+    pool = ScriptedPool()
+    config: Config = load_config(cfg)
+    daemon = Daemon(config, once=once, pool_factory=lambda c, o: _conforms(pool))
+    return daemon, pool
+
+
+def records(cfg: Path) -> dict[str, tuple[str, str | None]]:
+    """What the state database says, read as `thumbd status` reads it."""
+    state = State(load_config(cfg).state_db, readonly=True)
+    try:
+        reasons = {r.path: r.reason for r in state.failures()}
+        return {
+            path: (status, reasons.get(path)) for path, (_, status) in state.signatures().items()
+        }
+    finally:
+        state.close()
+
+
+def drive(daemon: Daemon, scenario: Callable[[], None]) -> int:
+    """run() on this (the main) thread, as the CLI does; `scenario` on another thread. The
+    scenario ends by SIGTERM to this process, on success or failure, unless it sent one
+    itself (a second would make the daemon exit at once, with this process)."""
+    errors: list[BaseException] = []
+
+    def go() -> None:
+        try:
+            scenario()
+        except BaseException as e:  # reported below, on the test's own thread
+            errors.append(e)
+        finally:
+            if daemon.shared.stop_reason is None:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    thread = threading.Thread(target=go)
+    thread.start()
+    code = daemon.run()
+    thread.join()
+    if errors:
+        raise errors[0]
+    return code
+
+
+def test_once_renders_publishes_and_records(folders: tuple[Path, Path, Path]) -> None:
+    incoming, outgoing, cfg = folders
+    photo(incoming / "a.jpg")
+    photo(incoming / "sub" / "b.jpg", (300, 600))
+    daemon, pool = make(cfg, once=True)
+    assert daemon.run() == 0
+    assert sorted(pool.started) == ["a.jpg", "b.jpg"]
+    for w in (200, 64, 32):
+        assert Image.open(outgoing / f"a_{w}.jpg").width == w
+        assert Image.open(outgoing / "sub" / f"b_{w}.jpg").width == w
+    assert records(cfg) == {"a.jpg": ("done", None), "sub/b.jpg": ("done", None)}
+    assert (daemon.shared.stats.done, daemon.shared.stats.failed) == (2, 0)
+
+
+def test_failures_are_values_with_a_kind(folders: tuple[Path, Path, Path]) -> None:
+    incoming, outgoing, cfg = folders
+    photo(incoming / "oom.jpg")
+    photo(incoming / "slow.jpg")
+    (incoming / "broken.jpg").write_bytes(b"\xff\xd8\xff not a jpeg at all")
+    daemon, _ = make(cfg, once=True)
+    assert daemon.run() == 1  # `once` exits 1 when something failed
+    got = records(cfg)
+    assert got["oom.jpg"] == ("failed", "out of memory (over [resize] max_memory_mb = 512)")
+    assert got["slow.jpg"] == ("failed", "timed out after 1 s")
+    status, reason = got["broken.jpg"]
+    assert status == "failed" and reason is not None and reason.startswith("cannot identify")
+    assert not list(outgoing.rglob("*.jpg"))
+
+
+def test_a_crash_is_tried_once_more_then_failed(folders: tuple[Path, Path, Path]) -> None:
+    incoming, outgoing, cfg = folders
+    photo(incoming / "crash1.jpg")  # crashes on its first try only
+    photo(incoming / "crash_always.jpg")
+    daemon, pool = make(cfg, once=True)
+    assert daemon.run() == 1
+    assert pool.started.count("crash1.jpg") == 2
+    assert pool.started.count("crash_always.jpg") == 2  # CRASH_ATTEMPTS, no more
+    got = records(cfg)
+    assert got["crash1.jpg"] == ("done", None)
+    assert got["crash_always.jpg"] == ("failed", "worker crashed (killed by signal 9)")
+    assert (outgoing / "crash1_200.jpg").exists()
+
+
+def test_watch_then_sigterm_drains_work_in_flight(folders: tuple[Path, Path, Path]) -> None:
+    incoming, outgoing, cfg = folders
+    daemon, pool = make(cfg, once=False)
+
+    def scenario() -> None:
+        photo(incoming / "new.jpg")  # through the real observer
+        wait_until(lambda: (outgoing / "new_200.jpg").exists(), 10, "new.jpg's thumbnails")
+        photo(incoming / "hang.jpg")
+        wait_until(lambda: pool.hung, 10, "the hung render to start")
+        os.kill(os.getpid(), signal.SIGTERM)  # the drain starts with hang.jpg in flight
+        wait_until(lambda: daemon.shared.stop_reason == "SIGTERM", 10, "the drain")
+        pool.release.set()
+
+    code = drive(daemon, scenario)
+    assert code == 0
+    assert records(cfg) == {"new.jpg": ("done", None), "hang.jpg": ("done", None)}
+    assert (outgoing / "hang_200.jpg").exists()
+    assert not pool.terminated
+
+
+def test_a_drain_that_times_out_leaves_the_source_pending(
+    folders: tuple[Path, Path, Path],
+) -> None:
+    incoming, outgoing, cfg = folders
+    cfg.write_text(cfg.read_text().replace("shutdown_timeout = 5", "shutdown_timeout = 0.5"))
+    daemon, pool = make(cfg, once=False)
+
+    def scenario() -> None:
+        photo(incoming / "hang.jpg")
+        wait_until(lambda: pool.hung, 10, "the hung render to start")
+
+    drive(daemon, scenario)
+    assert pool.terminated  # the drain ran out of time and stopped the pool
+    assert records(cfg) == {}  # not failed: pending, for the next start
+    assert not (outgoing / "hang_200.jpg").exists()
+
+
+def test_a_deleted_source_is_forgotten_and_a_changed_one_rendered_again(
+    folders: tuple[Path, Path, Path],
+) -> None:
+    incoming, outgoing, cfg = folders
+    daemon, pool = make(cfg, once=False)
+
+    def scenario() -> None:
+        a = photo(incoming / "a.jpg")
+        wait_until(lambda: "a.jpg" in records(cfg), 10, "a.jpg's record")
+        a.unlink()
+        wait_until(lambda: "a.jpg" not in records(cfg), 10, "a.jpg forgotten")
+        b = photo(incoming / "b.jpg")
+        wait_until(lambda: "b.jpg" in records(cfg), 10, "b.jpg's record")
+        photo(b, (640, 480))
+        wait_until(lambda: pool.started.count("b.jpg") == 2, 10, "b.jpg rendered again")
+        wait_until(lambda: Image.open(outgoing / "b_200.jpg").height == 150, 10, "new b")
+
+    drive(daemon, scenario)
+    assert set(records(cfg)) == {"b.jpg"}
