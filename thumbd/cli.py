@@ -132,6 +132,10 @@ def status(config: Config, *, as_json: bool) -> int:
     print(f"done:    {report['done']}")
     print(f"failed:  {report['failed']}")
     print(f"pending: {report['pending']}")
+    if report["ignored"]:
+        by_ext = report["ignored_by_extension"].items()
+        kinds = ", ".join(f"{ext or '(no extension)'} {n}" for ext, n in by_ext)
+        print(f"ignored: {report['ignored']} ({kinds}): not images thumbd takes")
     for m in report["manifests"]:
         print(
             f"manifest {m['manifest']}: {m['done']} URLs done, {m['failed']} failed,"

@@ -8,7 +8,7 @@ from pathlib import Path
 from PIL import Image
 
 from tests import images
-from tests.conftest import Daemon, wait_until
+from tests.conftest import Daemon, thumbd, wait_until
 
 WIDTHS = (200, 64, 32)
 
@@ -85,3 +85,27 @@ def test_twenty_mixed_images_get_every_width_upright_in_the_right_format(daemon:
         lo, hi = im.convert("L").getextrema()
         assert lo < 30 and hi > 225, "16-bit gradient lost its range"
     daemon.recorded(done=20, failed=0, pending=0)
+
+
+def test_ignored_files_of_other_types_are_counted_and_said_once(daemon: Daemon) -> None:
+    """Not ignored in silence: `thumbd status` counts them by extension, the log says so once
+    per extension, whether a scan or an event found them."""
+    (daemon.incoming / "before.pdf").write_bytes(b"%PDF-1.4 not an image")
+    daemon.start()
+    images.make_jpeg(daemon.incoming / "photo.jpg", (300, 200))
+    (daemon.incoming / "notes.txt").write_text("a")
+    (daemon.incoming / "sub").mkdir()
+    (daemon.incoming / "sub" / "more.TXT").write_text("b")
+    (daemon.incoming / "README").write_text("c")
+    (daemon.incoming / "skip.part").write_text("a temp name: left out on purpose")
+    wait_until(lambda: daemon.done("photo.jpg"), what="photo.jpg's thumbnails")
+    wait_until(lambda: "files without an extension" in daemon.read_log(), what="the log line")
+    status = daemon.status()
+    assert status["ignored"] == 4
+    assert status["ignored_by_extension"] == {".txt": 2, ".pdf": 1, "": 1}
+    log = daemon.read_log()
+    assert log.count("ignoring .txt files") == 1
+    assert log.count("ignoring .pdf files") == 1
+    assert ".part" not in log
+    text = thumbd("status", "-c", str(daemon.config))
+    assert "ignored: 4 (.txt 2, (no extension) 1, .pdf 1)" in text.stdout

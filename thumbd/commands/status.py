@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections import Counter
 from dataclasses import asdict
 from typing import Any
 
@@ -65,11 +66,14 @@ def collect(config: Config) -> dict[str, Any]:
         finally:
             state.close()
     root = str(config.paths.incoming)
-    pending = sum(1 for _ in scanner.pending(root, recorded, config.watch.ignore))
+    ignored: Counter[str] = Counter()
+    pending = sum(1 for _ in scanner.pending(root, recorded, config.watch.ignore, ignored))
     return {
         "done": done,
         "failed": failed,
         "pending": pending,
+        "ignored": sum(ignored.values()),
+        "ignored_by_extension": dict(sorted(ignored.items(), key=lambda kv: (-kv[1], kv[0]))),
         "failures": failures,
         "bytes_in": bytes_in,
         "bytes_out": bytes_out,

@@ -17,11 +17,12 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import NamedTuple
 
-from thumbd.intake.settle import Kind, classify, shown, signature, storable
+from thumbd.intake.settle import Kind, classify, ignored_extension, shown, signature, storable
 from thumbd.render.spec import Signature
 from thumbd.store.state import State
 
@@ -32,9 +33,13 @@ Unlisted = Callable[[str], None]  # told each folder (relative to root) that can
 
 
 def walk(
-    root: str, ignore: tuple[str, ...] = (), unlisted: Unlisted | None = None
+    root: str,
+    ignore: tuple[str, ...] = (),
+    unlisted: Unlisted | None = None,
+    ignored: Counter[str] | None = None,
 ) -> Iterator[tuple[str, Kind]]:
-    """Every candidate file below root as (path relative to root, kind); no symlinks."""
+    """Every candidate file below root as (path relative to root, kind); no symlinks. Files
+    passed over for their type are counted by extension in `ignored`."""
     stack = [""]
     while stack:
         rel_dir = stack.pop()
@@ -53,6 +58,8 @@ def walk(
                 kind = classify(rel, ignore)
                 if kind is not None:
                     yield rel, kind
+                elif ignored is not None:
+                    _count_ignored(rel, ignore, ignored)
 
 
 class _Entry(NamedTuple):
@@ -63,7 +70,10 @@ class _Entry(NamedTuple):
 
 
 def walk_in_order(
-    root: str, ignore: tuple[str, ...] = (), unlisted: Unlisted | None = None
+    root: str,
+    ignore: tuple[str, ...] = (),
+    unlisted: Unlisted | None = None,
+    ignored: Counter[str] | None = None,
 ) -> Iterator[tuple[str, os.DirEntry[str]]]:
     """Every candidate file below root, in byte order of its relative path; no symlinks.
 
@@ -78,8 +88,16 @@ def walk_in_order(
                 break
             if classify(item.rel, ignore) is not None:
                 yield item.rel, item.entry
+            elif ignored is not None:
+                _count_ignored(item.rel, ignore, ignored)
         else:
             stack.pop()
+
+
+def _count_ignored(rel: str, ignore: tuple[str, ...], ignored: Counter[str]) -> None:
+    ext = ignored_extension(rel, ignore)
+    if ext is not None:
+        ignored[ext] += 1
 
 
 def _sorted_entries(root: str, rel_dir: str, unlisted: Unlisted | None = None) -> list[_Entry]:
@@ -168,10 +186,13 @@ def _signature(entry: os.DirEntry[str]) -> Signature | None:
 
 
 def pending(
-    root: str, recorded: dict[str, tuple[Signature, str]], ignore: tuple[str, ...] = ()
+    root: str,
+    recorded: dict[str, tuple[Signature, str]],
+    ignore: tuple[str, ...] = (),
+    ignored: Counter[str] | None = None,
 ) -> Iterator[tuple[str, Kind]]:
     """Candidates whose current signature has no done or failed record."""
-    for rel, kind in walk(root, ignore):
+    for rel, kind in walk(root, ignore, ignored=ignored):
         known = recorded.get(rel)
         if known is None or known[0] != signature(os.path.join(root, rel)):
             yield rel, kind
@@ -186,6 +207,7 @@ def scan(
     batch: int = 512,
     gone: Callable[[list[str]], None] | None = None,
     unlisted: Unlisted | None = None,
+    ignored: Callable[[Counter[str]], None] | None = None,
 ) -> None:
     """Post what needs work to `emit` in batches; the last call has final=True. A complete
     scan also posts to `gone` the recorded sources that no longer exist (deleted while thumbd
@@ -195,7 +217,8 @@ def scan(
     found: list[str] = []
     missing: list[str] = []
     walked = recorded = 0
-    for rel, entry in walk_in_order(root, ignore, unlisted):
+    passed_over: Counter[str] = Counter()
+    for rel, entry in walk_in_order(root, ignore, unlisted, passed_over):
         if stop.is_set():
             break
         walked += 1
@@ -220,6 +243,8 @@ def scan(
             row = next(rows, None)
         if gone is not None:
             _report_gone(root, walked, recorded, missing, gone)
+    if ignored is not None and passed_over:
+        ignored(passed_over)
     emit(found, True)
 
 

@@ -60,6 +60,26 @@ class Kind(enum.Enum):
 def classify(rel: str, ignore: tuple[str, ...] = ()) -> Kind | None:
     """What kind of work `rel` (relative to incoming/) is, or None to ignore it. A path that is
     not valid UTF-8 is ignored too: it cannot be recorded (see `storable`)."""
+    suffix = _screened_suffix(rel, ignore)
+    if suffix in IMAGE_EXTENSIONS:
+        return Kind.IMAGE
+    if suffix == ".urls":
+        return Kind.MANIFEST
+    return None
+
+
+def ignored_extension(rel: str, ignore: tuple[str, ...] = ()) -> str | None:
+    """The extension (".pdf", or "" for none) of a file thumbd passes over for its type alone:
+    what `thumbd status` counts as ignored. None for work, and for names thumbd leaves out on
+    purpose (temp names, dotfiles, `[watch] ignore`)."""
+    suffix = _screened_suffix(rel, ignore)
+    if suffix is None or suffix in IMAGE_EXTENSIONS or suffix == ".urls":
+        return None
+    return suffix
+
+
+def _screened_suffix(rel: str, ignore: tuple[str, ...]) -> str | None:
+    """The lower-case extension of a name that may be work, or None for one that never is."""
     if not storable(rel):
         return None
     # Plain string work and one precompiled pattern per list: a scan calls this once per file
@@ -74,12 +94,7 @@ def classify(rel: str, ignore: tuple[str, ...] = ()) -> Kind | None:
         pattern = _globs(ignore)
         if pattern.match(name) or pattern.match(rel):
             return None
-    suffix = _suffix(name).lower()
-    if suffix in IMAGE_EXTENSIONS:
-        return Kind.IMAGE
-    if suffix == ".urls":
-        return Kind.MANIFEST
-    return None
+    return _suffix(name).lower()
 
 
 def storable(rel: str) -> bool:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from thumbd.downloads.stage import Downloads
 from thumbd.intake import scanner
-from thumbd.intake.settle import Kind, Settler, classify, shown, storable
+from thumbd.intake.settle import Kind, Settler, classify, ignored_extension, shown, storable
 from thumbd.intake.watcher import FsEvent
 from thumbd.output import names
 from thumbd.output.publish import thumbnails_fate
@@ -52,6 +52,7 @@ class Tracker:
         self.unlisted: set[str] = set()  # folders that could not be listed (nor watched)
         self.siblings = recovery.Siblings()  # same-stem files per folder, for adoption
         self.arrivals = 0  # paths scans, downloads and retries handed in: `once`'s total
+        self.ignored_said: set[str] = set()  # extensions passed over and logged this run
 
     def __len__(self) -> int:
         return len(self.settler)
@@ -80,6 +81,11 @@ class Tracker:
         if not storable(e.rel):  # never recorded: nothing to take or forget
             if e.closed and self._is_work(shown(e.rel)):
                 self.unnamed(e.rel)
+            return
+        if e.closed and not e.deleted and not self._is_work(e.rel):
+            ext = ignored_extension(e.rel, self.shared.config.watch.ignore)
+            if ext is not None:
+                self.passed_over({ext: 1})
             return
         if e.deleted:
             if os.path.lexists(os.path.join(self.root, e.rel)):
@@ -124,6 +130,19 @@ class Tracker:
     def resettle(self, rel: str) -> None:
         """It changed while it rendered or waited: settle it again."""
         self.settler.touch(rel, time.monotonic(), closed=None)
+
+    def passed_over(self, counts: dict[str, int]) -> None:
+        """Files of a type thumbd does not take: said once per extension per run, so that a
+        folder of them is not ignored in silence (`thumbd status` counts them)."""
+        for ext in sorted(counts.keys() - self.ignored_said):
+            self.ignored_said.add(ext)
+            what = f"{ext} files" if ext else "files without an extension"
+            log.info(
+                "ignoring %s (%d so far): thumbd makes no thumbnails of them; "
+                "thumbd status counts what it ignores",
+                what,
+                counts[ext],
+            )
 
     def unnamed(self, rel: str) -> None:
         log.warning(

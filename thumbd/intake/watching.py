@@ -15,7 +15,7 @@ import time
 from thumbd.intake import scanner
 from thumbd.intake.tracker import Tracker
 from thumbd.intake.watcher import Unlisted, Watcher
-from thumbd.service.messages import Gone, ScanBatch
+from thumbd.service.messages import Gone, Ignored, ScanBatch
 from thumbd.service.shared import Shared
 
 log = logging.getLogger("thumbd")
@@ -124,6 +124,7 @@ class Watching:
                 self.scan_stop,
                 gone=lambda rels: inbox.put(Gone(rels)),
                 unlisted=lambda rel: inbox.put(Unlisted(rel)),
+                ignored=lambda counts: inbox.put(Ignored(dict(counts))),
             )
         except Exception:
             log.exception("scan of %s failed", self.root)

@@ -39,7 +39,7 @@ from thumbd.render.pipeline import spec_from_config
 from thumbd.service import logs, metrics, pidfile, reload
 from thumbd.service.dispatch import Dispatcher
 from thumbd.service.health import StateKeeper
-from thumbd.service.messages import Completed, Gone, Message, ScanBatch, Signalled
+from thumbd.service.messages import Completed, Gone, Ignored, Message, ScanBatch, Signalled
 from thumbd.service.monitor import Monitor, Snapshot
 from thumbd.service.notify import Notifier
 from thumbd.service.shared import Shared
@@ -365,6 +365,8 @@ class Daemon:
                 self.watching.on_dir_changed(rel)
             case Overflow():
                 self.watching.on_overflow()
+            case Ignored(counts=counts):
+                self.tracker.passed_over(counts)
             case Signalled(signum=signum):
                 self.on_signal(signum)
 

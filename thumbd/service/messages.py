@@ -51,6 +51,13 @@ class Gone:
 
 
 @dataclass(frozen=True, slots=True)
+class Ignored:
+    """Files a scan passed over for their type, counted by extension."""
+
+    counts: dict[str, int]
+
+
+@dataclass(frozen=True, slots=True)
 class Signalled:
     signum: int
 
@@ -64,6 +71,7 @@ Message = (
     | Overflow
     | ScanBatch
     | Gone
+    | Ignored
     | Completed
     | Fetched
     | Signalled
