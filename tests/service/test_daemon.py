@@ -9,8 +9,10 @@ the first try), `hang` waits until the test releases it, `oom` runs out of memor
 from __future__ import annotations
 
 import os
+import queue
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from pathlib import Path
@@ -20,10 +22,16 @@ from PIL import Image
 
 from tests.conftest import wait_until
 from thumbd.config import Config, load_config
+from thumbd.downloads.stage import Downloads
 from thumbd.executors.base import Pool, TaskTimeout, WorkerCrashed
-from thumbd.render.pipeline import render
+from thumbd.output.publish import Publisher
+from thumbd.output.writer import Writer
+from thumbd.render.pipeline import render, spec_from_config
 from thumbd.render.spec import RenderResult, RenderSpec
 from thumbd.service.daemon import Daemon
+from thumbd.service.dispatch import Dispatcher
+from thumbd.service.messages import Job
+from thumbd.service.shared import Shared
 from thumbd.store.state import State
 
 
@@ -31,6 +39,8 @@ class ScriptedPool:
     """A Pool whose tasks obey their file names; counts what it was asked to do."""
 
     def __init__(self) -> None:
+        self.gate = threading.Event()  # cleared: every render waits until the test opens it
+        self.gate.set()
         self.release = threading.Event()
         self.started: list[str] = []
         self.hung: list[str] = []
@@ -51,6 +61,7 @@ class ScriptedPool:
     ) -> None:
         if not future.set_running_or_notify_cancel():
             return
+        self.gate.wait(30)
         if (name.startswith("crash1") and tries == 0) or name.startswith("crash_"):
             future.set_exception(WorkerCrashed("worker crashed (killed by signal 9)"))
         elif name.startswith("oom"):
@@ -263,3 +274,45 @@ def test_a_deleted_source_is_forgotten_and_a_changed_one_rendered_again(
 
     drive(daemon, scenario)
     assert set(records(cfg)) == {"b.jpg"}
+
+
+def test_new_files_go_ahead_of_the_backlog_which_still_finishes(
+    folders: tuple[Path, Path, Path],
+) -> None:
+    incoming, _, cfg = folders
+    for i in range(30):
+        photo(incoming / "old" / f"b{i:03}.jpg", (64, 48))
+    daemon, pool = make(cfg, once=False)
+    pool.gate.clear()  # the pool holds what it took (capacity 4); the rest of the scan waits
+
+    def scenario() -> None:
+        wait_until(lambda: len(pool.started) == 4, 10, "the pool to fill with the backlog")
+        wait_until(lambda: daemon.dispatcher.ready() == 26, 10, "the backlog to queue")
+        photo(incoming / "new.jpg", (64, 48))  # an event while 26 wait
+        wait_until(lambda: "new.jpg" in daemon.dispatcher.queued, 10, "new.jpg to queue")
+        pool.gate.set()
+        wait_until(lambda: len(records(cfg)) == 31, 30, "everything recorded")
+
+    drive(daemon, scenario)
+    assert pool.started.index("new.jpg") == 4  # the first to go once the pool had room
+    assert all(status == "done" for status, _ in records(cfg).values())
+
+
+def test_a_trickle_of_new_files_cannot_starve_the_backlog(
+    folders: tuple[Path, Path, Path],
+) -> None:
+    _, _, cfg = folders
+    config = load_config(cfg)
+    shared = Shared(config, spec_from_config(config), queue.SimpleQueue(), once=False)
+    publisher = Publisher(shared, Writer(config.paths.outgoing), Downloads(config, print))
+    pool = ScriptedPool()
+    pool.capacity = lambda: 1000  # type: ignore[method-assign]  # takes everything at once
+    dispatcher = Dispatcher(shared, publisher, lambda c, o: pool)
+    dispatcher.start()
+    for i in range(10):
+        dispatcher.enqueue(Job(f"b{i}", f"/nonexistent/b{i}.jpg", (1, 1, 1), 0.0))
+        dispatcher.enqueue(Job(f"n{i}", f"/nonexistent/n{i}.jpg", (1, 1, 1), 0.0, new=True))
+    pool.release.set()
+    dispatcher.tick(time.monotonic())
+    lanes = "".join(name[0] for name in pool.started)
+    assert lanes == "nnnbnnnbnnnbnbbbbbbb"  # one in BACKLOG_SHARE while both lanes wait

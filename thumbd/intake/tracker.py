@@ -53,6 +53,7 @@ class Tracker:
         self.siblings = recovery.Siblings()  # same-stem files per folder, for adoption
         self.arrivals = 0  # paths scans, downloads and retries handed in: `once`'s total
         self.ignored_said: set[str] = set()  # extensions passed over and logged this run
+        self.fresh: set[str] = set()  # sources an event brought: they go ahead of the backlog
 
     def __len__(self) -> int:
         return len(self.settler)
@@ -94,11 +95,13 @@ class Tracker:
                 # names (watchdog keeps it), and a new folder may have that name now.
                 return
             self.settler.discard(e.rel)
+            self.fresh.discard(e.rel)
             if not self.dispatcher.running(e.rel):  # else its result finds it gone
                 self.publisher.forget(e.rel)
             return
         if self._is_work(e.rel):
             self.settler.touch(e.rel, time.monotonic(), closed=e.closed)
+            self.fresh.add(e.rel)
 
     def on_dir(self, rel: str) -> None:
         """A folder moved in from outside: its files are complete as they are."""
@@ -113,6 +116,7 @@ class Tracker:
         folder = os.path.join(self.root, rel)
         for sub, _ in scanner.walk(folder, self.shared.config.watch.ignore, unlisted):
             self.settler.touch(f"{rel}/{sub}", now, closed=True)
+            self.fresh.add(f"{rel}/{sub}")
 
     def found(self, rels: list[str]) -> None:
         """Paths a scan or `thumbd retry` says need a look (unless already on their way)."""
@@ -125,6 +129,7 @@ class Tracker:
     def arrived(self, rel: str) -> None:
         """A complete file written by thumbd itself (a download)."""
         self.settler.touch(rel, time.monotonic(), closed=True)
+        self.fresh.add(rel)
         self.arrivals += 1
 
     def resettle(self, rel: str) -> None:
@@ -194,6 +199,8 @@ class Tracker:
         """Take what has settled: to the downloads stage, recorded as kept, or queued."""
         self.real_dirs.clear()  # symlinks may change between calls, not within one
         for rel, sig in self.settler.pop_ready(now):
+            new = rel in self.fresh
+            self.fresh.discard(rel)
             if self.dispatcher.holds(rel):
                 self.settler.found(rel, now)  # look again once the running job is through
                 continue
@@ -203,7 +210,7 @@ class Tracker:
             if classify(rel, self.shared.config.watch.ignore) is Kind.MANIFEST:
                 self.downloads.take(rel, sig)  # its URLs go to the downloader
                 continue
-            job = Job(rel, os.path.join(self.root, rel), sig, now)
+            job = Job(rel, os.path.join(self.root, rel), sig, now, new=new)
             if self._refused(job) or (record is None and self._adopted(job)):
                 continue
             self.dispatcher.enqueue(job)

@@ -400,7 +400,7 @@ class Daemon:
         s, pool = self.shared.stats, self.dispatcher.pool
         return Snapshot(
             settling=len(self.tracker.settler),
-            ready=len(self.dispatcher.ready),
+            ready=self.dispatcher.ready(),
             in_flight=len(self.dispatcher.in_flight),
             done=s.done,
             failed=s.failed,
@@ -418,9 +418,7 @@ class Daemon:
         if self.progress is None:
             return
         d = self.dispatcher
-        waiting = (
-            len(self.tracker) + len(d.ready) + len(d.in_flight) + len(self.publisher.unwritten)
-        )
+        waiting = len(self.tracker) + d.ready() + len(d.in_flight) + len(self.publisher.unwritten)
         s = self.shared.stats
         total = max(self.tracker.arrivals, s.done + s.failed + waiting)
         if total:

@@ -1,9 +1,14 @@
 """Dispatch: ready jobs handed to the pool, and the pool's outcomes routed back.
 
-The pool gets no more than its `capacity()`: the rest of the backlog waits here, in order,
-where a shutdown can simply leave it on disk. An outcome is a value (executors/base.py): a
-result goes to the publisher; a crash is tried once more, then failed; a timeout, an
-out-of-memory or a bug fails at once; a cancelled task stays pending. Runs on the main loop
+The pool gets no more than its `capacity()`: the rest waits here, in two lanes, where a
+shutdown can simply leave it on disk. Files that arrive while thumbd runs (events) go ahead of
+those a scan, a retry or a redo found, so a new photo gets its thumbnails within moments while
+a backlog of any size is worked; every BACKLOG_SHARE-th hand-over goes to the backlog when both
+lanes wait, so a steady trickle of new files cannot starve it.
+
+An outcome is a value (executors/base.py): a result goes to the publisher; a crash is tried
+once more, then failed; a timeout, an out-of-memory or a bug fails at once; a cancelled task
+stays pending. Runs on the main loop
 only; the pool's threads just post `Completed` to the inbox.
 """
 
@@ -25,6 +30,7 @@ from thumbd.service.shared import Shared
 
 log = logging.getLogger("thumbd")
 
+BACKLOG_SHARE = 4  # while new files wait, one hand-over in this many still goes to the backlog
 CRASH_ATTEMPTS = 2  # a source that kills its worker this many times is recorded as failed
 # Failures of the task rather than of the file's content (outcome() gives them no signature).
 _TASK_FAILURES = frozenset(
@@ -44,8 +50,10 @@ class Dispatcher:
         self.pool: Pool | None = None
         self.retired: list[Pool] = []  # replaced on reload, finishing their jobs
         self.retired_restarts = 0
-        self.ready: deque[Job] = deque()  # oldest first
-        self.queued: set[str] = set()  # the sources in `ready`
+        self.new: deque[Job] = deque()  # oldest first: events while running
+        self.backlog: deque[Job] = deque()  # oldest first: scans, retries, redo
+        self.queued: set[str] = set()  # the sources in either lane
+        self.handed = 0  # hand-overs so far, for the backlog's share
         self.in_flight: dict[str, Job] = {}
         self.last_progress = time.monotonic()  # the last result, or when in_flight filled up
 
@@ -66,16 +74,29 @@ class Dispatcher:
     def next_due(self) -> float | None:
         return None  # woken by results and by the stages that queue
 
+    def ready(self) -> int:
+        return len(self.new) + len(self.backlog)
+
     def enqueue(self, job: Job) -> None:
-        self.ready.append(job)
+        (self.new if job.new else self.backlog).append(job)
         self.queued.add(job.rel)
 
     def drop_ready(self) -> int:
         """A drain: what waits to render stays on disk, pending. How many that was."""
-        n = len(self.ready)
-        self.ready.clear()
+        n = self.ready()
+        self.new.clear()
+        self.backlog.clear()
         self.queued.clear()
         return n
+
+    def _next(self) -> Job:
+        """New files first; the backlog gets every BACKLOG_SHARE-th turn while both wait."""
+        self.handed += 1
+        backlog_turn = self.handed % BACKLOG_SHARE == 0
+        lane = self.backlog if (backlog_turn and self.backlog) or not self.new else self.new
+        job = lane.popleft()
+        self.queued.discard(job.rel)
+        return job
 
     def pools(self) -> list[Pool]:
         return [p for p in (self.pool, *self.retired) if p is not None]
@@ -87,10 +108,8 @@ class Dispatcher:
         if self.publisher.busy() or self.pool is None:
             return
         limit = self.pool.capacity()
-        while self.ready and len(self.in_flight) < limit:
-            job = self.ready.popleft()
-            self.queued.discard(job.rel)
-            self._submit(job)
+        while (self.new or self.backlog) and len(self.in_flight) < limit:
+            self._submit(self._next())
 
     def _submit(self, job: Job) -> None:
         assert self.pool is not None
@@ -124,7 +143,8 @@ class Dispatcher:
             return  # stopped at shutdown: pending, not failed
         if job.attempt < CRASH_ATTEMPTS:
             log.warning("%s: %s; trying it once more", job.rel, reason)
-            self.ready.appendleft(replace(job, attempt=job.attempt + 1))  # first, once more
+            lane = self.new if job.new else self.backlog
+            lane.appendleft(replace(job, attempt=job.attempt + 1))  # first in its lane
             self.queued.add(job.rel)
         else:
             self.publisher.fail(job, job.signature, Failure(FailKind.CRASHED, reason))

@@ -25,6 +25,7 @@ class Job:
     signature: Signature
     seen: float  # monotonic time it was taken, for the latency in the log line
     attempt: int = 1
+    new: bool = False  # arrived while thumbd runs (an event): ahead of the backlog
 
 
 @dataclass(frozen=True, slots=True)
