@@ -41,10 +41,13 @@ from thumbd.render.pipeline import render
 from thumbd.render.spec import RenderSpec
 from thumbd.store.state import State
 
-DONE_LINE = re.compile(rb"\] done .*\(render (\d+) ms\)")
-# "done a.jpg: 3 thumbnails in 25 ms (render 18 ms)": the time from the moment the file had
-# settled (taken) to its thumbnails in place, and the worker's CPU time for it.
-TAKEN_TO_DONE = re.compile(rb"\] done (\S+): \d+ thumbnails in (\d+) ms \(render (\d+) ms\)")
+DONE_LINE = re.compile(rb"\] done .* render (\d+) ms\)")
+# "done a.jpg: 3 thumbnails in 25 ms (waited 2 ms, render 18 ms)": the time from the moment the
+# file had settled (taken) to its thumbnails in place, the part of it spent waiting for a
+# worker, and the worker's CPU time for it.
+TAKEN_TO_DONE = re.compile(
+    rb"\] done (\S+): \d+ thumbnails in (\d+) ms \(waited \d+ ms, render (\d+) ms\)"
+)
 
 
 def _render_ms_from_log(run: DaemonRun) -> list[float]:

@@ -8,8 +8,10 @@ the first try), `hang` waits until the test releases it, `oom` runs out of memor
 
 from __future__ import annotations
 
+import logging
 import os
 import queue
+import re
 import signal
 import threading
 import time
@@ -277,8 +279,9 @@ def test_a_deleted_source_is_forgotten_and_a_changed_one_rendered_again(
 
 
 def test_new_files_go_ahead_of_the_backlog_which_still_finishes(
-    folders: tuple[Path, Path, Path],
+    folders: tuple[Path, Path, Path], caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="thumbd")
     incoming, _, cfg = folders
     for i in range(30):
         photo(incoming / "old" / f"b{i:03}.jpg", (64, 48))
@@ -296,6 +299,13 @@ def test_new_files_go_ahead_of_the_backlog_which_still_finishes(
     drive(daemon, scenario)
     assert pool.started.index("new.jpg") == 4  # the first to go once the pool had room
     assert all(status == "done" for status, _ in records(cfg).values())
+    # The per-file line says how long a file waited for a worker apart from its render: the
+    # last of the backlog waited while the gate was shut, in the line's total.
+    line = next(r.getMessage() for r in caplog.records if "done old/b029.jpg" in r.getMessage())
+    found = re.search(r"in (\d+) ms \(waited (\d+) ms, render \d+ ms\)", line)
+    assert found is not None, line
+    total, waited = int(found[1]), int(found[2])
+    assert 0 < waited <= total, line
 
 
 def test_a_trickle_of_new_files_cannot_starve_the_backlog(

@@ -139,10 +139,11 @@ class Publisher:
         stats.bytes_out += written
         metrics.file_done(size, written, result.cpu_seconds)
         log.info(
-            "done %s: %d thumbnails in %.0f ms (render %.0f ms), %s -> %s",
+            "done %s: %d thumbnails in %.0f ms (waited %.0f ms, render %.0f ms), %s -> %s",
             job.rel,
             len(result.thumbnails),
             (time.monotonic() - job.seen) * 1000,
+            max(0.0, job.sent - job.seen) * 1000,  # behind other files, for a worker
             result.cpu_seconds * 1000,
             size_text(size),
             size_text(written),

@@ -113,8 +113,10 @@ class Dispatcher:
 
     def _submit(self, job: Job) -> None:
         assert self.pool is not None
+        now = time.monotonic()
         if not self.in_flight:
-            self.last_progress = time.monotonic()  # the pool's clock starts now
+            self.last_progress = now  # the pool's clock starts now
+        job = replace(job, sent=now)
         future = self.pool.render(job.path, self.shared.spec)
         self.in_flight[job.rel] = job
         future.add_done_callback(functools.partial(self._post, job))

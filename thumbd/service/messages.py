@@ -26,6 +26,7 @@ class Job:
     seen: float  # monotonic time it was taken, for the latency in the log line
     attempt: int = 1
     new: bool = False  # arrived while thumbd runs (an event): ahead of the backlog
+    sent: float = 0.0  # monotonic time it was handed to the pool: `seen` to this is waiting
 
 
 @dataclass(frozen=True, slots=True)
