@@ -28,7 +28,7 @@ from bench.procmon import wait_for_quiet
 from thumbd.render.spec import RenderSpec
 
 RESULTS = Path(__file__).resolve().parent / "results"
-PARTS = ("render", "burst", "baselines", "light", "soak", "startup", "scale", "dask")
+PARTS = ("render", "burst", "baselines", "light", "backlog", "soak", "startup", "scale", "dask")
 # The phone photos in the corpus: the targets are for phone JPEGs (none is 12 MP; the
 # largest are 8-9 MP).
 PHONE = {"HMD_Nokia_8.3_5G.jpg", "iphone_hdr_NO.jpg", "jolla.jpg"}
@@ -44,6 +44,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--light-rate", type=float, default=10.0, help="photos/s offered (10)")
     p.add_argument("--light-seconds", type=float, default=20.0)
     p.add_argument("--soak", type=int, default=10_000, help="photos in the soak (0: skip)")
+    p.add_argument(
+        "--backlog", type=int, default=10_000, help="photos in the backlog new files overtake"
+    )
     p.add_argument(
         "--startup",
         type=int,
@@ -85,7 +88,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.quick:
         args.photos, args.repeat, args.magick_photos = 120, 5, 12
         args.light_seconds, args.soak, args.startup = 5.0, 0, [1_000, 10_000]
-        args.tree_burst = 60
+        args.tree_burst, args.backlog = 60, 600
     return args
 
 
@@ -146,7 +149,11 @@ def main(argv: list[str] | None = None) -> int:
             before("render")
             results["render"] = part_render(photos, spec, args.repeat, work, "scale" in wanted)
         copies = None
-        if wanted & {"burst", "baselines", "light", "soak"} or args.profile or args.tree_burst:
+        if (
+            wanted & {"burst", "baselines", "light", "backlog", "soak"}
+            or args.profile
+            or args.tree_burst
+        ):
             say(f"copying the corpus to {args.photos} unique names")
             copies = Copies(photos, args.photos, work / "copies")
         if copies is not None and "burst" in wanted:
@@ -163,6 +170,12 @@ def main(argv: list[str] | None = None) -> int:
             say(f"light load: {args.light_rate:g} photos/s for {args.light_seconds:g} s")
             results["light"] = daemon_bench.light(
                 copies, work, args.light_rate, args.light_seconds, args.workers, env
+            )
+        if copies is not None and "backlog" in wanted and args.backlog:
+            before("backlog")
+            say(f"backlog: {args.backlog} photos, and 20 new ones dropped while it is worked")
+            results["backlog"] = daemon_bench.backlog(
+                copies, work, args.backlog, 20, args.workers, env
             )
         if copies is not None and "soak" in wanted and args.soak:
             before("soak")

@@ -154,6 +154,38 @@ def light(
     return result
 
 
+def backlog(
+    copies: Copies, work: Path, size: int, probes: int, workers: int, env: dict[str, str]
+) -> dict[str, Any]:
+    """A backlog of `size` photos found by the start-up scan, and `probes` new photos dropped
+    one every half second while it is worked: how long a new photo waits for its thumbnails."""
+    run_dir = work / f"backlog-{size}"
+    run = DaemonRun(run_dir, workers)
+    for f in copies.stage(run_dir / "staging-backlog", size, "k"):
+        os.rename(f, run.incoming / f.name)
+    staged = copies.stage(run_dir / "staging-new", probes, "n")
+    with run:
+        started = time.monotonic()
+        run.start(env)
+        run.wait_ready()
+        run.wait_for("the backlog to start", lambda: run.done_lines >= workers * 2, 600)
+        dropped = drop_paced(staged, run.incoming, 2.0)
+        run.wait_done(size + probes, timeout=max(600.0, size))
+        seconds = time.monotonic() - started
+        lat, _, _ = latencies(run, dropped)
+        backlog_left = size + probes - run.done_lines
+    return {
+        "backlog": size,
+        "probes": probes,
+        "completed": len(lat),
+        "latency_p50_ms": percentile(lat, 50) * 1000,
+        "latency_p99_ms": percentile(lat, 99) * 1000,
+        "latency_max_ms": max(lat) * 1000 if lat else float("nan"),
+        "backlog_seconds": seconds,
+        "backlog_left": backlog_left,
+    }
+
+
 def _where_latency_goes(run: DaemonRun, dropped: dict[str, float]) -> dict[str, float]:
     """Split each file's latency: drop -> taken (settling, waiting for the main loop) and
     taken -> thumbnails in place (queue, render, write); p50 and p99 of each, in ms."""
