@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +50,15 @@ def build_parser() -> argparse.ArgumentParser:
     command("run", "Watch incoming/ in the foreground until SIGTERM or Ctrl-C.")
     command("start", "Run the daemon in the background (pidfile and log in the state folder).")
     command("stop", "Stop the background daemon: SIGTERM, then wait for it to drain.")
-    command("once", "Process everything pending, then exit: 0 all done, 1 some failed or left.")
+    once = command(
+        "once", "Process everything pending, then exit: 0 all done, 1 some failed or left."
+    )
+    once.add_argument(
+        "-v", "--verbose", action="store_true", help="a log line per file below the progress bar"
+    )
+    once.add_argument(
+        "-q", "--quiet", action="store_true", help="no progress, and only warnings and errors"
+    )
     status = command("status", "Show what is done, failed and pending.")
     status.add_argument("--json", action="store_true", help="print one JSON object")
     command("check-config", "Validate the configuration and print the effective values.")
@@ -102,18 +111,30 @@ def _main(argv: list[str] | None) -> int:
             return control.start(config)
         if args.command == "stop":
             return control.stop(config)
+        if getattr(args, "quiet", False):
+            config = replace(config, log=replace(config.log, level="warning"))
         try:
             logs.configure(config.log)
         except OSError as e:
             raise cannot(config, "[log] file", "open", e) from None
         once = args.command == "once"
-        progress = logs.Progress(sys.stderr) if once and sys.stderr.isatty() else None
+        progress = _progress(args) if once else None
         from thumbd.service.daemon import Daemon  # the render stage, and Pillow with it
 
         return Daemon(config, once=once, progress=progress).run()
     except (StartupError, StateError) as e:
         print(f"thumbd: {e}", file=sys.stderr)
         return EXIT_USAGE
+
+
+def _progress(args: argparse.Namespace) -> logs.Progress | logs.PlainProgress | None:
+    """A bar on a terminal (per-file lines only with -v), a line every few seconds elsewhere,
+    nothing with --quiet."""
+    if args.quiet:
+        return None
+    if sys.stderr.isatty():
+        return logs.Progress(sys.stderr, verbose=args.verbose)
+    return logs.PlainProgress()
 
 
 def _check_render_settings(config: Config) -> None:

@@ -283,20 +283,13 @@ def test_sigint_drains_too_and_a_second_signal_exits_at_once(daemon: Daemon) -> 
     assert temp_files(daemon.outgoing) == []
 
 
-def test_once_shows_progress_on_a_terminal(tmp_path: Path) -> None:
+def _once_on_a_terminal(d: Daemon, *args: str) -> bytes:
+    """`thumbd once` with its stderr on a pseudo-terminal; what the terminal received."""
     import pty
 
-    d = Daemon(tmp_path)
-    write_jpegs(d.incoming, 5)
-    # One more whose thumbnails are there already (a lost state): kept, not rendered, but
-    # looked at all the same: the count ends at 6/6, not 5/6.
-    (d.incoming / "kept.jpg").write_bytes(jpeg_bytes())
-    d.outgoing.mkdir()
-    for width in (200, 64, 32):
-        (d.outgoing / f"kept_{width}.jpg").write_bytes(jpeg_bytes())
     leader, follower = pty.openpty()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "thumbd", "once", "-c", str(d.config)],
+        [sys.executable, "-m", "thumbd", "once", "-c", str(d.config), *args],
         stderr=follower,
         stdout=subprocess.DEVNULL,
         env=_env(),
@@ -313,15 +306,83 @@ def test_once_shows_progress_on_a_terminal(tmp_path: Path) -> None:
         out += chunk
     assert proc.wait(timeout=60) == 0
     os.close(leader)
-    assert b"\rthumbd: 6/6 (0 failed)" in out
-    # The log goes to the same terminal: each of its lines shows alone, the progress line
-    # stays below them (not glued in front of the next log line), and is left showing at the end.
+    return out
+
+
+def _batch_with_one_kept(d: Daemon) -> None:
+    write_jpegs(d.incoming, 5)
+    # One more whose thumbnails are there already (a lost state): kept, not rendered, but
+    # looked at all the same: the count ends at 6/6, not 5/6.
+    (d.incoming / "kept.jpg").write_bytes(jpeg_bytes())
+    d.outgoing.mkdir()
+    for width in (200, 64, 32):
+        (d.outgoing / f"kept_{width}.jpg").write_bytes(jpeg_bytes())
+
+
+def test_once_shows_a_progress_bar_on_a_terminal(tmp_path: Path) -> None:
+    d = Daemon(tmp_path)
+    _batch_with_one_kept(d)
+    out = _once_on_a_terminal(d)
     shown = [_on_screen(line) for line in out.decode().split("\n")]
     log_lines = [line for line in shown if re.match(r"\d{4}-\d\d-\d\d ", line)]
-    assert len([line for line in log_lines if " done img" in line]) == 5
+    bar = [line for line in shown if line and line not in log_lines]
+    # The bar (tqdm's meter) is left showing at the end, on a line of its own: percent, count,
+    # rate and failures; the per-file lines are left out of its way, the others stay.
+    assert len(bar) == 1 and bar[0].startswith("thumbd: 100%"), bar
+    assert "| 6/6 [" in bar[0] and "files/s" in bar[0] and "0 failed]" in bar[0], bar
+    assert not [line for line in log_lines if " done img" in line or " kept " in line]
+    assert any("thumbd started" in line for line in log_lines)
     assert all("thumbd: " not in line.split(" INFO ")[0] for line in log_lines)
+
+
+def test_once_verbose_shows_each_file_above_the_bar(tmp_path: Path) -> None:
+    d = Daemon(tmp_path)
+    _batch_with_one_kept(d)
+    out = _once_on_a_terminal(d, "-v")
+    shown = [_on_screen(line) for line in out.decode().split("\n")]
+    log_lines = [line for line in shown if re.match(r"\d{4}-\d\d-\d\d ", line)]
+    # The log goes to the same terminal: each of its lines shows alone, the bar stays below
+    # them (not glued in front of the next log line), and is left showing at the end.
+    assert len([line for line in log_lines if " done img" in line]) == 5
     assert any(" kept kept.jpg" in line for line in log_lines)
-    assert [line for line in shown if line and line not in log_lines] == ["thumbd: 6/6 (0 failed)"]
+    assert all("thumbd: " not in line.split(" INFO ")[0] for line in log_lines)
+    bar = [line for line in shown if line and line not in log_lines]
+    assert len(bar) == 1 and "| 6/6 [" in bar[0], bar
+
+
+def test_once_off_a_terminal_logs_its_progress_every_few_seconds(tmp_path: Path) -> None:
+    hang = "THUMBD-TEST-HANG-MARKER"
+    d = Daemon(tmp_path, {"resize": {"timeout": 7}})
+    write_jpegs(d.incoming, 1)
+    (d.incoming / "stuck.jpg").write_bytes(jpeg_bytes() + hang.encode())
+    result = subprocess.run(
+        [sys.executable, "-m", "thumbd", "once", "-c", str(d.config)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**_env(), "THUMBD_TEST_HANG_MARKER": hang},
+    )
+    assert result.returncode == 1  # the stuck file timed out: failed
+    assert "progress: 1 of 2 files (50%)" in result.stderr, result.stderr
+    assert ", 0 failed" in result.stderr
+
+
+def test_once_quiet_says_only_what_went_wrong(tmp_path: Path) -> None:
+    d = Daemon(tmp_path)
+    write_jpegs(d.incoming, 2)
+    (d.incoming / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    result = subprocess.run(
+        [sys.executable, "-m", "thumbd", "once", "-q", "-c", str(d.config)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=_env(),
+    )
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert lines and all(" INFO " not in line for line in lines), result.stderr
+    assert any("failed broken.jpg" in line for line in lines), result.stderr
+    assert (d.outgoing / "img0000_200.jpg").exists()
 
 
 def test_once_stopped_before_the_end_exits_1(tmp_path: Path) -> None:

@@ -245,6 +245,11 @@ class Tracker:
         if len(names.unowned(outputs, others)) < len(outputs):
             return False  # another source's row lists them: they are its thumbnails
         shared.state.record_done(job.rel, job.signature, outputs, job.signature[0], written)
-        log.info("kept %s: its %d thumbnails are already there", job.rel, len(outputs))
+        log.info(
+            "kept %s: its %d thumbnails are already there",
+            job.rel,
+            len(outputs),
+            extra={"source": job.rel},
+        )
         self.downloads.on_rendered(job.rel)  # a manifest waiting for it need not wait on
         return True

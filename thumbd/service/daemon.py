@@ -82,7 +82,7 @@ class Daemon:
         config: Config,
         *,
         once: bool = False,
-        progress: logs.Progress | None = None,
+        progress: logs.Progress | logs.PlainProgress | None = None,
         notifier: Notifier | None = None,
         pool_factory: PoolFactory = make_pool,
     ):
@@ -421,8 +421,7 @@ class Daemon:
         waiting = len(self.tracker) + d.ready() + len(d.in_flight) + len(self.publisher.unwritten)
         s = self.shared.stats
         total = max(self.tracker.arrivals, s.done + s.failed + waiting)
-        if total:
-            self.progress.show(f"thumbd: {total - waiting}/{total} ({s.failed} failed)")
+        self.progress.update(total - waiting, total, s.failed)
 
 
 def _any_failed(config: Config) -> bool:

@@ -11,11 +11,14 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any, TextIO
+
+from tqdm import tqdm
 
 from thumbd.config import LogConfig
 
@@ -89,16 +92,42 @@ def _iso_time(created: float) -> str:
 
 
 class Progress:
-    """A line kept at the bottom of a terminal (`thumbd once`). Log lines written to the same
-    terminal (the default, stderr) scroll above it: it is blanked before each and drawn again
-    after, instead of being glued in front of the next one."""
+    """`thumbd once`'s progress bar, kept at the bottom of a terminal: percent, count, rate,
+    time left and failures (drawn by tqdm's meter). Log lines written to the same terminal (the
+    default, stderr) scroll above it: it is blanked before each and drawn again after. Per-file
+    lines (those about one source) are left out unless `verbose`: the bar counts them."""
 
-    def __init__(self, stream: TextIO) -> None:
+    REDRAW = 0.1  # seconds between redraws while the numbers change
+
+    def __init__(self, stream: TextIO, *, verbose: bool = False) -> None:
         global _progress
         self.stream = stream
+        self.verbose = verbose
         self.text = ""
         self.lock = threading.Lock()
+        self.started = time.monotonic()
+        self.drawn = 0.0
+        self.last: tuple[int, int, int] | None = None
         _progress = self
+
+    def update(self, done: int, total: int, failed: int) -> None:
+        now = time.monotonic()
+        if (done, total, failed) == self.last or (now - self.drawn < self.REDRAW and done < total):
+            return
+        self.last, self.drawn = (done, total, failed), now
+        self.show(self.meter(done, total, failed, now - self.started))
+
+    def meter(self, done: int, total: int, failed: int, elapsed: float) -> str:
+        width = min(shutil.get_terminal_size((100, 24)).columns, 120) - 1
+        return tqdm.format_meter(
+            done,
+            total,
+            elapsed,
+            ncols=width,
+            prefix="thumbd",
+            unit=" files",
+            postfix=f"{failed} failed",
+        )
 
     def show(self, text: str) -> None:
         if text == self.text:
@@ -108,6 +137,10 @@ class Progress:
             self.text = text
             self.stream.write(text)
             self.stream.flush()
+
+    def hides(self, record: logging.LogRecord) -> bool:
+        """A per-file line the bar stands for (failures and warnings still show)."""
+        return not self.verbose and record.levelno < logging.WARNING and hasattr(record, "source")
 
     def end(self) -> None:
         """Leave the last text showing, on a line of its own; log lines no longer move it."""
@@ -125,6 +158,47 @@ class Progress:
             self.stream.write("\r" + " " * len(self.text) + "\r")
 
 
+class PlainProgress:
+    """`thumbd once` where no one watches a terminal (cron, nohup, a pipe): a log line every
+    EVERY seconds with the same figures as the bar."""
+
+    EVERY = 5.0
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+        self.next = self.started + self.EVERY
+
+    def update(self, done: int, total: int, failed: int) -> None:
+        now = time.monotonic()
+        if now < self.next or not total:
+            return
+        self.next = now + self.EVERY
+        rate = done / (now - self.started)
+        left = f", about {_duration((total - done) / rate)} left" if rate > 0 else ""
+        logging.getLogger("thumbd").info(
+            "progress: %d of %d files (%d%%), %.1f files/s%s, %d failed",
+            done,
+            total,
+            100 * done // total,
+            rate,
+            left,
+            failed,
+        )
+
+    def end(self) -> None:
+        pass
+
+
+def _duration(seconds: float) -> str:
+    """12 s, 3 min 05 s, 2 h 03 min."""
+    s = round(seconds)
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s // 60 % 60:02d} min"
+
+
 class StderrHandler(logging.StreamHandler[TextIO]):
     """Log lines to stderr, above the progress line of `thumbd once` when there is one."""
 
@@ -132,6 +206,8 @@ class StderrHandler(logging.StreamHandler[TextIO]):
         line = _progress
         if line is None or line.stream is not self.stream:
             super().emit(record)
+            return
+        if line.hides(record):
             return
         with line.lock:
             line._blank()
