@@ -378,6 +378,10 @@ def test_status_shows_live_figures_of_a_running_daemon(daemon: Daemon) -> None:
         assert label in text
     assert "done:" in text and "pending:" in text
     wait_until(lambda: daemon.status()["daemon"].get("rate", 0) > 0, 30, "a rate")
+    # With a rate, the time the queue and what is in flight take at that rate (5 files left).
+    live = daemon.status()["daemon"]
+    assert live["eta"] == pytest.approx(5 / live["rate"], rel=0.01, abs=0.1), live
+    assert ", about " in thumbd("status", "-c", str(daemon.config)).stdout
     assert daemon.stop() == 0  # the stuck worker is stopped after shutdown_timeout
     after = daemon.status()
     assert after["daemon"] == {"running": False}

@@ -29,6 +29,7 @@ LIVE_KEYS = (
     "ready",
     "in_flight",
     "rate",
+    "eta",
     "done",
     "failed",
     "bytes_in",

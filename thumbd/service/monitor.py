@@ -126,6 +126,11 @@ class Monitor:
         (t0, n0), (t1, n1) = self.samples[0], self.samples[-1]
         return (n1 - n0) / (t1 - t0) if t1 > t0 else 0.0
 
+    def eta(self, snap: Snapshot, now: float) -> float | None:
+        """Seconds until what is queued and in flight is through at the recent rate."""
+        left, rate = snap.settling + snap.ready + snap.in_flight, self.rate(now)
+        return round(left / rate, 1) if left and rate > 0 else None
+
     def status_text(self, snap: Snapshot, now: float) -> str:
         text = (
             f"{snap.done} done, {snap.failed} failed, {snap.settling + snap.ready} queued, "
@@ -147,6 +152,7 @@ class Monitor:
             "uptime": round(now - self.started_mono, 1),
             "queue": snap.settling + snap.ready,
             "rate": round(self.rate(now), 3),
+            "eta": self.eta(snap, now),
             **asdict(snap),
         }
         tmp = self.status_path.with_name(STATUS_FILE + ".tmp")
