@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 CONFIG ?=
 
-.PHONY: run test lint bench bench-deps system-deps clean
+.PHONY: run test lint bench bench-deps system-deps fogra39 clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -58,6 +58,15 @@ system-deps:
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd >/dev/null; \
 	  else echo "note: systemd-analyze is missing; the unit checks will be skipped (apt-get install systemd)"; fi; }
+
+# The built-in CMYK profile and the test patches, rebuilt from Fogra's FOGRA39L data (Debian's
+# icc-profiles-free) with ArgyllCMS' colprof. Not part of `test`: both are committed, and the RAW
+# and CMYK tests need no system package (rawpy's wheels bundle LibRaw).
+fogra39:
+	@if ! command -v colprof >/dev/null 2>&1 || ! [ -r /usr/share/color/icc/FOGRA39L.ti3 ]; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	    apt-get install -y -qq argyll icc-profiles-free >/dev/null; fi
+	sh tools/build-fogra39.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -1,0 +1,1 @@
+"""Decoders for formats Pillow does not read itself."""
