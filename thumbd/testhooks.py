@@ -1,24 +1,39 @@
-"""Fault injection for the test suite: inert unless its environment variables are set.
+"""Every test-only switch of thumbd, read here and nowhere else: all inert unless set.
 
-No real input reliably crashes or hangs Pillow's decoders (those that did are fixed), yet the
-daemon's answers to a decoder that kills its process or never returns must be tested with the
-real daemon. So a worker whose environment has
+Each is an environment variable named THUMBD_TEST_*, so that the real daemon, started as a
+subprocess by the tests, can be steered without a test-only configuration key. Production
+modules call the small functions below; none of them changes anything when its variable is
+unset. This module stays import-cheap (standard library only): workers and `thumbd status`
+import it.
 
-- THUMBD_TEST_CRASH_MARKER=<text> calls os.abort() on a source that contains <text>,
-- THUMBD_TEST_HANG_MARKER=<text> sleeps forever on a source that contains <text>,
-
-exactly as a crashing or hung native decoder would look from outside. Without the variables
-(production) `trip` returns at once and reads nothing.
+- THUMBD_TEST_CRASH_MARKER=<text>: a worker calls os.abort() on a source that contains <text>;
+- THUMBD_TEST_HANG_MARKER=<text>: a worker sleeps forever on a source that contains <text>.
+  No real input reliably crashes or hangs Pillow's decoders (those that did are fixed), yet the
+  daemon's answers to a decoder that kills its process or never returns must be tested with the
+  real daemon: `trip` looks exactly like a crashing or hung native decoder from outside.
+- THUMBD_TEST_HOOKS=1: the daemon takes SIGUSR2 as "stop the observer thread" (a crash).
+- THUMBD_TEST_RESOLVE="photos.example=127.0.0.1;cdn.example=127.0.0.2,::1": host names the
+  downloader resolves to fixed addresses, and
+- THUMBD_TEST_PUBLIC="127.0.0.2": addresses the private-address check treats as public. These
+  two let the tests prove the address checks against servers on 127.0.0.x without touching
+  /etc/hosts.
+- THUMBD_TEST_BOOT_ID=<text>: stands in for the machine's boot id (a reboot, for the tests).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import time
 from typing import IO
 
+# Read once, at import: `trip` runs for every source a worker renders.
 _CRASH = os.environ.get("THUMBD_TEST_CRASH_MARKER", "").encode()
 _HANG = os.environ.get("THUMBD_TEST_HANG_MARKER", "").encode()
+
+RESOLVE = "THUMBD_TEST_RESOLVE"
+PUBLIC = "THUMBD_TEST_PUBLIC"
+BOOT_ID = "THUMBD_TEST_BOOT_ID"
 
 
 def trip(f: IO[bytes]) -> None:
@@ -37,3 +52,26 @@ def trip(f: IO[bytes]) -> None:
 def hooks_enabled() -> bool:
     """THUMBD_TEST_HOOKS=1: the daemon takes SIGUSR2 as "stop the observer thread" (a crash)."""
     return os.environ.get("THUMBD_TEST_HOOKS") == "1"
+
+
+def resolve_overrides() -> dict[str, list[str]]:
+    """THUMBD_TEST_RESOLVE: lower-case host name -> the addresses it resolves to ({} unset)."""
+    names: dict[str, list[str]] = {}
+    for item in os.environ.get(RESOLVE, "").split(";"):
+        name, _, addresses = item.partition("=")
+        found = [a.strip() for a in addresses.split(",") if a.strip()]
+        if name.strip() and found:
+            names[name.strip().lower()] = found
+    return names
+
+
+def public_addresses() -> frozenset[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    """THUMBD_TEST_PUBLIC: addresses the private-address check lets through (empty unset)."""
+    return frozenset(
+        ipaddress.ip_address(a.strip()) for a in os.environ.get(PUBLIC, "").split(",") if a.strip()
+    )
+
+
+def boot_id() -> str | None:
+    """THUMBD_TEST_BOOT_ID: the boot id to use instead of the machine's, or None (unset)."""
+    return os.environ.get(BOOT_ID) or None

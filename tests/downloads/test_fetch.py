@@ -21,23 +21,11 @@ from PIL import Image
 from tests.conftest import wait_until
 from tests.httpserver import Body, Redirect, Server, Silent, Trickle, serving
 from tests.images import natural
-from thumbd.downloads.fetch import (
-    AddressPolicy,
-    Cancelled,
-    Connections,
-    Destination,
-    Downloaded,
-    Failure,
-    Fetcher,
-    HostSlot,
-    Limits,
-    Result,
-    Sockets,
-    retry_after,
-    sniff,
-    system_resolver,
-    why_not_public,
-)
+from thumbd.downloads.connections import Connections, Sockets
+from thumbd.downloads.fetch import Fetcher, HostSlot, retry_after
+from thumbd.downloads.files import Destination, sniff
+from thumbd.downloads.outcomes import Cancelled, Downloaded, Failure, Limits, Result
+from thumbd.downloads.policy import AddressPolicy, system_resolver, why_not_public
 
 LOOPBACK = ipaddress.ip_address("127.0.0.1")
 STAND_IN = ipaddress.ip_address("127.0.0.2")  # treated as public by these tests' policies

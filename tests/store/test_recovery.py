@@ -133,7 +133,7 @@ def test_after_reboot_looks_only_after_a_new_boot_and_only_at_the_last_records(
     state.commit()
     hour_ago = time.time() - 3600
     state._db.execute("UPDATE sources SET updated = ? WHERE path = 'old.jpg'", (hour_ago,))
-    monkeypatch.setenv(recovery.TEST_BOOT_ID, "boot-1")
+    monkeypatch.setenv("THUMBD_TEST_BOOT_ID", "boot-1")
     recovery.after_reboot(state, out)  # the first run that knows its boot: nothing to compare
     (out / "old_200.jpg").unlink()
     (out / "new_200.jpg").unlink()
@@ -143,7 +143,7 @@ def test_after_reboot_looks_only_after_a_new_boot_and_only_at_the_last_records(
         return {r: rec.signature[1] for r in ("old.jpg", "new.jpg") if (rec := state.get(r))}
 
     assert mtimes() == {"old.jpg": 1, "new.jpg": 1}
-    monkeypatch.setenv(recovery.TEST_BOOT_ID, "boot-2")
+    monkeypatch.setenv("THUMBD_TEST_BOOT_ID", "boot-2")
     recovery.after_reboot(state, out)
     assert mtimes() == {"old.jpg": 1, "new.jpg": REDO}  # older than REBOOT_WINDOW: written back
     state.close()

@@ -35,6 +35,9 @@ Threads: one thread ("dask") runs an asyncio loop with an asynchronous Client; e
 coroutine on it (read, scatter, submit, await the result), so many round trips overlap. Sources
 are read in asyncio's worker threads; Dask's callback thread only wakes a coroutine. The
 daemon's thread only hands tasks over with `call_soon_threadsafe`.
+
+Beside this module: dask_watch.py, when each task started and what ends one past its timeout;
+dask_report.py, what is logged while the cluster takes no work, and Dask's errors in a line.
 """
 
 from __future__ import annotations
@@ -58,7 +61,9 @@ from distributed import Client, KilledWorker
 from distributed.client import FutureCancelledError
 
 from thumbd.config import ExecutorConfig
-from thumbd.executors.base import TaskTimeout, WorkerCrashed
+from thumbd.executors.base import WorkerCrashed
+from thumbd.executors.dask_report import Outage, brief, killed
+from thumbd.executors.dask_watch import Watches, fetch_result, time_out
 from thumbd.executors.worker import STARTED_TOPIC, render_bytes_on_cluster, render_on_cluster
 from thumbd.render.pipeline import read_source, render
 from thumbd.render.spec import RenderResult, RenderSpec, Signature
@@ -67,11 +72,8 @@ log = logging.getLogger("thumbd.dask")
 
 CONNECT_TIMEOUT = 5.0  # seconds for one attempt to reach the scheduler (and for a scatter)
 RETRY_DELAY = 1.0  # seconds between attempts while the cluster cannot take work
-LOG_EVERY = 60.0  # seconds between repeated "still unreachable" lines
 CONNECTION_LOST = "scheduler-connection-lost"  # Dask's reason for cancelling on a lost client
-RESULT_TIMEOUT = 15.0  # seconds to fetch a finished task's thumbnails before rendering it again
 TASK_PREFIX = "thumbd-render-"  # keys: thumbd-render-<daemon run>-<task> (dashboard, tests)
-RESTART_TIMEOUT = 60.0  # seconds for a nanny to restart the worker of a task that timed out
 
 
 @dataclass(eq=False, slots=True)
@@ -88,17 +90,6 @@ class _Requeue(Exception):
     """The cluster could not take or finish this task now; send it again later."""
 
 
-class _Watch:
-    """One task on the cluster, as this loop sees it: whether it is done, and since when (and on
-    which worker) it runs. `wake` is set on every change."""
-
-    def __init__(self) -> None:
-        self.wake = asyncio.Event()
-        self.done = False
-        self.started: float | None = None
-        self.worker = ""
-
-
 class DaskExecutor(Executor):
     """Runs thumbd's render() on a Dask cluster; see the module docstring."""
 
@@ -111,13 +102,11 @@ class DaskExecutor(Executor):
         # Owned by the loop thread:
         self._pending: deque[_Task] = deque()  # to send: new, or back after a failure
         self._running: dict[_Task, asyncio.Task[None]] = {}
-        self._watches: dict[str, _Watch] = {}  # by task key
+        self._watches = Watches()  # the tasks on the cluster, for the timeout
         self._blind: set[str] = set()  # workers that could not open a file on shared storage
         self._stopping = False
         self._cancel_unsent = False
-        self._down_since: float | None = None
-        self._down_why = ""
-        self._down_logged = 0.0
+        self._outage = Outage(self._where)
         self._hold_until = 0.0
         self._announced = False
         self._keys = f"{TASK_PREFIX}{uuid.uuid4().hex[:8]}-"  # this run's tasks
@@ -184,10 +173,7 @@ class DaskExecutor(Executor):
 
     def waiting(self) -> str | None:
         """Why the cluster takes no work now and since when, for `thumbd status` (any thread)."""
-        since, why = self._down_since, self._down_why
-        if since is None:
-            return None
-        return f"the Dask cluster at {self._where} ({time.monotonic() - since:.0f} s so far): {why}"
+        return self._outage.waiting()
 
     def unreachable(self, timeout: float) -> str | None:
         """Why the first attempt to reach the scheduler failed, or None if it worked (for
@@ -277,13 +263,13 @@ class DaskExecutor(Executor):
                 with contextlib.suppress(Exception):
                     await client.close(timeout=CONNECT_TIMEOUT)
             if not self._first_try.is_set():
-                self._first_error = f"cannot reach the Dask scheduler {self._where}: {_brief(e)}"
+                self._first_error = f"cannot reach the Dask scheduler {self._where}: {brief(e)}"
                 self._first_try.set()
-            self._trouble(f"cannot connect ({_brief(e)})")
+            self._trouble(f"cannot connect ({brief(e)})")
             await self._pause(RETRY_DELAY)
             return None
         self._first_try.set()
-        client.subscribe_topic(STARTED_TOPIC, self._on_started)
+        client.subscribe_topic(STARTED_TOPIC, self._watches.on_started)
         if not self._announced:
             self._announced = True
             log.info(
@@ -306,7 +292,7 @@ class DaskExecutor(Executor):
         try:
             return str(json.loads(path.read_text())["address"])
         except (OSError, ValueError, KeyError, TypeError) as e:
-            raise ConnectionError(f"cannot read scheduler file {path}: {_brief(e)}") from e
+            raise ConnectionError(f"cannot read scheduler file {path}: {brief(e)}") from e
 
     async def _serve(self, client: Any) -> None:
         """Start a coroutine per task while the client is connected. Return when everything
@@ -371,14 +357,14 @@ class DaskExecutor(Executor):
         try:
             work = await self._send(client, task, source, handles)
         except Exception as e:  # the scheduler or the worker went away, or no workers yet
-            raise _Requeue(_lost(client) or f"cannot send work ({_brief(e)})") from e
+            raise _Requeue(_lost(client) or f"cannot send work ({brief(e)})") from e
         shipped, source = source is not None, None  # no copy here while it renders
         try:
             result = await self._outcome(client, task, work)
         except (OSError, TimeoutError) as e:  # fetching the result failed
             if client.status != "running":
                 raise _Requeue(_lost(client)) from e
-            raise self._worker_lost(task, _brief(e)) from e
+            raise self._worker_lost(task, brief(e)) from e
         if shipped or result.signature is not None or result.error is None:
             return result
         # Shared storage, and the worker could not even open the file. If this machine cannot
@@ -395,7 +381,7 @@ class DaskExecutor(Executor):
         self, client: Any, task: _Task, source: tuple[Signature, bytes] | None, handles: list[Any]
     ) -> Any:
         key, retries = f"{self._keys}{uuid.uuid4().hex}", self._settings.retries
-        self._watches[key] = _Watch()  # before it can start
+        self._watches.add(key)  # before it can start
         if source is None:
             work = client.submit(render_on_cluster, task.path, task.spec, key=key, retries=retries)
         else:
@@ -403,7 +389,7 @@ class DaskExecutor(Executor):
             try:
                 scattered = await client.scatter(data, direct=True, hash=False)
             except BaseException:
-                del self._watches[key]  # never submitted: _outcome, which drops it, never runs
+                self._watches.forget(key)  # never submitted: _outcome, which drops it, never runs
                 raise
             handles.append(scattered)
             name = os.path.basename(task.path)
@@ -421,74 +407,24 @@ class DaskExecutor(Executor):
 
     async def _outcome(self, client: Any, task: _Task, work: Any) -> RenderResult:
         try:
-            worker = await self._wait_done(work)
+            worker = await self._watches.wait_done(work, self._timeout)
             if worker is not None:
-                raise await self._time_out(client, task, work, worker)
-            result: RenderResult = await _fetch(work)
+                self._restarts += 1
+                raise await time_out(client, task.path, work, worker, self._timeout)
+            result: RenderResult = await fetch_result(work)
         except KilledWorker as e:
             self._restarts += 1
-            raise WorkerCrashed(f"worker crashed ({_killed(e)})") from None
+            raise WorkerCrashed(f"worker crashed ({killed(e)})") from None
         except FutureCancelledError as e:
             if e.reason == CONNECTION_LOST or client.status != "running":
                 raise _Requeue(_lost(client) or "lost the connection") from None
             # Dask's only other cancel: the scattered bytes were lost with their worker.
             raise self._worker_lost(task, "its Dask worker died") from None
         finally:
-            watch = self._watches.pop(work.key, None)
-            if watch is not None:
-                task.worker = watch.worker
+            ran_on = self._watches.forget(work.key)
+            if ran_on is not None:
+                task.worker = ran_on
         return result
-
-    async def _wait_done(self, work: Any) -> str | None:
-        """Wait until the task is done (finished, erred or cancelled), without fetching anything;
-        or until it has run for `timeout`: then return the worker that runs it."""
-        watch, loop = self._watches[work.key], asyncio.get_running_loop()
-        work.add_done_callback(lambda _: loop.call_soon_threadsafe(_done, watch))  # Dask's thread
-        while not watch.done:
-            watch.wake.clear()
-            if watch.started is None:
-                await watch.wake.wait()
-                continue
-            left = watch.started + self._timeout - time.monotonic()
-            if left <= 0:
-                return watch.worker
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(watch.wake.wait(), left)
-        return None
-
-    def _on_started(self, event: tuple[float, Any]) -> None:
-        """A task of ours started on a worker (or started again, after a retry)."""
-        _, msg = event
-        watch = self._watches.get(str(msg.get("key"))) if isinstance(msg, dict) else None
-        if watch is not None:
-            watch.started, watch.worker = time.monotonic(), str(msg.get("worker", ""))
-            watch.wake.set()
-
-    async def _time_out(self, client: Any, task: _Task, work: Any, worker: str) -> TaskTimeout:
-        """Give up on a task past `timeout`: cancel it and restart the worker stuck in it."""
-        log.warning(
-            "%s: task over %g s on Dask worker %s; restarting that worker",
-            task.path,
-            self._timeout,
-            worker,
-        )
-        self._restarts += 1
-        with contextlib.suppress(Exception):
-            await client.cancel([work], force=True)
-        try:
-            outcome = await client.restart_workers(
-                [worker], timeout=RESTART_TIMEOUT, raise_for_error=False
-            )
-            trouble = None if outcome.get(worker) in ("OK", "removed") else outcome.get(worker)
-        except Exception as e:  # a worker without a nanny cannot be restarted
-            trouble = _brief(e)
-        if trouble is not None:
-            log.error(
-                "cannot restart Dask worker %s (%s): the hung task holds it until it exits",
-                worker,
-                trouble,
-            )
-        return TaskTimeout(f"timed out after {self._timeout:g} s")
 
     def _blind_worker(self, task: _Task, error: str) -> None:
         if task.worker in self._blind:
@@ -523,46 +459,11 @@ class DaskExecutor(Executor):
     # -- telling people ----------------------------------------------------------------------
 
     def _trouble(self, why: str) -> None:
-        """Log that the cluster cannot take work now: once, then every LOG_EVERY seconds."""
-        now = time.monotonic()
-        self._down_why = why
-        if self._down_since is None:
-            self._down_since = now
-        elif now - self._down_logged < LOG_EVERY:
-            return
-        self._down_logged = now
-        log.warning(
-            "Dask cluster at %s: %s; %d files wait (nothing is failed), retrying",
-            self._where,
-            why,
-            len(self._pending) + len(self._running),
-        )
+        """The cluster cannot take work now: logged once, then every dask_report.LOG_EVERY s."""
+        self._outage.trouble(why, len(self._pending) + len(self._running))
 
     def _recovered(self) -> None:
-        if self._down_since is None:
-            return
-        waiting = len(self._pending) + len(self._running)
-        log.info(
-            "Dask cluster at %s takes work again after %.1f s%s",
-            self._where,
-            time.monotonic() - self._down_since,
-            f"; catching up on {waiting} files" if waiting else "",
-        )
-        self._down_since = None
-
-
-def _done(watch: _Watch) -> None:
-    watch.done = True
-    watch.wake.set()
-
-
-async def _fetch(work: Any) -> Any:
-    """The result of a finished task. A worker killed just as it finished can hold the fetch
-    for a long time (30 s in the tests); past RESULT_TIMEOUT this raises TimeoutError and the
-    task is sent again. Shielded: concurrent fetches share Dask's gather, which must go on."""
-    fetch = asyncio.ensure_future(work.result())
-    fetch.add_done_callback(lambda f: f.cancelled() or f.exception())  # retrieved, not logged
-    return await asyncio.wait_for(asyncio.shield(fetch), RESULT_TIMEOUT)
+        self._outage.recovered(len(self._pending) + len(self._running))
 
 
 def _lost(client: Any) -> str:
@@ -573,19 +474,6 @@ def _cancel(task: _Task) -> None:
     if not task.future.cancel():  # already running: cancel() refuses
         with contextlib.suppress(Exception):
             task.future.set_exception(CancelledError())
-
-
-def _killed(e: KilledWorker) -> str:
-    try:
-        deaths = e.allowed_failures + 1
-    except (IndexError, TypeError):
-        return "KilledWorker"
-    return f"KilledWorker: {'a worker' if deaths == 1 else f'{deaths} workers'} died running it"
-
-
-def _brief(e: BaseException) -> str:
-    text = str(e).splitlines()[0] if str(e) else ""
-    return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
 __all__ = ["TASK_PREFIX", "DaskExecutor"]

@@ -34,6 +34,7 @@ import stat
 import time
 from pathlib import Path
 
+from thumbd import testhooks
 from thumbd.intake.settle import Kind, classify
 from thumbd.output.writer import TMP_DIR, plain_key
 from thumbd.render.spec import RenderSpec
@@ -245,12 +246,11 @@ def _contested(folder: str) -> frozenset[str] | None:
 # record of the run that went down, have their thumbnails looked at.
 REBOOT_WINDOW = 300.0
 BOOT_ID = "/proc/sys/kernel/random/boot_id"
-TEST_BOOT_ID = "THUMBD_TEST_BOOT_ID"  # tests only: stands in for the machine's boot id
 
 
 def boot_id() -> str | None:
     """This boot's id (Linux makes a new one at every boot), or None where there is none."""
-    if fake := os.environ.get(TEST_BOOT_ID):
+    if fake := testhooks.boot_id():  # the tests' stand-in for a reboot
         return fake
     try:
         with open(BOOT_ID) as f:

@@ -1,4 +1,6 @@
-"""SQLite state: one row per source, keyed by its path relative to incoming/.
+"""SQLite state: one row per source, keyed by its path relative to incoming/; the outcome of
+each URL of each manifest; `thumbd retry`'s hand-over to a running daemon. The file itself (its
+schema, opening it, damage) is store/database.py.
 
 WAL journal with synchronous=NORMAL: a commit is a write into the WAL, not an fsync, and survives
 any crash of the process (kill -9, OOM); after a power loss the last commits may roll back (and
@@ -12,7 +14,6 @@ from; a changed source no longer matches and is rendered again.
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -21,42 +22,34 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from thumbd.render.spec import Signature
+from thumbd.store.database import (
+    SCHEMA,
+    StateError,
+    damaged,
+    file_id,
+    is_damage,
+    open_readonly,
+)
 
 DONE = "done"
 FAILED = "failed"
 MANIFEST = "manifest"  # a URL manifest whose every URL has an outcome (not counted as a source)
 REDO = -1  # the mtime_ns of a record `thumbd redo` marked: no file has it, so it is rendered again
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS sources (
-    path      TEXT PRIMARY KEY,
-    size      INTEGER NOT NULL,
-    mtime_ns  INTEGER NOT NULL,
-    inode     INTEGER NOT NULL,
-    status    TEXT NOT NULL,
-    reason    TEXT,
-    outputs   TEXT NOT NULL DEFAULT '[]',
-    bytes_in  INTEGER NOT NULL DEFAULT 0,
-    bytes_out INTEGER NOT NULL DEFAULT 0,
-    attempts  INTEGER NOT NULL DEFAULT 0,
-    updated   REAL NOT NULL
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS sources_status ON sources(status);
-CREATE TABLE IF NOT EXISTS urls (
-    manifest  TEXT NOT NULL,
-    url       TEXT NOT NULL,
-    status    TEXT NOT NULL,
-    reason    TEXT,
-    file      TEXT,
-    bytes     INTEGER NOT NULL DEFAULT 0,
-    updated   REAL NOT NULL,
-    PRIMARY KEY (manifest, url)
-) WITHOUT ROWID;
--- Sources `thumbd retry` cleared: a running daemon takes them from here (see take_retries).
-CREATE TABLE IF NOT EXISTS retries (path TEXT PRIMARY KEY) WITHOUT ROWID;
--- Facts about the runs themselves (the boot the last run started in: recovery.after_reboot).
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
-"""
+__all__ = [
+    "DONE",
+    "FAILED",
+    "MANIFEST",
+    "REDO",
+    "ManifestTotals",
+    "Record",
+    "State",
+    "StateError",
+    "Totals",
+    "UrlRecord",
+    "damaged",
+    "is_damage",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,44 +92,6 @@ class ManifestTotals:
     bytes_out: int  # thumbnails written for its downloaded files
 
 
-class StateError(Exception):
-    """The state database cannot be opened or is damaged."""
-
-
-# SQLite's primary result codes for "this is not (or no longer) a database".
-_DAMAGED = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
-REBUILT = "the next `thumbd run` or `once` moves it aside and rebuilds it from a scan"
-
-
-def is_damage(e: sqlite3.DatabaseError) -> bool:
-    """SQLite says the file is damaged, or not a database at all."""
-    code = getattr(e, "sqlite_errorcode", None)
-    return code is not None and (code & 0xFF) in _DAMAGED
-
-
-def damaged(db: Path, e: sqlite3.DatabaseError) -> StateError:
-    """What `thumbd status`, `retry` and `redo` say about a damaged database."""
-    return StateError(f"state database {db} is damaged ({e}); {REBUILT}")
-
-
-def _open_readonly(db: Path) -> sqlite3.Connection:
-    """A read-only connection, for `thumbd status` run by any user (a monitoring check).
-
-    Reading a WAL database needs its -shm file: a running daemon has one, but a stopped daemon's
-    database has none, and a user who may not write to the state folder cannot make it. With no
-    -wal file either, nothing is being written: read the database file as it is (immutable)."""
-    uri = db.absolute().as_uri()  # percent-encoded: a '?' or '#' in the path stays a path
-    conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=10)
-    try:
-        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
-        return conn
-    except sqlite3.OperationalError:
-        conn.close()
-        if Path(f"{db}-wal").exists() or not os.access(db, os.R_OK):
-            raise
-    return sqlite3.connect(f"{uri}?mode=ro&immutable=1", uri=True, timeout=10)
-
-
 class State:
     """The daemon's record of every source. Owned by one thread; `status` opens its own."""
 
@@ -144,18 +99,18 @@ class State:
         self.path = db
         try:
             if readonly:
-                self._db = _open_readonly(db)
+                self._db = open_readonly(db)
                 if not self._table_exists("sources"):
                     # A daemon is creating it this very moment: read it as the empty state.
                     self._db.close()
                     self._db = sqlite3.connect(":memory:", isolation_level=None)
-                    self._db.executescript(_SCHEMA)
+                    self._db.executescript(SCHEMA)
             else:
                 db.parent.mkdir(parents=True, exist_ok=True)
                 self._db = sqlite3.connect(db, timeout=10, isolation_level=None)
                 self._db.execute("PRAGMA journal_mode=WAL")
                 self._db.execute("PRAGMA synchronous=NORMAL")
-                self._db.executescript(_SCHEMA)
+                self._db.executescript(SCHEMA)
             self._db.execute("SELECT count(*) FROM sources").fetchone()
             self._has_urls = self._table_exists("urls")
         except sqlite3.DatabaseError as e:
@@ -165,11 +120,11 @@ class State:
         self._in_tx = False
         self._tx_since = 0.0
         self._data_version = self._version()
-        self._file_id = _file_id(db)
+        self._file_id = file_id(db)
 
     def is_open_at(self, db: Path) -> bool:
         """False once `db` is not the file this connection opened (removed, or replaced)."""
-        return _file_id(db) == self._file_id
+        return file_id(db) == self._file_id
 
     def _table_exists(self, name: str) -> bool:
         # A read-only reader of a database written by an older thumbd has no urls table.
@@ -465,14 +420,6 @@ def _url_record(row: tuple[object, ...]) -> UrlRecord:
         file=None if file is None else str(file),
         bytes=int(size),  # type: ignore[call-overload]
     )
-
-
-def _file_id(path: Path) -> tuple[int, int] | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return st.st_dev, st.st_ino
 
 
 def _selected(rows: list[str], paths: list[str]) -> list[str]:

@@ -14,16 +14,16 @@ from tests.conftest import wait_until
 from tests.httpserver import Body, Steps, serving, status
 from tests.images import natural
 from thumbd.config import DownloadConfig
-from thumbd.downloads.fetch import Downloaded, Failure
-from thumbd.downloads.stage import (
+from thumbd.downloads.downloader import (
     BACKOFF_BASE,
     Downloader,
     Fetched,
     Scheduler,
     UrlTask,
     backoff,
-    policy_from_env,
 )
+from thumbd.downloads.outcomes import Downloaded, Failure
+from thumbd.downloads.policy import policy_from_env
 
 
 def task(host: str, n: int, manifest: str = "m.urls") -> UrlTask:
