@@ -167,6 +167,9 @@ class ThumbnailsConfig:
     index: bool = False
     # What happens to the thumbnails of a source that is deleted (or moved away).
     on_delete: str = _check(_on_delete, "keep")
+    # An iPhone Live Photo (a still and a short .MOV of the same stem): "still" makes one
+    # photo of the pair (the MOV gets no thumbnails); "both" takes the MOV as any video.
+    live_photos: str = _check(_one_of("still", "both"), "still")
 
     def problem(self) -> str | None:
         if not self.widths and not self.size:
@@ -180,7 +183,9 @@ class ResizeConfig:
     max_tasks_per_child: int = _check(_positive, 100)
     timeout: float = _check(_seconds, 60.0)
     max_pixels: int = _check(_positive, 100_000_000)
-    max_file_bytes: int = _check(_positive, 1_000_000_000)
+    max_file_bytes: int = _check(_positive, 1_000_000_000)  # stills and RAW
+    # Videos are read only where the poster frame is, so their size costs little: 64 GB.
+    max_video_bytes: int = _check(_positive, 64_000_000_000)
     # Address-space cap per worker (RLIMIT_AS); 0 means none. 100 MP of 16-bit pixels peaks
     # near 1.1 GB in a worker, so the default leaves room for max_pixels and no more.
     max_memory_mb: int = _check(_non_negative, 2048)

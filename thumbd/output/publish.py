@@ -14,12 +14,15 @@ import os
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import replace
 
 from thumbd.config import Config
 from thumbd.downloads.stage import Downloads
+from thumbd.intake import live
 from thumbd.intake.settle import Kind, classify, signature
 from thumbd.output import names
 from thumbd.output.writer import NO_SPACE, UnsafePath, Writer, plain_key
+from thumbd.render.placeholder import with_motion
 from thumbd.render.spec import FailKind, Failure, RenderResult, Signature
 from thumbd.service import metrics
 from thumbd.service.messages import Job
@@ -101,6 +104,13 @@ class Publisher:
         state = self.shared.state
         near = state.outputs_near(plain_key(job.rel))  # its row and its same-stem siblings'
         own = near.pop(job.rel, ())
+        still = self._still_it_moves(job, result)
+        if still is not None:
+            self._record_motion(job, result, still, own, near)
+            return True
+        motion = self._motion_of(job.rel)
+        if motion is not None and result.index is not None:
+            result = replace(result, index=with_motion(result.index, motion.rpartition("/")[2]))
         labels, index = names.labels(result), result.index is not None
         try:
             chosen = names.choose(job.rel, labels, index, own, near)
@@ -129,7 +139,54 @@ class Publisher:
         state.record_done(job.rel, result.signature, list(chosen.all), size, written)
         self._count_done(job, result, written)
         self.downloads.on_rendered(job.rel)
+        if motion is not None:
+            self._take_back(motion, paired=False)  # it made thumbnails before its still came
         return True
+
+    # -- Live Photos (intake/live.py) ------------------------------------------------------
+
+    def _motion_of(self, rel: str) -> str | None:
+        if self.shared.config.thumbnails.live_photos != "still":
+            return None
+        return live.motion_of(str(self.shared.config.paths.incoming), rel)
+
+    def _still_it_moves(self, job: Job, result: RenderResult) -> str | None:
+        """The still whose motion this clip is, if it is one: short, beside a same-stem still."""
+        if self.shared.config.thumbnails.live_photos != "still":
+            return None
+        duration = result.facts.get("duration")
+        if not isinstance(duration, int | float) or duration > live.LIVE_MAX_SECONDS:
+            return None
+        return live.still_of(str(self.shared.config.paths.incoming), job.rel)
+
+    def _record_motion(
+        self,
+        job: Job,
+        result: RenderResult,
+        still: str,
+        own: tuple[str, ...],
+        near: dict[str, tuple[str, ...]],
+    ) -> None:
+        """The motion half of a Live Photo: no thumbnails of its own (any it had go)."""
+        self._remove_stale(own, (), near)
+        assert result.signature is not None
+        self.shared.state.record_done(job.rel, result.signature, [], result.signature[0], 0)
+        self.shared.stats.done += 1
+        log.info(
+            "%s is the motion of Live Photo %s: no thumbnails of its own",
+            job.rel,
+            still,
+            extra={"source": job.rel},
+        )
+
+    def _take_back(self, motion: str, *, paired: bool) -> None:
+        """Look at a Live Photo's motion file again: its still arrived after it had its own
+        thumbnails (paired=False: they go), or its still is gone (paired=True: it gets them)."""
+        record = self.shared.state.get(motion)
+        if record is None or bool(record.outputs) == paired:
+            return
+        self.shared.state.forget(motion)  # its thumbnails stay until its new result says
+        self.resettle(motion)
 
     def _count_done(self, job: Job, result: RenderResult, written: int) -> None:
         size = result.signature[0] if result.signature is not None else 0
@@ -189,6 +246,9 @@ class Publisher:
         record = state.forget(rel)
         if record is None:
             return False
+        motion = self._motion_of(rel)
+        if motion is not None:
+            self._take_back(motion, paired=True)  # its still is gone: a video of its own now
         remove = config.thumbnails.on_delete == "remove"
         if remove:  # not the names a sibling's row lists too (a state from before names.py)
             for name in names.unowned(record.outputs, state.outputs_near(plain_key(rel))):

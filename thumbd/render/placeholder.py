@@ -53,6 +53,13 @@ def with_files(index: bytes, files: list[str]) -> bytes:
     return (json.dumps(data, indent=2) + "\n").encode()
 
 
+def with_motion(index: bytes, motion: str) -> bytes:
+    """The index of a Live Photo's still, naming its motion file (beside it in incoming/)."""
+    data = json.loads(index)
+    data["source"]["motion"] = motion
+    return (json.dumps(data, indent=2) + "\n").encode()
+
+
 def _entry(e: Entry) -> dict[str, object]:
     entry: dict[str, object] = {
         "file": e.file,

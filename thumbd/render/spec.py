@@ -9,7 +9,8 @@ person reads.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 Signature = tuple[int, int, int]  # (size, mtime_ns, inode)
 Size = tuple[int, int]
@@ -103,6 +104,9 @@ class RenderResult:
     failure: Failure | None = None
     cpu_seconds: float = 0.0
     index: bytes | None = None  # `<stem>.json` ([thumbnails] index = true)
+    # What the decoder learnt that the daemon or the index needs: {"kind": "video",
+    # "duration": 2.9, ...} for a clip, {"kind": "raw", ...}, {"motion_photo": True}.
+    facts: Mapping[str, object] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
