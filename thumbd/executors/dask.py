@@ -97,8 +97,7 @@ class DaskExecutor(Executor):
         self._settings = settings
         self._timeout = timeout  # [resize] timeout, for one task from when it starts running
         self._where = str(settings.scheduler_file or settings.address)
-        self._lock = threading.Lock()
-        self._closed = False  # submit() refuses from now on (any thread)
+        self._lock, self._closed = threading.Lock(), False  # closed: submit() refuses
         # Owned by the loop thread:
         self._pending: deque[_Task] = deque()  # to send: new, or back after a failure
         self._running: dict[_Task, asyncio.Task[None]] = {}
@@ -110,12 +109,13 @@ class DaskExecutor(Executor):
         self._hold_until = 0.0
         self._announced = False
         self._keys = f"{TASK_PREFIX}{uuid.uuid4().hex[:8]}-"  # this run's tasks
-        self._restarts = 0  # tasks whose worker died under them (the daemon's pool figure)
+        self.restarts = 0  # tasks whose worker died under them (the daemon's pool figure)
         self._first_try = threading.Event()  # the first attempt to connect has ended
         self._first_error: str | None = None
         started = threading.Event()
-        self._thread = threading.Thread(target=self._thread_main, args=(started,), name="dask")
-        self._thread.daemon = True
+        self._thread = threading.Thread(
+            target=self._thread_main, args=(started,), name="dask", daemon=True
+        )
         self._thread.start()
         started.wait()
 
@@ -123,7 +123,7 @@ class DaskExecutor(Executor):
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
         if fn is not render or kwargs or len(args) != 2:
-            raise TypeError("DaskExecutor runs thumbd.render.render(path, spec) only")
+            raise TypeError("DaskExecutor runs render(path, spec) only (render/pipeline.py)")
         path, spec = args
         future: Future[RenderResult] = Future()
         with self._lock:
@@ -132,32 +132,8 @@ class DaskExecutor(Executor):
             self._loop.call_soon_threadsafe(self._accept, _Task(future, path, spec))
         return future
 
-    # -- the Pool protocol (executors/base.py) ---------------------------------------------
-
-    def render(self, path: str, spec: RenderSpec) -> Future[RenderResult]:
-        return self.submit(render, path, spec)
-
-    def capacity(self) -> int:
-        return self._settings.max_in_flight  # Dask would accept any number
-
-    def describe(self) -> str:
-        return "on Dask"
-
-    def workers(self) -> int:
-        return 0  # the cluster's, not ours
-
-    def restarts(self) -> int:
-        return self._restarts
-
-    def kill(self) -> None:
-        """Nothing to kill: the cluster's processes are not the daemon's children."""
-
-    def stuck(self, quiet: float) -> str | None:
-        return None  # a cluster without a scheduler is waited for (and logged), not stuck
-
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        """Stop taking work. Tasks on the cluster go on; with cancel_futures, unsent ones end
-        cancelled (the daemon leaves them pending)."""
+        """Stop taking work; tasks on the cluster go on, unsent ones may end cancelled."""
         self._call(self._stop, cancel_futures)
         if wait:
             self._thread.join()
@@ -409,11 +385,11 @@ class DaskExecutor(Executor):
         try:
             worker = await self._watches.wait_done(work, self._timeout)
             if worker is not None:
-                self._restarts += 1
+                self.restarts += 1
                 raise await time_out(client, task.path, work, worker, self._timeout)
             result: RenderResult = await fetch_result(work)
         except KilledWorker as e:
-            self._restarts += 1
+            self.restarts += 1
             raise WorkerCrashed(f"worker crashed ({killed(e)})") from None
         except FutureCancelledError as e:
             if e.reason == CONNECTION_LOST or client.status != "running":
@@ -442,7 +418,7 @@ class DaskExecutor(Executor):
     def _worker_lost(self, task: _Task, why: str) -> Exception:
         """Send it again (a _Requeue to raise), or, past `retries`, call it a crash."""
         task.lost += 1
-        self._restarts += 1
+        self.restarts += 1
         if task.lost > self._settings.retries:
             times = "once" if task.lost == 1 else f"{task.lost} times"
             return WorkerCrashed(f"worker crashed (its Dask worker died {times})")

@@ -20,12 +20,12 @@ def _local(config: Config, once: bool) -> Pool:
 
 def _dask(config: Config, once: bool) -> Pool:
     try:
-        from thumbd.executors.dask import DaskExecutor
+        from thumbd.executors.dask_pool import DaskPool
     except ImportError as e:
         raise PoolUnavailable(
             f'[executor] kind = "dask" needs Dask ({e}): pip install "thumbd[dask]"'
         ) from None
-    pool = DaskExecutor(config.executor, config.resize.timeout)
+    pool = DaskPool(config.executor, config.resize.timeout)
     problem = pool.unreachable(timeout=30.0) if once else None
     if problem is not None:  # `once` exits; `run` waits for the scheduler to appear
         pool.shutdown()
