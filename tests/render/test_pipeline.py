@@ -278,7 +278,7 @@ def test_palette_without_transparency_is_jpeg(tmp_path: Path) -> None:
 
 def test_palette_with_alpha_mode_pa() -> None:
     # Pillow writes no file format in mode PA, so test the conversion step directly.
-    from thumbd.render.pipeline import _renderable
+    from thumbd.render.decoders.pillow import renderable as _renderable
 
     im = _renderable(images.in_mode("PA"))
     assert im.mode == "RGBA"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from PIL import Image
@@ -30,13 +31,24 @@ class Entry:
 
 
 def index_json(
-    source_name: str, source_size: tuple[int, int], entries: list[Entry], picture: Image.Image
+    source_name: str,
+    source_size: tuple[int, int],
+    entries: list[Entry],
+    picture: Image.Image,
+    facts: Mapping[str, object] | None = None,
 ) -> bytes:
-    """The index as UTF-8 JSON. `picture` is the upright, sRGB image at any size."""
+    """The index as UTF-8 JSON. `picture` is the upright, sRGB image at any size; `facts` (a
+    decoder's: a video's duration, say) join the source's entry, never replacing its file or
+    size."""
     small = picture.convert("RGBA")
     small.thumbnail((_HASH_SIDE, _HASH_SIDE), Image.Resampling.BOX)
     index = {
-        "source": {"file": source_name, "width": source_size[0], "height": source_size[1]},
+        "source": {
+            **(facts or {}),
+            "file": source_name,
+            "width": source_size[0],
+            "height": source_size[1],
+        },
         "thumbnails": [_entry(e) for e in entries],
         "dominant_colour": dominant_colour(picture),
         "thumbhash": base64.b64encode(thumbhash.encode(*small.size, small.tobytes())).decode(),
