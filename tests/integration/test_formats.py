@@ -109,3 +109,22 @@ def test_ignored_files_of_other_types_are_counted_and_said_once(daemon: Daemon) 
     assert ".part" not in log
     text = thumbd("status", "-c", str(daemon.config))
     assert "ignored: 4 (.txt 2, (no extension) 1, .pdf 1)" in text.stdout
+
+
+def test_camera_raw_files_get_upright_thumbnails_or_a_clear_reason(daemon: Daemon) -> None:
+    from tests.render.test_raw import make_dng, preview_jpeg
+
+    daemon.start()
+    portrait = daemon.incoming / "cam" / "portrait.dng"  # a landscape preview, RAW says turn
+    portrait.parent.mkdir()
+    make_dng(portrait, preview=preview_jpeg((640, 480)), orientation=6)
+    make_dng(daemon.incoming / "cam" / "sensor.dng", thumbnail=False)  # no preview: demosaic
+    (daemon.incoming / "cam" / "empty.nef").write_bytes(b"II*\x00" + bytes(60))
+    wait_until(lambda: daemon.done("cam/portrait.dng"), what="the RAW with a preview")
+    wait_until(lambda: daemon.done("cam/sensor.dng"), what="the demosaiced RAW")
+    with Image.open(daemon.outgoing / "cam" / "portrait_200.jpg") as im:
+        assert im.width == 200 and im.height > im.width  # turned by the RAW's orientation
+    status = daemon.recorded(done=2, failed=1)
+    (failure,) = status["failures"]
+    assert failure["source"] == "cam/empty.nef"
+    assert "RAW" in failure["reason"] or "raw" in failure["reason"], failure

@@ -21,30 +21,10 @@ import stat
 import time
 from dataclasses import dataclass, field
 
+from thumbd.render.formats import RAW_EXTENSIONS, STILL_EXTENSIONS
 from thumbd.render.spec import Signature
 
-IMAGE_EXTENSIONS = frozenset(
-    {
-        ".jpg",
-        ".jpeg",
-        ".jpe",
-        ".jfif",  # JPEG as Chrome and Windows save it
-        ".jif",
-        ".jfi",
-        ".mpo",  # stereo cameras (Fujifilm, the Nintendo 3DS): JPEG frames
-        ".png",
-        ".apng",
-        ".gif",
-        ".webp",
-        ".tif",
-        ".tiff",
-        ".bmp",
-        ".avif",
-        ".heic",
-        ".heif",
-        ".hif",  # HEIF from Canon, Fujifilm and Sony cameras
-    }
-)
+IMAGE_EXTENSIONS = STILL_EXTENSIONS | RAW_EXTENSIONS  # what thumbd takes (render/formats.py)
 
 # Names writers use while a file is incomplete (rsync, Syncthing, Nextcloud, browsers, rclone,
 # OneDrive, editors). Dotfiles cover rsync's `.name.XXXXXX`, Syncthing's `.syncthing.*.tmp` and

@@ -22,6 +22,7 @@ from thumbd.intake.watcher import FsEvent
 from thumbd.output import names
 from thumbd.output.publish import thumbnails_fate
 from thumbd.output.writer import plain_key
+from thumbd.render import formats
 from thumbd.render.spec import FailKind, Failure
 from thumbd.service.messages import Job
 from thumbd.service.shared import Shared
@@ -224,9 +225,15 @@ class Tracker:
         if real != self.real_root and not real.startswith(self.real_root + os.sep):
             log.warning("skipping %s: reached through a symbolic link (to %s)", job.rel, real)
             return True
-        limit = self.shared.config.resize.max_file_bytes
+        resize = self.shared.config.resize
+        video = formats.family(job.rel) is formats.Family.VIDEO
+        limit, key = (
+            (resize.max_video_bytes, "max_video_bytes")
+            if video
+            else (resize.max_file_bytes, "max_file_bytes")
+        )
         if job.signature[0] > limit:
-            reason = f"too large: {job.signature[0]} bytes exceeds max_file_bytes {limit}"
+            reason = f"too large: {job.signature[0]} bytes exceeds {key} {limit}"
             self.publisher.fail(job, job.signature, Failure(FailKind.TOO_LARGE, reason))
             return True
         return False

@@ -170,13 +170,14 @@ def read_source(path: str) -> tuple[Signature, bytes] | RenderResult:
 def _render_source(
     f: IO[bytes], spec: RenderSpec, name: str, signature: Signature | None, started: float
 ) -> RenderResult:
-    source_size, thumbnails, index = _render_file(f, spec, name)
+    source_size, thumbnails, index, facts = _render_file(f, spec, name)
     return RenderResult(
         signature=signature,
         source_size=source_size,
         thumbnails=thumbnails,
         cpu_seconds=time.process_time() - started,
         index=index,
+        facts=facts,
     )
 
 
@@ -193,7 +194,7 @@ class _Source:
     facts: Mapping[str, object]  # the decoder's, for the index
 
 
-Rendered = tuple[Size, tuple[Thumbnail, ...], bytes | None]
+Rendered = tuple[Size, tuple[Thumbnail, ...], bytes | None, Mapping[str, object]]
 
 
 def _render_file(f: IO[bytes], spec: RenderSpec, name: str) -> Rendered:
@@ -329,7 +330,7 @@ def _render_still(
         except encode.TooLarge as e:
             raise Refused(FailKind.TOO_LARGE, str(e)) from e
         thumbnails.append(Thumbnail(target.width, im.size, ext, data, label=target.label))
-    return source.size, tuple(thumbnails), _index(spec, source, thumbnails, base)
+    return source.size, tuple(thumbnails), _index(spec, source, thumbnails, base), source.facts
 
 
 def _render_animation(
@@ -361,7 +362,8 @@ def _render_animation(
             Thumbnail(target.width, made[0].size, ext, data, label=target.label, frames=len(made))
         )
     assert first is not None
-    return source.size, tuple(thumbnails), _index(spec, source, thumbnails, first)
+    index = _index(spec, source, thumbnails, first)
+    return source.size, tuple(thumbnails), index, source.facts
 
 
 def _index(

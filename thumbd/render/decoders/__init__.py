@@ -39,7 +39,7 @@ from typing import IO, cast
 
 from PIL import Image
 
-from thumbd.render import encode, sizing
+from thumbd.render import encode, formats, sizing
 from thumbd.render.source import Refused
 from thumbd.render.spec import Box, FailKind, RenderSpec, Size
 
@@ -125,6 +125,8 @@ ROUTES: tuple[Route, ...] = (
         frozenset({".heic", ".heif", ".hif"}),
         _is_heif,
     ),
+    # DNG and most RAW formats are TIFF inside: by name, before the generic TIFF reader.
+    Route("thumbd.render.decoders.raw", formats.RAW_EXTENSIONS),
 )
 _GENERIC = "thumbd.render.decoders.pillow"
 

@@ -38,32 +38,12 @@ import numpy as np
 import rawpy
 from PIL import ExifTags, Image, TiffImagePlugin
 
-from thumbd.render import icc
-from thumbd.render.spec import FailKind, Failure
+from thumbd.render import formats, icc
+from thumbd.render.decoders import Decoded
+from thumbd.render.source import Refused
+from thumbd.render.spec import FailKind, Failure, RenderSpec
 
-RAW_EXTENSIONS: frozenset[str] = frozenset(
-    {
-        ".dng",
-        ".cr2",
-        ".cr3",
-        ".nef",
-        ".nrw",
-        ".arw",
-        ".srf",
-        ".sr2",
-        ".raf",
-        ".orf",
-        ".rw2",
-        ".pef",
-        ".srw",
-        ".3fr",
-        ".erf",
-        ".kdc",
-        ".dcr",
-        ".mrw",
-        ".x3f",
-    }
-)
+RAW_EXTENSIONS = formats.RAW_EXTENSIONS
 
 # The preview is decoded shrunk (JPEG DCT scaling) to about this many times the largest
 # thumbnail, as the renderer drafts JPEGs, so LANCZOS still has real pixels to average.
@@ -112,6 +92,24 @@ class RawRefused(Exception):
     def __init__(self, kind: FailKind, reason: str) -> None:
         super().__init__(reason)
         self.failure = Failure(kind, reason)
+
+
+def decode(f: IO[bytes], spec: RenderSpec) -> Decoded:
+    """The decoder interface (render/decoders): the developed picture, upright, with its
+    profile and facts for the index."""
+    try:
+        picture = develop(f, largest=largest_side(spec), max_pixels=spec.max_pixels)  # type: ignore[arg-type]
+    except RawRefused as e:
+        raise Refused(e.failure.kind, e.failure.reason) from None
+    return Decoded(picture.image, profile=picture.profile, facts=picture.facts)
+
+
+def largest_side(spec: RenderSpec) -> int:
+    """The longest side any thumbnail of `spec` can have, whatever the picture's aspect: a
+    width of a portrait photo's thumbnail is its short side (3:2 sensors, so 1.5 times)."""
+    boxes = [w * 3 // 2 for w in spec.widths]
+    boxes += [max(s.width, s.height) if s.height else s.width * 3 // 2 for s in spec.sizes]
+    return max(boxes)
 
 
 def develop(f: BinaryIO | str, *, largest: int, max_pixels: int) -> RawPicture:
