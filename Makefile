@@ -2,21 +2,34 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
+# Installed: thumbd and what running it needs; and that plus the dev extra (pytest, ruff, mypy,
+# Dask), which only `test`, `lint` and `bench` need.
+RUN_STAMP := $(VENV)/.run-stamp
 STAMP  := $(VENV)/.installed-stamp
 CONFIG ?=
 
 .PHONY: run test lint bench bench-deps system-deps fogra39 clean
 
-$(STAMP): pyproject.toml
+$(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+
+$(RUN_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e .
 	touch $@
 
-## run: the daemon in the foreground on ./incoming and ./outgoing (CONFIG=file to use one)
-run: $(STAMP)
+# The dev extra holds thumbd too: once it is in, `run` needs no install of its own.
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@ $(RUN_STAMP)
+
+## run: the daemon in the foreground on ./incoming and ./outgoing. The first run writes
+## ./thumbd.toml (a copy of etc/thumbd.toml), which `.venv/bin/thumbd status` and the other
+## commands then find in this folder; CONFIG=file runs on that file instead.
+run: $(RUN_STAMP)
 	mkdir -p incoming outgoing
-	$(BIN)/thumbd run $(if $(CONFIG),-c $(CONFIG))
+	$(if $(CONFIG),,[ -e thumbd.toml ] || cp etc/thumbd.toml thumbd.toml)
+	$(BIN)/thumbd run -c $(or $(CONFIG),thumbd.toml)
 
 ## test: the whole suite (real daemon, real folders, real signals). Most tests wait on daemons
 ## and files rather than compute, so four at once fit two cores; TEST_JOBS=0 runs them one by one.

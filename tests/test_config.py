@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from thumbd.config import ConfigError, load_config, to_toml
+from thumbd.commands.check import to_toml
+from thumbd.config import ConfigError, load_config
 from thumbd.render.pipeline import spec_from_config
 
 
@@ -72,8 +73,18 @@ def test_download_defaults() -> None:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("[thumbnails]\nwidht = [1]\n", "unknown key [thumbnails] widht"),
-        ("[thumbnail]\nwidths = [1]\n", "unknown key 'thumbnail'"),
+        (
+            "[thumbnails]\nwidht = [1]\n",
+            "unknown key [thumbnails] widht (did you mean [thumbnails] widths?); expected one of",
+        ),
+        ("[thumbnail]\nwidths = [1]\n", "unknown key 'thumbnail' (did you mean [thumbnails]?)"),
+        ("[watch]\nworkers = 2\n", "unknown key [watch] workers (did you mean [resize] workers?)"),
+        ("[watch]\nzzz = 2\n", "unknown key [watch] zzz; expected one of: ignore,"),
+        (
+            '[[thumbnails.size]]\nnam = "a"\nwidth = 9\n',
+            "unknown key [thumbnails.size] #1 nam (did you mean name?)",
+        ),
+        ('[log]\nlevel = "verbose"\n', '[log] level: expected one of "debug", "info"'),
         ('[thumbnails]\nwidths = [200, "x"]\n', "[thumbnails] widths: expected a list of integers"),
         ("[thumbnails]\nwidths = []\n", "[thumbnails]: nothing to make: widths is empty"),
         ("[thumbnails]\nwidths = [64, 64]\n", "distinct"),
@@ -97,6 +108,12 @@ def test_download_defaults() -> None:
 )
 def test_errors_name_the_file_and_the_key(tmp_path: Path, text: str, expected: str) -> None:
     assert_config_error(tmp_path, text, expected)
+
+
+@pytest.mark.parametrize("level", ["INFO", "info", "Info"])
+def test_log_level_and_format_take_any_case(tmp_path: Path, level: str) -> None:
+    c = load_config(write(tmp_path, f'[log]\nlevel = "{level}"\nformat = "JSON"\n'))
+    assert (c.log.level, c.log.format) == ("info", "json")
 
 
 def test_a_missing_file_is_an_error(tmp_path: Path) -> None:

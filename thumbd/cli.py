@@ -3,27 +3,37 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
+import sqlite3
 import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 from thumbd import __version__
-from thumbd.commands import control
+from thumbd.commands import configfile, control
+from thumbd.commands.check import check_config
 from thumbd.commands.retry import redo, retry
-from thumbd.commands.status import collect
-from thumbd.config import Config, ConfigError, load_config, to_toml
+from thumbd.commands.status import failed_counts, show
+from thumbd.config import Config, ConfigError, load_config
 from thumbd.service import logs
 from thumbd.service.startup import StartupError, cannot
 from thumbd.store.state import StateError
+from thumbd.text import plural
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 RENDERING = ("run", "start", "once", "check-config")  # the commands whose settings render
+# The commands about a daemon's state: on no file at all they would look at .thumbd/ in the
+# current folder, which is hardly ever the daemon's (configfile.py).
+NEED_A_FILE = ("start", "stop", "status", "retry", "redo")
 
 log = logging.getLogger("thumbd")
+
+CONFIG_HELP = (
+    f"TOML configuration (default: ${configfile.ENV}, else {configfile.SYSTEM} or "
+    f"./{configfile.LOCAL} if there, else built-in defaults with paths relative to the "
+    "current folder)"
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,17 +43,14 @@ def build_parser() -> argparse.ArgumentParser:
         "in outgoing/ (by default 200, 64 and 32 px wide).",
     )
     parser.add_argument("--version", action="version", version=f"thumbd {__version__}")
+    parser.add_argument("-c", "--config", type=Path, metavar="FILE", help=CONFIG_HELP)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, help: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, description=help)
+        # Also after the command (`thumbd status -c FILE`); SUPPRESS keeps one given before it.
         p.add_argument(
-            "-c",
-            "--config",
-            type=Path,
-            metavar="FILE",
-            help="TOML configuration (default: built-in defaults, paths relative "
-            "to the current directory)",
+            "-c", "--config", type=Path, metavar="FILE", default=argparse.SUPPRESS, help=CONFIG_HELP
         )
         return p
 
@@ -61,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     status = command("status", "Show what is done, failed and pending.")
     status.add_argument("--json", action="store_true", help="print one JSON object")
-    command("check-config", "Validate the configuration and print the effective values.")
+    command("check-config", "Check the configuration and its folders; print the effective values.")
     again = command("retry", "Clear failure records so those files are tried again.")
     again.add_argument("paths", nargs="*", metavar="PATH", help="a failed file or a folder")
     again.add_argument("--all", action="store_true", help="every failed file")
@@ -72,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     anew.add_argument("paths", nargs="*", metavar="PATH", help="a file or a folder in incoming/")
     anew.add_argument("--all", action="store_true", help="every file")
+    for p in (again, anew):
+        p.add_argument("-v", "--verbose", action="store_true", help="list each file")
     return parser
 
 
@@ -88,40 +97,20 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
+    choice = configfile.choose(args.config)
+    if choice.path is None and args.command in NEED_A_FILE:
+        print(f"thumbd: {configfile.NONE_FOUND}", file=sys.stderr)
+        return EXIT_USAGE
     try:
-        config = load_config(args.config)
+        config = load_config(choice.path)
         if args.command in RENDERING:
             _check_render_settings(config)
     except ConfigError as e:
-        print(f"thumbd: configuration error: {e}", file=sys.stderr)
+        via = f" ({configfile.ENV})" if choice.how == configfile.ENV else ""
+        print(f"thumbd: configuration error{via}: {e}", file=sys.stderr)
         return EXIT_USAGE
     try:
-        if args.command == "check-config":
-            print(to_toml(config), end="")
-            return EXIT_OK
-        if args.command == "status":
-            return status(config, as_json=args.json)
-        if args.command in ("retry", "redo"):
-            if bool(args.paths) == args.all:
-                print(f"thumbd: {args.command} needs PATH... or --all (not both)", file=sys.stderr)
-                return EXIT_USAGE
-            mark = retry if args.command == "retry" else redo
-            return mark(config, args.paths, args.all)
-        if args.command == "start":
-            return control.start(config)
-        if args.command == "stop":
-            return control.stop(config)
-        if getattr(args, "quiet", False):
-            config = replace(config, log=replace(config.log, level="warning"))
-        try:
-            logs.configure(config.log)
-        except OSError as e:
-            raise cannot(config, "[log] file", "open", e) from None
-        once = args.command == "once"
-        progress = _progress(args) if once else None
-        from thumbd.service.daemon import Daemon  # the render stage, and Pillow with it
-
-        return Daemon(config, once=once, progress=progress).run()
+        return _command(args, config, choice)
     except (StartupError, StateError) as e:
         print(f"thumbd: {e}", file=sys.stderr)
         return EXIT_USAGE
@@ -137,62 +126,70 @@ def _progress(args: argparse.Namespace) -> logs.Progress | logs.PlainProgress | 
     return logs.PlainProgress()
 
 
+def _command(args: argparse.Namespace, config: Config, choice: configfile.Choice) -> int:
+    if args.command == "check-config":
+        return check_config(config, choice.describe())
+    if args.command == "status":
+        show(config, as_json=args.json)
+        return EXIT_OK
+    if args.command in ("retry", "redo"):
+        if bool(args.paths) == args.all:
+            print(f"thumbd: {args.command} needs PATH... or --all (not both)", file=sys.stderr)
+            return EXIT_USAGE
+        mark = retry if args.command == "retry" else redo
+        return mark(config, args.paths, args.all, verbose=args.verbose)
+    if args.command == "start":
+        return control.start(config, choice.describe())
+    if args.command == "stop":
+        return control.stop(config)
+    return _foreground(args, config, choice)
+
+
+def _foreground(args: argparse.Namespace, config: Config, choice: configfile.Choice) -> int:
+    """`run` and `once`: the daemon in this process, logging where [log] says."""
+    once = args.command == "once"
+    if once and args.quiet:
+        config = replace(config, log=replace(config.log, level="warning"))
+    try:
+        logs.configure(config.log)
+    except OSError as e:
+        raise cannot(config, "[log] file", "open", e) from None
+    log.info("configuration: %s", choice.describe())
+    progress = _progress(args) if once else None
+    from thumbd.service.daemon import Daemon  # the render stage, and Pillow with it
+
+    daemon = Daemon(config, once=once, progress=progress)
+    code = daemon.run()
+    if once and code == EXIT_FAILED and daemon.shared.stop_reason == "done":
+        why = _failures_left(config, daemon.shared.stats.failed, choice.option())
+        if why is not None:  # else the daemon's own last lines say why (a folder unread)
+            print(f"thumbd: not done: {why}", file=sys.stderr)
+    return code
+
+
+def _failures_left(config: Config, this_run: int, option: str) -> str | None:
+    """Why `once` exits 1 when the state records failures: the last line it prints says so, also
+    for those of an earlier run that were not tried again (their files did not change)."""
+    try:
+        files, urls = failed_counts(config)
+    except sqlite3.DatabaseError:
+        return None  # the daemon has said what is wrong with the database
+    earlier = max(0, files - this_run)  # a file failed again in this run counts once, here
+    parts = [f"{plural(this_run, 'file')} failed in this run"] if this_run else []
+    if earlier:
+        parts.append(f"{plural(earlier, 'file')} failed earlier")
+    if urls:
+        parts.append(f"{plural(urls, 'URL')} of manifests failed")
+    if not parts:
+        return None
+    return (
+        f"{', '.join(parts)}: thumbd status{option} lists them; "
+        f"thumbd retry{option} --all tries them again"
+    )
+
+
 def _check_render_settings(config: Config) -> None:
     """What only the render stage can check (a colour, an encoder): commands that render."""
     from thumbd.render.pipeline import spec_from_config  # Pillow: not for status or retry
 
     spec_from_config(config)
-
-
-def status(config: Config, *, as_json: bool) -> int:
-    report = collect(config)
-    if as_json:
-        print(json.dumps(report, indent=2))
-        return EXIT_OK
-    print(_daemon_line(report["daemon"]))
-    print(f"done:    {report['done']}")
-    print(f"failed:  {report['failed']}")
-    print(f"pending: {report['pending']}")
-    if report["ignored"]:
-        by_ext = report["ignored_by_extension"].items()
-        kinds = ", ".join(f"{ext or '(no extension)'} {n}" for ext, n in by_ext)
-        print(f"ignored: {report['ignored']} ({kinds}): not images thumbd takes")
-    for m in report["manifests"]:
-        print(
-            f"manifest {m['manifest']}: {m['done']} URLs done, {m['failed']} failed,"
-            f" downloaded {m['bytes_downloaded']} bytes, thumbnails {m['bytes_out']} bytes"
-        )
-    for f in report["failures"]:
-        where = f"{f['source']} {f['url']}" if "url" in f else f["source"]
-        print(f"  {where}: {f['reason']}")
-    return EXIT_OK
-
-
-def _daemon_line(d: dict[str, Any]) -> str:
-    if not d["running"]:
-        return "thumbd: not running"
-    head = f"thumbd: running (pid {d['pid'] or '?'})"
-    if "uptime" not in d:
-        return head + ", no live figures yet"
-    lines = [
-        f"{head}, up {_duration(d['uptime'])}"
-        + ("" if d["healthy"] else f"; {d['problem']}")
-        + (f"; waiting for {d['waiting']}" if d.get("waiting") else ""),
-        f"  queue:     {d['queue']} ({d['settling']} settling, {d['ready']} ready)",
-        f"  in flight: {d['in_flight']}",
-        f"  rate:      {d['rate']:.1f} files/s over the last minute"
-        + (f", about {_duration(d['eta'])} left" if d.get("eta") else ""),
-        f"  this run:  {d['done']} done, {d['failed']} failed",
-    ]
-    return "\n".join(lines)
-
-
-def _duration(seconds: float) -> str:
-    """3m 05s, 2h 03m, 4d 2h 03m."""
-    s = int(seconds)
-    days, hours, minutes = s // 86400, s // 3600 % 24, s // 60 % 60
-    if days:
-        return f"{days}d {hours}h {minutes:02d}m"
-    if hours:
-        return f"{hours}h {minutes:02d}m"
-    return f"{minutes}m {s % 60:02d}s"

@@ -8,12 +8,13 @@ current directory when thumbd runs on its built-in defaults).
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 import re
 import tomllib
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -122,10 +123,12 @@ def _on_delete(v: Any) -> str | None:
     return None if v in ("keep", "remove") else '"keep" or "remove"'
 
 
-def _check(fn: Check, default: Any = dataclasses.MISSING, **kw: Any) -> Any:
+def _check(fn: Check, default: Any = dataclasses.MISSING, *, fold: bool = False, **kw: Any) -> Any:
+    """A field whose value `fn` checks; `fold`: a word taken in any case ("INFO"), kept lower."""
+    metadata = {"check": fn, "fold": fold}
     if default is dataclasses.MISSING:
-        return field(metadata={"check": fn}, **kw)
-    return field(default=default, metadata={"check": fn}, **kw)
+        return field(metadata=metadata, **kw)
+    return field(default=default, metadata=metadata, **kw)
 
 
 @dataclass(frozen=True)
@@ -207,8 +210,8 @@ class DaemonConfig:
 
 @dataclass(frozen=True)
 class LogConfig:
-    level: str = _check(_one_of("debug", "info", "warning", "error"), "info")
-    format: str = _check(_one_of("text", "json"), "text")
+    level: str = _check(_one_of("debug", "info", "warning", "error"), "info", fold=True)
+    format: str = _check(_one_of("text", "json"), "text", fold=True)
     file: str = ""  # empty: stderr (the journal under systemd); resolved like [paths]
 
 
@@ -271,6 +274,11 @@ class Config:
 
 
 _SECTIONS = frozenset(f.name for f in dataclasses.fields(Config) if f.name != "source")
+_SECTION_KEYS = {  # for "did you mean [resize] workers?" when a key is in the wrong section
+    name: frozenset(f.name for f in dataclasses.fields(hint))
+    for name, hint in typing.get_type_hints(Config).items()
+    if name in _SECTIONS
+}
 
 
 def load_config(path: Path | str | None) -> Config:
@@ -342,7 +350,8 @@ def _build(cls: type[Any], data: dict[str, Any], path: Path, prefix: str) -> Any
         where = f"{prefix}{key}"
         if key not in fields:
             raise ConfigError(
-                f"{path}: unknown key {_show(where)}; expected one of: {', '.join(sorted(fields))}"
+                f"{path}: unknown key {_show(where)}{_suggest(key, fields, prefix)}; "
+                f"expected one of: {', '.join(sorted(fields))}"
             )
         kwargs[key] = _value(hints[key], fields[key], value, path, where)
     for name, f in fields.items():
@@ -353,6 +362,21 @@ def _build(cls: type[Any], data: dict[str, Any], path: Path, prefix: str) -> Any
     if problem is not None:
         raise ConfigError(f"{path}: {_show(prefix.rstrip('. '))}: {problem}")
     return built
+
+
+def _suggest(key: str, fields: Iterable[str], prefix: str) -> str:
+    """What follows an unknown key: " (did you mean [thumbnails] widths?)", the closest key of
+    the same table, else the section that has this very key (`workers` under [watch] belongs to
+    [resize]), else nothing."""
+    close = difflib.get_close_matches(key, list(fields), n=1)
+    in_table = "#" in prefix  # a [[thumbnails.size]] entry: its key alone says enough
+    if close:
+        return f" (did you mean {close[0] if in_table else _show(prefix + close[0])}?)"
+    if prefix.count(".") == 1 and not in_table:  # a key of a section
+        elsewhere = [s for s, keys in _SECTION_KEYS.items() if key in keys]
+        if elsewhere:
+            return f" (did you mean {_show(elsewhere[0] + '.' + key)}?)"
+    return ""
 
 
 def _required(f: dataclasses.Field[Any]) -> bool:
@@ -374,10 +398,13 @@ def _value(hint: Any, f: dataclasses.Field[Any], value: Any, path: Path, where: 
             raise ConfigError(f"{path}: [{where}]: expected a table")
         return _build(typing.cast(type[Any], hint), value, path, where + ".")
     item = _table_array_item(hint)
+    converted: Any
     if item is not None:
         converted = _build_tables(item, value, path, where)
     else:
         converted = _checked(hint, value, path, where)
+        if f.metadata.get("fold") and isinstance(converted, str):
+            converted = converted.lower()
     check: Check | None = f.metadata.get("check")
     problem = check(converted) if check else None
     if problem is not None:
@@ -460,43 +487,3 @@ def differences(old: Config, new: Config) -> list[str]:
                 if getattr(a, sf.name) != getattr(b, sf.name)
             ]
     return changed
-
-
-def to_toml(config: Config) -> str:
-    """The effective configuration, as TOML a user can paste into a file."""
-    lines: list[str] = []
-    for f in dataclasses.fields(config):
-        section = getattr(config, f.name)
-        if not dataclasses.is_dataclass(section):
-            continue
-        lines.append(f"[{f.name}]")
-        tables: list[tuple[str, Any]] = []
-        for sf in dataclasses.fields(section):
-            value = getattr(section, sf.name)
-            if value is None:
-                lines.append(f"# {sf.name} is not set")
-            elif isinstance(value, tuple) and value and dataclasses.is_dataclass(value[0]):
-                tables += [(f"{f.name}.{sf.name}", v) for v in value]  # after the plain keys
-            else:
-                lines.append(f"{sf.name} = {_toml_value(value)}")
-        lines.append("")
-        for name, table in tables:
-            lines.append(f"[[{name}]]")
-            lines += [
-                f"{tf.name} = {_toml_value(getattr(table, tf.name))}"
-                for tf in dataclasses.fields(table)
-            ]
-            lines.append("")
-    return "\n".join(lines)
-
-
-def _toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int | float):
-        return repr(v)
-    if isinstance(v, tuple | list):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    import json
-
-    return json.dumps(str(v))

@@ -234,6 +234,7 @@ def test_check_config_names_an_unknown_key(tmp_path: Path) -> None:
     r = thumbd("check-config", "-c", str(cfg))
     assert r.returncode == 2 and "quality" in r.stderr and "1 to 100" in r.stderr
     cfg.write_text("[thumbnails]\nwidths = [300, 100]\n")
+    (tmp_path / "incoming").mkdir()  # check-config also checks the folders
     r = thumbd("check-config", "-c", str(cfg))
     assert r.returncode == 0 and "widths = [300, 100]" in r.stdout
     assert f'incoming = "{tmp_path / "incoming"}"' in r.stdout

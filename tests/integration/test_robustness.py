@@ -813,18 +813,18 @@ def test_retry_clears_a_failure_and_a_running_daemon_tries_again(daemon: Daemon)
     wait_until(lambda: daemon.read_log().count("scan of") == 2, 30, "the start-up scan")
     time.sleep(0.5)
     assert daemon.read_log().count("failed f/big.jpg") == 1  # unchanged: not retried
-    r = thumbd("retry", "-c", str(daemon.config), str(daemon.incoming / "f" / "big.jpg"))
+    r = thumbd("retry", "-v", "-c", str(daemon.config), str(daemon.incoming / "f" / "big.jpg"))
     assert r.returncode == 0, r.stderr
-    assert "retry f/big.jpg" in r.stdout
+    assert r.stdout.splitlines() == ["retry f/big.jpg", "retry: 1 failed file will be tried again"]
     wait_until(lambda: daemon.done("f/big.jpg"), 30, "the retried file, without a restart")
-    r = thumbd("retry", "-c", str(daemon.config), "f")  # a folder, as status shows it
+    r = thumbd("retry", "-c", str(daemon.config), "-v", "f")  # a folder, as status shows it
     assert r.returncode == 0 and "retry f/bad.jpg" in r.stdout
     wait_until(lambda: daemon.read_log().count("failed f/bad.jpg") == 2, 30, "a second try")
     r = thumbd("retry", "-c", str(daemon.config), "nothing.jpg")
     assert r.returncode == 1 and "no failure recorded for nothing.jpg" in r.stderr
     assert daemon.stop() == 0
     r = thumbd("retry", "-c", str(daemon.config), "--all")
-    assert r.returncode == 0 and "1 failed file will be tried again" in r.stdout
+    assert r.returncode == 0 and r.stdout == "retry: 1 failed file will be tried again\n"
     r = thumbd("once", "-c", str(daemon.config))
     assert r.returncode == 1 and "failed f/bad.jpg" in r.stderr
     assert thumbd("retry", "-c", str(daemon.config)).returncode == 2
@@ -879,12 +879,12 @@ def test_redo_renders_done_files_again_with_new_settings_and_removes_what_they_n
     time.sleep(0.5)
     assert not any(daemon.done(r, (120,)) for r in rels)  # new settings apply to new work only
 
-    r = thumbd("redo", "-c", str(daemon.config), str(daemon.incoming / "b"))  # a folder
+    r = thumbd("redo", "-c", str(daemon.config), "--verbose", str(daemon.incoming / "b"))
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines() == [
         "redo b/c.jpg",
         "redo b/d.jpg",
-        "2 files will be rendered again",
+        "redo: 2 files will be rendered again",
     ]
     wait_until(lambda: daemon.done("b/c.jpg", (120,)) and daemon.done("b/d.jpg", (120,)), 30, "b/")
     wait_until(lambda: not daemon.thumbs("b/d.jpg", (200,))[0].exists(), 30, "the old removed")
@@ -899,7 +899,7 @@ def test_redo_renders_done_files_again_with_new_settings_and_removes_what_they_n
 
     # Without a running daemon: the next `once` renders them.
     r = thumbd("redo", "-c", str(daemon.config), "--all")
-    assert r.returncode == 0 and "3 files will be rendered again" in r.stdout
+    assert r.returncode == 0 and r.stdout == "redo: 3 files will be rendered again\n"
     r = thumbd("once", "-c", str(daemon.config))
     assert r.returncode == 0, r.stderr
     assert sorted(str(p.relative_to(daemon.outgoing)) for p in all_files(daemon.outgoing)) == [
@@ -926,7 +926,7 @@ def test_retry_of_a_manifest_fetches_only_its_failed_urls_again(daemon: Daemon) 
         wait_until(lambda: "1 URLs done, 1 failed" in daemon.read_log(), 30, "the failed URL")
         assert [f.get("url") for f in daemon.status()["failures"]] == [server.url("/later.jpg")]
         r = thumbd("retry", "-c", str(daemon.config), "shop.urls")
-        assert r.returncode == 0 and "retry shop.urls" in r.stdout, r.stderr
+        assert r.returncode == 0 and "retry: 1 failed file will" in r.stdout, r.stderr
         wait_until(lambda: daemon.done("shop/later.jpg"), 30, "the URL fetched again")
         assert server.counts["/ok.jpg"] == 1 and server.counts["/later.jpg"] == 2
         status = daemon.recorded(failed=0)

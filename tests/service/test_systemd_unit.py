@@ -10,6 +10,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,8 @@ import pytest
 from tests.conftest import ROOT
 
 UNIT = ROOT / "systemd" / "thumbd.service"
-INSTALLED = "/opt/thumbd/venv/bin/thumbd"
+VENV = "/opt/thumbd/venv"
+INSTALLED = f"{VENV}/bin/thumbd"
 
 
 def analyze() -> str:
@@ -73,3 +75,42 @@ def test_unit_has_what_the_daemon_relies_on() -> None:
     assert set(families) == {"AF_UNIX", "AF_INET", "AF_INET6"}
     # Per-worker limits call setrlimit: @resources must stay allowed.
     assert not any("@resources" in v for v in settings["SystemCallFilter"] if v.startswith("~"))
+
+
+def unit_settings(unit: Path) -> dict[str, list[str]]:
+    settings: dict[str, list[str]] = {}
+    for line in unit.read_text().splitlines():
+        if "=" in line and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            settings.setdefault(key, []).append(value)
+    return settings
+
+
+def test_every_unit_runs_from_the_venv_the_readme_installs() -> None:
+    readme = (ROOT / "README.md").read_text()
+    assert f"python3 -m venv {VENV}" in readme
+    units = sorted((ROOT / "systemd").glob("*.service"))
+    assert len(units) == 3
+    for unit in units:
+        (exec_start,) = unit_settings(unit)["ExecStart"]
+        assert exec_start.startswith(f"{VENV}/bin/"), unit.name
+    worker = (ROOT / "systemd" / "thumbd-dask-worker.service").read_text()
+    assert f"python3 -m venv {VENV} && {VENV}/bin/pip install" in worker  # its install comment
+    assert "/opt/thumbd/bin/" not in readme + "".join(u.read_text() for u in units)
+
+
+def test_the_readmes_service_paths_are_the_ones_the_unit_may_write() -> None:
+    """README's example [paths] for the service lie inside what the unit lets thumbd write:
+    ReadWritePaths= and its StateDirectory= (under /var/lib)."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Run as a service") :]
+    block = re.search(r"```toml\n(.*?)```", section, re.S)
+    assert block, "the service's [paths] example"
+    paths = tomllib.loads(block[1])["paths"]
+    settings = unit_settings(UNIT)
+    writable = [p.lstrip("-") for p in settings["ReadWritePaths"]]
+    state = f"/var/lib/{settings['StateDirectory'][0]}"
+    for key in ("incoming", "outgoing"):
+        assert any(paths[key].startswith(w + "/") for w in writable), (key, writable)
+    assert paths["state"] == state
+    assert f"ExecStart={INSTALLED} run -c /etc/thumbd/thumbd.toml" in UNIT.read_text()

@@ -78,7 +78,9 @@ class _PipeNotifier(Notifier):
         self.fd = None
 
 
-def start(config: Config) -> int:
+def start(config: Config, origin: str = "") -> int:
+    """Start the daemon in the background; `origin` (which configuration, and why that one)
+    goes into its log."""
     pid = running_pid(config)
     if pid is not None:
         where = config.paths.state
@@ -94,7 +96,7 @@ def start(config: Config) -> int:
         os.close(read_end)
         code = EXIT_FAILED
         try:
-            code = _daemon_main(config, write_end)
+            code = _daemon_main(config, write_end, origin)
         finally:
             logging.shutdown()
             os._exit(code)
@@ -119,7 +121,7 @@ def _read_all(fd: int) -> bytes:
     return b"".join(chunks)
 
 
-def _daemon_main(config: Config, ready_fd: int) -> int:
+def _daemon_main(config: Config, ready_fd: int, origin: str) -> int:
     """In the forked child: become the daemon, run it, report start-up errors to the pipe."""
     from thumbd.service.daemon import Daemon, StartupError
 
@@ -147,6 +149,8 @@ def _daemon_main(config: Config, ready_fd: int) -> int:
         ):
             logs.redirect_std_streams(path)  # remembered, so SIGHUP reopens them with the log
             logs.configure(config.log, default_file=path)
+            if origin:
+                log.info("configuration: %s", origin)
             if pidfile.stale is not None:
                 log.warning("replaced the stale pidfile %s (pid %d)", pidfile.path, pidfile.stale)
             notifier = _PipeNotifier(ready_fd)

@@ -18,27 +18,31 @@ from pathlib import Path
 
 from thumbd.config import Config
 from thumbd.store.state import State, StateError, damaged, is_damage
+from thumbd.text import plural
 
 EXIT_OK, EXIT_FAILED = 0, 1
 
 
-def retry(config: Config, paths: list[str], everything: bool) -> int:
-    """Clear the failures of `paths` (files or folders) or of everything; print what happened."""
+def retry(config: Config, paths: list[str], everything: bool, *, verbose: bool = False) -> int:
+    """Clear the failures of `paths` (files or folders) or of everything; print how many (and
+    with `verbose`, which)."""
     return _mark(
         config,
         paths,
         everything,
         State.clear_failed,
+        verbose=verbose,
         verb="retry",
-        outcome="failed file{s} will be tried again",
+        noun="failed file",
+        outcome="will be tried again",
         nothing="nothing has failed",
         unknown="no failure recorded for",
     )
 
 
-def redo(config: Config, paths: list[str], everything: bool) -> int:
+def redo(config: Config, paths: list[str], everything: bool, *, verbose: bool = False) -> int:
     """Have the sources of `paths` (files or folders), or every source, rendered again with the
-    current settings (new widths, sizes or format); print what happened.
+    current settings (new widths, sizes or format); print how many (with `verbose`, which).
 
     Like retry, it only writes to the database: a running daemon picks the sources up within a
     second, otherwise the next `run` or `once` does. Their records stay until the new
@@ -49,8 +53,10 @@ def redo(config: Config, paths: list[str], everything: bool) -> int:
         paths,
         everything,
         State.mark_for_redo,
+        verbose=verbose,
         verb="redo",
-        outcome="file{s} will be rendered again",
+        noun="file",
+        outcome="will be rendered again",
         nothing="nothing has been rendered",
         unknown="no record for",
     )
@@ -62,12 +68,15 @@ def _mark(
     everything: bool,
     mark: Callable[[State, list[str] | None], list[str]],
     *,
+    verbose: bool,
     verb: str,
+    noun: str,
     outcome: str,
     nothing: str,
     unknown: str,
 ) -> int:
-    """`mark` the records of `paths` (or all), then list them; exit 1 for a PATH with none."""
+    """`mark` the records of `paths` (or all), then say how many: one line, however many
+    thousands `--all` marks (`verbose` lists them first); exit 1 for a PATH with none."""
     if not config.state_db.exists():
         print(f"thumbd: no state database yet: {nothing}", file=sys.stderr)
         return EXIT_OK if everything else EXIT_FAILED
@@ -85,9 +94,10 @@ def _mark(
         ) from None
     finally:
         state.close()
-    for rel in marked:
-        print(f"{verb} {rel}")
-    print(f"{len(marked)} {outcome.format(s='s' if len(marked) != 1 else '')}")
+    if verbose:
+        for rel in marked:
+            print(f"{verb} {rel}")
+    print(f"{verb}: {plural(len(marked), noun)} {outcome}")
     missing = [p for p, rel in zip(paths, wanted or [], strict=False) if not _matched(rel, marked)]
     for p in missing:
         print(f"thumbd: {unknown} {p}", file=sys.stderr)

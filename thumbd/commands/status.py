@@ -10,6 +10,7 @@ and per-manifest totals under `manifests`.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from collections import Counter
@@ -21,6 +22,7 @@ from thumbd.config import Config
 from thumbd.intake import scanner
 from thumbd.service.monitor import read_status
 from thumbd.store.state import State, damaged, is_damage
+from thumbd.text import plural
 
 LIVE_KEYS = (
     "started",
@@ -39,6 +41,71 @@ LIVE_KEYS = (
     "problem",
     "waiting",
 )
+
+
+def show(config: Config, *, as_json: bool) -> None:
+    """`thumbd status`: print collect()'s report as JSON, or as text."""
+    report = collect(config)
+    if as_json:
+        print(json.dumps(report, indent=2))
+        return
+    print(_daemon_line(report["daemon"]))
+    print(f"done:    {report['done']}")
+    print(f"failed:  {report['failed']}")
+    print(f"pending: {report['pending']}")
+    if report["ignored"]:
+        by_ext = report["ignored_by_extension"].items()
+        kinds = ", ".join(f"{ext or '(no extension)'} {n}" for ext, n in by_ext)
+        print(f"ignored: {report['ignored']} ({kinds}): not images thumbd takes")
+    for m in report["manifests"]:
+        print(
+            f"manifest {m['manifest']}: {plural(m['done'], 'URL')} done, {m['failed']} failed,"
+            f" downloaded {plural(m['bytes_downloaded'], 'byte')},"
+            f" thumbnails {plural(m['bytes_out'], 'byte')}"
+        )
+    for f in report["failures"]:
+        where = f"{f['source']} {f['url']}" if "url" in f else f["source"]
+        print(f"  {where}: {f['reason']}")
+
+
+def _daemon_line(d: dict[str, Any]) -> str:
+    if not d["running"]:
+        return "thumbd: not running"
+    head = f"thumbd: running (pid {d['pid'] or '?'})"
+    if "uptime" not in d:
+        return head + ", no live figures yet"
+    lines = [
+        f"{head}, up {_duration(d['uptime'])}"
+        + ("" if d["healthy"] else f"; {d['problem']}")
+        + (f"; waiting for {d['waiting']}" if d.get("waiting") else ""),
+        f"  queue:     {d['queue']} ({d['settling']} settling, {d['ready']} ready)",
+        f"  in flight: {d['in_flight']}",
+        f"  rate:      {d['rate']:.1f} files/s over the last minute",
+        f"  this run:  {d['done']} done, {d['failed']} failed",
+    ]
+    return "\n".join(lines)
+
+
+def _duration(seconds: float) -> str:
+    """3m 05s, 2h 03m, 4d 2h 03m."""
+    s = int(seconds)
+    days, hours, minutes = s // 86400, s // 3600 % 24, s // 60 % 60
+    if days:
+        return f"{days}d {hours}h {minutes:02d}m"
+    if hours:
+        return f"{hours}h {minutes:02d}m"
+    return f"{minutes}m {s % 60:02d}s"
+
+
+def failed_counts(config: Config) -> tuple[int, int]:
+    """(failed sources, failed URLs of manifests) the state records; (0, 0) without a state."""
+    if not config.state_db.exists():
+        return 0, 0
+    state = State(config.state_db, readonly=True)
+    try:
+        return state.totals().failed, len(state.url_failures())
+    finally:
+        state.close()
 
 
 def collect(config: Config) -> dict[str, Any]:
