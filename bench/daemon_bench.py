@@ -46,7 +46,7 @@ DONE_LINE = re.compile(rb"\] done .* render (\d+) ms\)")
 # file had settled (taken) to its thumbnails in place, the part of it spent waiting for a
 # worker, and the worker's CPU time for it.
 TAKEN_TO_DONE = re.compile(
-    rb"\] done (\S+): \d+ thumbnails in (\d+) ms \(waited \d+ ms, render (\d+) ms\)"
+    rb"\] done (\S+): \d+ thumbnails? in (\d+) ms \(waited \d+ ms, render (\d+) ms\)"
 )
 
 

@@ -460,7 +460,7 @@ def test_sigterm_cancels_a_download_that_would_outlast_shutdown_timeout(
     # Far less than read_timeout: the download was cancelled, not waited for.
     assert daemon.stop(signal.SIGTERM, timeout=60) == 0
     log = daemon.read_log()
-    assert "1 downloads still running after 2 s; cancelling them" in log
+    assert "1 download still running after 2 s; cancelling them" in log
     assert "still busy at exit" not in log  # the cancel woke the thread from its read
     assert server.url("/hang.jpg") not in url_rows(daemon)  # still pending, not failed
     assert daemon.status()["pending"] == 1  # the manifest

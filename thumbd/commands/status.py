@@ -80,7 +80,8 @@ def _daemon_line(d: dict[str, Any]) -> str:
         + (f"; waiting for {d['waiting']}" if d.get("waiting") else ""),
         f"  queue:     {d['queue']} ({d['settling']} settling, {d['ready']} ready)",
         f"  in flight: {d['in_flight']}",
-        f"  rate:      {d['rate']:.1f} files/s over the last minute",
+        f"  rate:      {d['rate']:.1f} files/s over the last minute"
+        + (f", about {_duration(d['eta'])} left" if d.get("eta") else ""),
         f"  this run:  {d['done']} done, {d['failed']} failed",
     ]
     return "\n".join(lines)

@@ -11,6 +11,7 @@ from concurrent.futures import Future
 from thumbd.config import ResizeConfig
 from thumbd.executors.process_pool import ProcessPool
 from thumbd.render.spec import RenderResult, RenderSpec
+from thumbd.text import plural
 
 # Past the pool's own timeouts, how long a pool with work and no result may stay quiet.
 STALL_GRACE = 30.0
@@ -41,7 +42,7 @@ class LocalPool:
         return self._size * 2  # every worker busy plus one task each in hand
 
     def describe(self) -> str:
-        return f"{self._size} workers"
+        return plural(self._size, "worker")
 
     def workers(self) -> int:
         return self._size

@@ -8,6 +8,7 @@ import logging
 
 from thumbd.intake.tracker import Tracker
 from thumbd.service.shared import Shared
+from thumbd.text import plural
 
 log = logging.getLogger("thumbd")
 
@@ -32,5 +33,5 @@ class Retries:
             return
         rels = state.take_retries()
         if rels:
-            log.info("looking again at %d files (thumbd retry or redo)", len(rels))
+            log.info("looking again at %s (thumbd retry or redo)", plural(len(rels), "file"))
         self.tracker.found(rels)

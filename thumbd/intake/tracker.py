@@ -27,6 +27,7 @@ from thumbd.render.spec import FailKind, Failure
 from thumbd.service.messages import Job
 from thumbd.service.shared import Shared
 from thumbd.store import recovery
+from thumbd.text import plural
 
 if TYPE_CHECKING:
     from thumbd.output.publish import Publisher
@@ -178,7 +179,8 @@ class Tracker:
         )
         if forgotten:
             fate = thumbnails_fate(self.shared.config)
-            log.info("%s moved away: forgot its %d sources (%s)", rel, forgotten, fate)
+            what = plural(forgotten, "source")
+            log.info("%s moved away: forgot its %s (%s)", rel, what, fate)
 
     def gone_scanned(self, rels: list[str]) -> None:
         """Recorded sources a complete scan did not find."""
@@ -192,7 +194,10 @@ class Tracker:
             )
         if forgotten:
             fate = thumbnails_fate(self.shared.config)
-            log.info("scan: %d recorded sources no longer exist; forgot them (%s)", forgotten, fate)
+            gone = plural(
+                forgotten, "recorded source no longer exists", "recorded sources no longer exist"
+            )
+            log.info("scan: %s; forgot them (%s)", gone, fate)
 
     # -- ready to render -------------------------------------------------------------------
 
@@ -253,9 +258,9 @@ class Tracker:
             return False  # another source's row lists them: they are its thumbnails
         shared.state.record_done(job.rel, job.signature, outputs, job.signature[0], written)
         log.info(
-            "kept %s: its %d thumbnails are already there",
+            "kept %s: its %s already there",
             job.rel,
-            len(outputs),
+            plural(len(outputs), "thumbnail is", "thumbnails are"),
             extra={"source": job.rel},
         )
         self.downloads.on_rendered(job.rel)  # a manifest waiting for it need not wait on

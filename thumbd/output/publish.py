@@ -27,6 +27,7 @@ from thumbd.render.spec import FailKind, Failure, RenderResult, Signature
 from thumbd.service import metrics
 from thumbd.service.messages import Job
 from thumbd.service.shared import Shared
+from thumbd.text import plural
 
 log = logging.getLogger("thumbd")
 
@@ -196,9 +197,9 @@ class Publisher:
         stats.bytes_out += written
         metrics.file_done(size, written, result.cpu_seconds)
         log.info(
-            "done %s: %d thumbnails in %.0f ms (waited %.0f ms, render %.0f ms), %s -> %s",
+            "done %s: %s in %.0f ms (waited %.0f ms, render %.0f ms), %s -> %s",
             job.rel,
-            len(result.thumbnails),
+            plural(len(result.thumbnails), "thumbnail"),
             (time.monotonic() - job.seen) * 1000,
             max(0.0, job.sent - job.seen) * 1000,  # behind other files, for a worker
             result.cpu_seconds * 1000,
@@ -267,10 +268,10 @@ class Publisher:
         if now - self.disk_full_logged >= 60:
             self.disk_full_logged = now
             log.error(
-                "%s is full (%s): %d files wait to be written; retrying every %.0f s",
+                "%s is full (%s): %s to be written; retrying every %.0f s",
                 self.shared.config.paths.outgoing,
                 errno.errorcode.get(e.errno or 0, e.errno),
-                len(self.unwritten),
+                plural(len(self.unwritten), "file waits", "files wait"),
                 DISK_FULL_RETRY,
             )
 

@@ -54,6 +54,7 @@ from thumbd.service.startup import (
 )
 from thumbd.store import recovery
 from thumbd.store.state import State, damaged, is_damage
+from thumbd.text import plural
 
 __all__ = ["STOP_MARGIN", "Daemon", "StartupError", "cannot"]
 
@@ -194,8 +195,8 @@ class Daemon:
                     self.handle(message)
         if self.downloads.busy():
             log.warning(
-                "%d downloads still running after %.0f s; cancelling them (they stay pending)",
-                self.downloads.in_flight(),
+                "%s still running after %.0f s; cancelling them (they stay pending)",
+                plural(self.downloads.in_flight(), "download"),
                 timeout,
             )
         self.downloads.cancel()  # a cancelled download leaves no file under a final name

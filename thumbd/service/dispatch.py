@@ -27,6 +27,7 @@ from thumbd.output.publish import Publisher
 from thumbd.render.spec import FailKind, Failure, RenderResult
 from thumbd.service.messages import Completed, Job
 from thumbd.service.shared import Shared
+from thumbd.text import plural
 
 log = logging.getLogger("thumbd")
 
@@ -187,8 +188,8 @@ class Dispatcher:
 
     def terminate(self) -> None:
         log.warning(
-            "%d jobs still running after %.0f s; stopping them (they stay pending)",
-            len(self.in_flight),
+            "%s still running after %.0f s; stopping them (they stay pending)",
+            plural(len(self.in_flight), "job"),
             self.shared.config.daemon.shutdown_timeout,
         )
         for pool in self.pools():
