@@ -100,13 +100,16 @@ def from_image(path: Path, image: Path, *args: str, seconds: float = 1) -> Path:
     return path
 
 
-def colour_clip(path: Path, image: Path, matrix: str, *, full_range: bool = False) -> Path:
-    """H.264 of `image` converted to YUV with the `matrix` ("bt709" or "bt601"), tagged so."""
+def colour_clip(
+    path: Path, image: Path, matrix: str, *, full_range: bool = False, tagged: bool = True
+) -> Path:
+    """Lossless H.264 of `image` converted to YUV with the `matrix` ("bt709" or "bt601"),
+    tagged so (or, `tagged` false, with no colour tags at all, as old cameras write)."""
     tag = {"bt709": "bt709", "bt601": "smpte170m"}[matrix]
     rng = "pc" if full_range else "tv"
     vf = f"scale=out_color_matrix={matrix}:out_range={rng},format=yuv444p"
     tags = ("-colorspace", tag, "-color_primaries", tag, "-color_trc", tag, "-color_range", rng)
-    return from_image(path, image, "-vf", vf, "-c:v", "libx264", "-qp", "0", *tags)
+    return from_image(path, image, "-vf", vf, "-c:v", "libx264", "-qp", "0", *tags[: 8 * tagged])
 
 
 def pq_clip(path: Path, image: Path) -> Path:

@@ -236,6 +236,18 @@ def test_colour_matrix_and_range_are_honoured(
     assert_close(patch_colours(p.image), PATCHES, tolerance=4)
 
 
+@pytest.mark.parametrize(("size", "matrix"), [((320, 240), "bt601"), ((1280, 720), "bt709")])
+def test_untagged_clips_get_the_matrix_of_their_size(
+    tmp_path: Path, size: tuple[int, int], matrix: str
+) -> None:
+    # What players assume with no tags: SD is BT.601, HD BT.709.
+    image = Image.open(patches(tmp_path)).resize(size, Image.Resampling.NEAREST)
+    image.save(tmp_path / "big.png")
+    path = media.colour_clip(tmp_path / "old.mp4", tmp_path / "big.png", matrix, tagged=False)
+    p = make(path, largest=200)
+    assert_close(patch_colours(p.image), PATCHES, tolerance=4)
+
+
 def test_the_wrong_matrix_would_be_seen(tmp_path: Path) -> None:
     # Decoding BT.709 as BT.601 shifts these patches well past the tolerance above, so the
     # matrix test has teeth.

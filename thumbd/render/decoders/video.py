@@ -57,6 +57,7 @@ DEMUXERS = "mov,matroska,avi,mpegts,mpeg,asf,flv,ogg"
 
 # The first box of an ISO base media (MP4, MOV, 3GP) file.
 ISO_BOXES = frozenset({b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide", b"pnot"})
+EBML = b"\x1a\x45\xdf\xa3"  # Matroska and WebM
 
 KEY_PACKETS = 240  # packets read after a seek before that moment is given up on
 FIRST_PACKETS = 120  # packets decoded from the start when no key frame could be found
@@ -164,8 +165,17 @@ def _open(fh: BinaryIO, logs: list[tuple[int, str, str]]) -> InputContainer:
     head = fh.read(12)
     fh.seek(-len(head), os.SEEK_CUR)
     options = {"format_whitelist": DEMUXERS}
+    probe: dict[str, str] = {}
+    if head[4:8] in ISO_BOXES or head.startswith(EBML):
+        # Their headers say all the poster needs. Probing would decode frames on top (for
+        # H.264, up to 7 to guess the reorder delay: most of a 1080p poster's cost); the
+        # pixel format stays unknown until the poster frame decodes, which is all that needs it.
+        probe = {"skip_frame": "all"}
+        options |= {"probesize": "32", "analyzeduration": "0"}
     try:
-        return av.open(fh, mode="r", container_options=options, metadata_errors="ignore")
+        return av.open(
+            fh, mode="r", options=probe, container_options=options, metadata_errors="ignore"
+        )
     except av.error.FFmpegError as e:
         raise _refusal(e, logs, head) from None
 
