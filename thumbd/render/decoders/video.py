@@ -61,6 +61,7 @@ EBML = b"\x1a\x45\xdf\xa3"  # Matroska and WebM
 
 KEY_PACKETS = 240  # packets read after a seek before that moment is given up on
 FIRST_PACKETS = 120  # packets decoded from the start when no key frame could be found
+SCALE_THREADS = 1  # swscale would start a thread per core: one worker, one core
 SCORE_SIDE = 32  # a candidate is judged on a SCORE_SIDE x SCORE_SIDE grey thumbnail
 MIN_DETAIL = 6.0  # grey-level standard deviation below which a frame is nearly uniform
 DARK, BRIGHT = 20.0, 240.0  # mean grey levels outside which a frame is black or blown out
@@ -190,7 +191,11 @@ def _refusal(
             FailKind.TRUNCATED, "truncated video: no moov atom (the index of its frames)"
         )
     if "whitelist" in said:
-        return VideoRefused(FailKind.UNSUPPORTED, f"not a video container thumbd reads ({said})")
+        return VideoRefused(
+            FailKind.UNSUPPORTED,
+            "not a video container thumbd reads (MP4/MOV, Matroska/WebM, AVI, MPEG-TS/PS, "
+            "ASF, FLV, Ogg): FFmpeg takes it for another format",
+        )
     if isinstance(e, av.error.InvalidDataError):
         return VideoRefused(FailKind.UNDECODABLE, "not a video FFmpeg can read: invalid data")
     return VideoRefused(FailKind.UNDECODABLE, f"video could not be opened: {e.strerror}")
@@ -331,7 +336,9 @@ def _decode(ctx: Any, packet: av.Packet[Any] | None) -> list[VideoFrame]:
 def _detail(frame: VideoFrame) -> tuple[float, bool]:
     """How much there is to see (grey-level standard deviation) and whether it is enough."""
     side = min(SCORE_SIDE, max(frame.width, frame.height))
-    grey = frame.reformat(width=side, height=side, format="gray", interpolation="AREA")
+    grey = frame.reformat(
+        width=side, height=side, format="gray", interpolation="AREA", threads=SCALE_THREADS
+    )
     levels = grey.to_ndarray().astype(np.float32)
     mean, spread = float(levels.mean()), float(levels.std())
     return spread, spread >= MIN_DETAIL and DARK <= mean <= BRIGHT
@@ -355,7 +362,9 @@ def _to_rgb(frame: VideoFrame, sar: Fraction, box: int) -> Image.Image:
     hdr = transfer in (_HLG, _PQ)
     pixels = "rgb48le" if hdr or wide else "rgb24"
     if frame.format.is_rgb:
-        rgb = frame.reformat(width=width, height=height, format=pixels, interpolation="AREA")
+        rgb = frame.reformat(
+            width=width, height=height, format=pixels, interpolation="AREA", threads=SCALE_THREADS
+        )
     else:
         matrix = _MATRICES.get(int(frame.colorspace))
         if matrix is None:  # untagged: HD is BT.709, SD BT.601 (what players assume)
@@ -369,6 +378,7 @@ def _to_rgb(frame: VideoFrame, sar: Fraction, box: int) -> Image.Image:
             src_color_range=_range(frame),
             dst_color_range=_RANGE_JPEG,
             interpolation="AREA",
+            threads=SCALE_THREADS,
         )
     if pixels == "rgb24":
         return Image.fromarray(rgb.to_ndarray(), "RGB")
