@@ -59,7 +59,8 @@ bench-deps: $(STAMP)
 	  else echo "note: vipsthumbnail or ImageMagick is missing; those baselines are skipped" \
 	    "(sudo apt-get install libvips-tools imagemagick)"; fi; fi
 
-# Programs the tests drive (rsync; systemd-analyze for the unit's checks). Installed when
+# Programs the tests drive (rsync; systemd-analyze for the unit's checks; ffmpeg makes the video
+# test clips, thumbd itself decodes video with PyAV and never runs it). Installed when
 # missing and we may (root, as in CI). The systemd package installs fine without a running
 # systemd; systemd-analyze verify and security --offline need none.
 system-deps:
@@ -71,6 +72,10 @@ system-deps:
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd >/dev/null; \
 	  else echo "note: systemd-analyze is missing; the unit checks will be skipped (apt-get install systemd)"; fi; }
+	@command -v ffmpeg >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg >/dev/null; \
+	  else echo "note: ffmpeg is missing; the video tests will be skipped (apt-get install ffmpeg)"; fi; }
 
 # The built-in CMYK profile and the test patches, rebuilt from Fogra's FOGRA39L data (Debian's
 # icc-profiles-free) with ArgyllCMS' colprof. Not part of `test`: both are committed, and the RAW
