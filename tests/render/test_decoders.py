@@ -85,6 +85,8 @@ def test_heif_is_sniffed_by_its_brands_whatever_its_name(tmp_path: Path) -> None
     assert decoder_for("photo.jpg", buffer.getvalue()[:64]) is heif.decode
     assert decoder_for("photo.heic", jpeg_bytes()[:64]) is heif.decode  # by name
     assert decoder_for("photo.jpg", jpeg_bytes()[:64]) is pillow.decode
-    # An MP4 or MOV is ISO-BMFF too, but not a HEIF still.
+    # An MP4 or MOV is ISO-BMFF too, but not a HEIF still: the video decoder takes it.
+    from thumbd.render.decoders import video
+
     mp4_head = b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom"
-    assert decoder_for("clip.mp4", mp4_head) is pillow.decode
+    assert decoder_for("clip.mp4", mp4_head) is video.decode

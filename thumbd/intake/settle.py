@@ -21,10 +21,10 @@ import stat
 import time
 from dataclasses import dataclass, field
 
-from thumbd.render.formats import RAW_EXTENSIONS, STILL_EXTENSIONS
+from thumbd.render.formats import SOURCE_EXTENSIONS
 from thumbd.render.spec import Signature
 
-IMAGE_EXTENSIONS = STILL_EXTENSIONS | RAW_EXTENSIONS  # what thumbd takes (render/formats.py)
+IMAGE_EXTENSIONS = SOURCE_EXTENSIONS  # stills, videos, camera RAW (render/formats.py)
 
 # Names writers use while a file is incomplete (rsync, Syncthing, Nextcloud, browsers, rclone,
 # OneDrive, editors). Dotfiles cover rsync's `.name.XXXXXX`, Syncthing's `.syncthing.*.tmp` and

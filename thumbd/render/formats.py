@@ -30,10 +30,20 @@ STILL_EXTENSIONS = frozenset(
     }
 )
 
-# What phones, cameras and screen recorders write, and FFmpeg (in PyAV's wheels) reads well.
+# What phones, cameras and screen recorders write, and FFmpeg (in PyAV's wheels) reads well;
+# decoders/video.py opens them only with the demuxers of these containers.
 VIDEO_EXTENSIONS = frozenset(
-    {".mp4", ".m4v", ".mov", ".3gp", ".3g2", ".mkv", ".webm", ".avi", ".mts", ".m2ts", ".wmv"}
-)
+    {
+        ".mp4", ".m4v", ".mov", ".3gp", ".3g2",
+        ".mkv", ".webm",
+        ".avi",
+        ".mts", ".m2ts",  # camcorders (AVCHD); not ".ts": TypeScript sources share it
+        ".mpg", ".mpeg", ".vob",
+        ".wmv", ".asf",
+        ".flv",
+        ".ogv",
+    }
+)  # fmt: skip
 
 RAW_EXTENSIONS = frozenset(
     {

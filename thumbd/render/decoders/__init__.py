@@ -53,6 +53,7 @@ __all__ = [
     "decode",
     "decoder_for",
     "largest_scale",
+    "largest_side",
 ]
 
 
@@ -127,6 +128,7 @@ ROUTES: tuple[Route, ...] = (
     ),
     # DNG and most RAW formats are TIFF inside: by name, before the generic TIFF reader.
     Route("thumbd.render.decoders.raw", formats.RAW_EXTENSIONS),
+    Route("thumbd.render.decoders.video", formats.VIDEO_EXTENSIONS),
 )
 _GENERIC = "thumbd.render.decoders.pillow"
 
@@ -147,6 +149,15 @@ def _load(module: str) -> Decode:
 def generic() -> Decode:
     """The Pillow decoder, for what no route takes and what a route hands back."""
     return _load(_GENERIC)
+
+
+def largest_side(spec: RenderSpec) -> int:
+    """The longest side any thumbnail of `spec` can have whatever the picture's aspect, for a
+    decoder that must choose a size before it knows the picture's (a RAW preview, a video's
+    poster): a configured width is a portrait thumbnail's short side (3:2, so 1.5 times)."""
+    boxes = [w * 3 // 2 for w in spec.widths]
+    boxes += [max(s.width, s.height) if s.height else s.width * 3 // 2 for s in spec.sizes]
+    return max(boxes)
 
 
 def largest_scale(upright: Size, spec: RenderSpec) -> float:

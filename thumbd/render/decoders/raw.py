@@ -39,7 +39,7 @@ import rawpy
 from PIL import ExifTags, Image, TiffImagePlugin
 
 from thumbd.render import formats, icc
-from thumbd.render.decoders import Decoded
+from thumbd.render.decoders import Decoded, largest_side
 from thumbd.render.source import Refused
 from thumbd.render.spec import FailKind, Failure, RenderSpec
 
@@ -102,14 +102,6 @@ def decode(f: IO[bytes], spec: RenderSpec) -> Decoded:
     except RawRefused as e:
         raise Refused(e.failure.kind, e.failure.reason) from None
     return Decoded(picture.image, profile=picture.profile, facts=picture.facts)
-
-
-def largest_side(spec: RenderSpec) -> int:
-    """The longest side any thumbnail of `spec` can have, whatever the picture's aspect: a
-    width of a portrait photo's thumbnail is its short side (3:2 sensors, so 1.5 times)."""
-    boxes = [w * 3 // 2 for w in spec.widths]
-    boxes += [max(s.width, s.height) if s.height else s.width * 3 // 2 for s in spec.sizes]
-    return max(boxes)
 
 
 def develop(f: BinaryIO | str, *, largest: int, max_pixels: int) -> RawPicture:

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any, BinaryIO
+from typing import IO, Any, BinaryIO
 
 import av
 import av.logging
@@ -32,23 +32,15 @@ from av.video.reformatter import ColorPrimaries, ColorTrc
 from av.video.stream import VideoStream
 from PIL import Image
 
-from thumbd.render.spec import FailKind, Failure
+from thumbd.render import formats
+from thumbd.render.decoders import Decoded, largest_side
+from thumbd.render.source import Refused
+from thumbd.render.spec import FailKind, Failure, RenderSpec
 
 # What PyAV's FFmpeg reads well, by extension: ISO/QuickTime (phones, cameras), Matroska and
 # WebM, AVI, MPEG transport streams (AVCHD camcorders' .mts/.m2ts) and program streams (.mpg,
 # DVD .vob), ASF (.wmv), Flash video and Ogg (Theora).
-VIDEO_EXTENSIONS = frozenset(
-    {
-        ".mp4", ".m4v", ".mov", ".3gp", ".3g2",
-        ".mkv", ".webm",
-        ".avi",
-        ".mts", ".m2ts", ".ts",
-        ".mpg", ".mpeg", ".vob",
-        ".wmv", ".asf",
-        ".flv",
-        ".ogv",
-    }
-)  # fmt: skip
+VIDEO_EXTENSIONS = formats.VIDEO_EXTENSIONS
 
 # The demuxers FFmpeg may pick for a file, matched against any of a demuxer's names. Probing
 # by content otherwise lets a playlist (hls, concat) open other files or URLs, and lets the
@@ -109,6 +101,16 @@ class VideoRefused(Exception):
 class _Cost:
     decoded: int = 0
     packets: int = 0
+
+
+def decode(f: IO[bytes], spec: RenderSpec) -> Decoded:
+    """The decoder interface (render/decoders): the poster, upright SDR sRGB, and what the clip
+    is, for the index."""
+    try:
+        found = poster(f, largest=largest_side(spec), max_pixels=spec.max_pixels)  # type: ignore[arg-type]
+    except VideoRefused as e:
+        raise Refused(e.failure.kind, e.failure.reason) from None
+    return Decoded(found.image, facts=found.facts)
 
 
 def poster(

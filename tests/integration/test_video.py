@@ -1,0 +1,136 @@
+"""Acceptance for videos and Live Photos: clips made by ffmpeg, dropped into a running daemon.
+
+Each container gets upright, non-black thumbnails named like a still's; a phone's rotated clip
+is portrait; an HLG clip is not washed out next to the SDR rendering of the same picture; the
+index says what a clip is; broken clips fail with a reason and nothing else; a Live Photo's
+MOV gets no thumbnails of its own, whichever half arrives first, until its still is deleted.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from PIL import Image, ImageStat
+
+from tests import images, media
+from tests.conftest import Daemon, wait_until
+from tests.render.test_video import patches, saturation
+
+pytestmark = media.needs_ffmpeg
+
+CONTAINERS = (".mp4", ".mov", ".m4v", ".3gp", ".mkv", ".webm", ".avi")
+
+
+def mean_luma(path: Path) -> float:
+    with Image.open(path) as im:
+        return float(ImageStat.Stat(im.convert("L")).mean[0])
+
+
+def test_videos_get_upright_non_black_thumbnails_and_an_index(
+    daemon: Daemon, tmp_path: Path
+) -> None:
+    daemon.write_config({"thumbnails": {"index": True}})
+    made = tmp_path / "made"
+    made.mkdir()
+    clips = [
+        media.clip(made / f"c{ext.replace('.', '_')}{ext}", black_until=0.6) for ext in CONTAINERS
+    ]
+    portrait = media.rotated(made / "phone.mov", media.clip(made / "wide.mp4"), 90)
+    (made / "empty.mov").write_bytes(b"")
+    whole = (made / "c_mp4.mp4").read_bytes()
+    (made / "cut.mp4").write_bytes(whole[: len(whole) // 3])  # moov at the end: cut off
+    media.audio_only(made / "song.mp4")
+    daemon.start()
+    for f in [*clips, portrait, made / "empty.mov", made / "cut.mp4", made / "song.mp4"]:
+        shutil.copy(f, daemon.incoming / f.name)
+    for clip in clips:
+        wait_until(lambda c=clip: daemon.done(c.name), 60, f"{clip.name}'s thumbnails")  # type: ignore[misc]
+        stem = clip.stem
+        with Image.open(daemon.outgoing / f"{stem}_200.jpg") as im:
+            assert im.size == (200, 150), clip.name  # 320x240, aspect kept
+        assert mean_luma(daemon.outgoing / f"{stem}_200.jpg") > 40, "a black poster"
+        index = json.loads((daemon.outgoing / f"{stem}.json").read_text())
+        source = index["source"]
+        assert source["kind"] == "video" and source["frame_size"] == [320, 240], source
+        assert 2.5 < source["duration"] < 3.5 and source["poster_time"] >= 0.6, source
+    wait_until(lambda: daemon.done("phone.mov"), 60, "the rotated clip")
+    with Image.open(daemon.outgoing / "phone_200.jpg") as im:
+        assert im.height > im.width  # portrait, as the phone shows it
+    status = daemon.recorded(done=len(clips) + 1, failed=3)
+    reasons = {f["source"]: f["reason"] for f in status["failures"]}
+    assert reasons["empty.mov"] == "empty file (0 bytes)"
+    assert "moov" in reasons["cut.mp4"], reasons
+    assert reasons["song.mp4"] == "no video stream (audio only)"
+    assert not list(daemon.outgoing.glob("empty*")) and not list(daemon.outgoing.glob("song*"))
+
+
+def test_an_hlg_clip_is_not_washed_out(daemon: Daemon, tmp_path: Path) -> None:
+    picture = patches(tmp_path)
+    daemon.start()
+    media.hlg_clip(daemon.incoming / "hdr.mov", picture, tmp_path)
+    media.sdr_clip(daemon.incoming / "sdr.mp4", picture)
+    wait_until(lambda: daemon.done("hdr.mov") and daemon.done("sdr.mp4"), 60, "both clips")
+    with (
+        Image.open(daemon.outgoing / "hdr_200.jpg") as hdr,
+        Image.open(daemon.outgoing / "sdr_200.jpg") as sdr,
+    ):
+        assert saturation(hdr) > 0.85 * saturation(sdr), (saturation(hdr), saturation(sdr))
+        hdr_luma, sdr_luma = (
+            ImageStat.Stat(hdr.convert("L")).mean[0],
+            ImageStat.Stat(sdr.convert("L")).mean[0],
+        )
+        assert abs(hdr_luma - sdr_luma) < 0.12 * sdr_luma, (hdr_luma, sdr_luma)
+
+
+@pytest.mark.parametrize("motion_first", [False, True])
+def test_a_live_photo_is_one_photo_whichever_half_arrives_first(
+    daemon: Daemon, tmp_path: Path, motion_first: bool
+) -> None:
+    daemon.write_config({"thumbnails": {"index": True}})
+    mov = media.clip(tmp_path / "IMG_0001.MOV", seconds=2)
+    still = images.make_jpeg(tmp_path / "IMG_0001.JPG", (400, 300))
+    daemon.start()
+    first, second = (mov, still) if motion_first else (still, mov)
+    shutil.copy(first, daemon.incoming / first.name)
+    if motion_first:  # a sync client brings the MOV first: it is a video until its still comes
+        wait_until(lambda: daemon.done("IMG_0001.MOV"), 60, "the MOV on its own")
+    else:
+        wait_until(lambda: daemon.done("IMG_0001.JPG"), 60, "the still")
+    shutil.copy(second, daemon.incoming / second.name)
+    log_line = "IMG_0001.MOV is the motion of Live Photo IMG_0001.JPG"
+    wait_until(lambda: log_line in daemon.read_log(), 60, "the pair")
+    wait_until(lambda: daemon.done("IMG_0001.JPG"), 60, "the still's thumbnails")
+    names = sorted(p.name for p in daemon.outgoing.iterdir() if p.is_file())
+    # The MOV's own thumbnails (had it any) went; the still's are named after the plain stem.
+    assert names == ["IMG_0001.json", "IMG_0001_200.jpg", "IMG_0001_32.jpg", "IMG_0001_64.jpg"]
+    index = json.loads((daemon.outgoing / "IMG_0001.json").read_text())
+    assert index["source"]["motion"] == "IMG_0001.MOV"
+    daemon.recorded(done=2, failed=0)
+    # Its still deleted, the MOV is a video of its own again.
+    (daemon.incoming / "IMG_0001.JPG").unlink()
+    wait_until(lambda: daemon.done("IMG_0001.MOV"), 60, "the MOV's own thumbnails")
+    wait_until(
+        lambda: "kind" in json.loads((daemon.outgoing / "IMG_0001.json").read_text())["source"],
+        30,
+        "the MOV's index",
+    )
+
+
+def test_live_photos_both_takes_the_motion_as_a_video(daemon: Daemon, tmp_path: Path) -> None:
+    daemon.write_config({"thumbnails": {"live_photos": "both"}})
+    daemon.start()
+    images.make_jpeg(daemon.incoming / "IMG_0002.JPG", (400, 300))
+    media.clip(daemon.incoming / "IMG_0002.MOV", seconds=2)
+    wait_until(lambda: daemon.done("IMG_0002.JPG"), 60, "the still")
+    # Same stem: the second to be written takes its whole file name (output/names.py).
+    wait_until(
+        lambda: (
+            (daemon.outgoing / "IMG_0002.MOV_200.jpg").exists()
+            or (daemon.outgoing / "IMG_0002.JPG_200.jpg").exists()
+        ),
+        60,
+        "the MOV's own thumbnails",
+    )
