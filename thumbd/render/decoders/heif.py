@@ -42,6 +42,8 @@ _HEIF_ERRORS: tuple[type[BaseException], ...] = (
     TypeError,
     MemoryError,  # the generic decoder then reports it
 )
+# Without pillow-heif too: the generic decoder then says HEIF is not a format it reads.
+_OPEN_ERRORS: tuple[type[BaseException], ...] = (ImportError, *_HEIF_ERRORS)
 _MODES = ("RGB", "RGBA", "L", "LA")  # what the pipeline takes as it is
 _ASPECT_TOLERANCE = 0.01
 _PADDING_CLAP = 64  # a clap cutting less than this off the right/bottom only drops coding padding
@@ -67,8 +69,8 @@ def decode(f: IO[bytes], spec: RenderSpec) -> Decoded | None:
         if len(heif_file) != 1:
             return None
         primary = heif_file[heif_file.primary_index]
-    except (ImportError, *_HEIF_ERRORS):
-        return None  # the generic decoder says what is wrong with it (or that HEIF is unknown)
+    except _OPEN_ERRORS:
+        return None  # the generic decoder says what is wrong with it
     size: Size = primary.size  # upright: libheif applies irot/imir/clap
     if size[0] * size[1] > spec.max_pixels or primary.mode not in _MODES:
         return None  # the generic decoder refuses or converts it
