@@ -77,7 +77,7 @@ def clip(
 ) -> Path:
     """A test-pattern clip in the container and codec its extension implies, with a key
     frame every `keyint` frames."""
-    codec = CONTAINERS[path.suffix]
+    codec = CONTAINERS[path.suffix.lower()]
     gop = ("-g", str(keyint))
     ffmpeg(*testsrc(seconds, size, fps, black_until), *codec, *gop, path)
     return path

@@ -47,12 +47,13 @@ def test_videos_get_upright_non_black_thumbnails_and_an_index(
     for f in [*clips, portrait, made / "empty.mov", made / "cut.mp4", made / "song.mp4"]:
         shutil.copy(f, daemon.incoming / f.name)
     for clip in clips:
-        wait_until(lambda c=clip: daemon.done(c.name), 60, f"{clip.name}'s thumbnails")  # type: ignore[misc]
-        stem = clip.stem
+        stem = clip.stem  # the index comes last: when it is there, so are the thumbnails
+        index_file = daemon.outgoing / f"{stem}.json"
+        wait_until(index_file.exists, 60, f"{clip.name}'s thumbnails and index")
         with Image.open(daemon.outgoing / f"{stem}_200.jpg") as im:
             assert im.size == (200, 150), clip.name  # 320x240, aspect kept
         assert mean_luma(daemon.outgoing / f"{stem}_200.jpg") > 40, "a black poster"
-        index = json.loads((daemon.outgoing / f"{stem}.json").read_text())
+        index = json.loads(index_file.read_text())
         source = index["source"]
         assert source["kind"] == "video" and source["frame_size"] == [320, 240], source
         assert 2.5 < source["duration"] < 3.5 and source["poster_time"] >= 0.6, source
@@ -102,21 +103,25 @@ def test_a_live_photo_is_one_photo_whichever_half_arrives_first(
     shutil.copy(second, daemon.incoming / second.name)
     log_line = "IMG_0001.MOV is the motion of Live Photo IMG_0001.JPG"
     wait_until(lambda: log_line in daemon.read_log(), 60, "the pair")
-    wait_until(lambda: daemon.done("IMG_0001.JPG"), 60, "the still's thumbnails")
+    daemon.recorded(done=2, failed=0)  # the still's record follows its thumbnails and index
     names = sorted(p.name for p in daemon.outgoing.iterdir() if p.is_file())
     # The MOV's own thumbnails (had it any) went; the still's are named after the plain stem.
     assert names == ["IMG_0001.json", "IMG_0001_200.jpg", "IMG_0001_32.jpg", "IMG_0001_64.jpg"]
     index = json.loads((daemon.outgoing / "IMG_0001.json").read_text())
     assert index["source"]["motion"] == "IMG_0001.MOV"
-    daemon.recorded(done=2, failed=0)
     # Its still deleted, the MOV is a video of its own again.
     (daemon.incoming / "IMG_0001.JPG").unlink()
-    wait_until(lambda: daemon.done("IMG_0001.MOV"), 60, "the MOV's own thumbnails")
-    wait_until(
-        lambda: "kind" in json.loads((daemon.outgoing / "IMG_0001.json").read_text())["source"],
-        30,
-        "the MOV's index",
-    )
+    index_file = daemon.outgoing / "IMG_0001.json"
+
+    def the_videos_index() -> bool:  # the still's went with it; the MOV's comes last
+        return (
+            index_file.exists()
+            and json.loads(index_file.read_text())["source"].get("kind") == "video"
+        )
+
+    wait_until(the_videos_index, 60, "the MOV's own thumbnails and index")
+    assert daemon.done("IMG_0001.MOV")
+    assert "motion" not in json.loads(index_file.read_text())["source"]
 
 
 def test_live_photos_both_takes_the_motion_as_a_video(daemon: Daemon, tmp_path: Path) -> None:

@@ -103,13 +103,15 @@ class Publisher:
     def write(self, job: Job, result: RenderResult) -> bool:
         """Write and record; False if outgoing/ is full (the result is held)."""
         state = self.shared.state
+        still = self._still_it_moves(job, result)
+        motion = None if still is not None else self._motion_of(job.rel)
+        if motion is not None:
+            self._take_back(motion, paired=False)  # it made thumbnails before its still came
         near = state.outputs_near(plain_key(job.rel))  # its row and its same-stem siblings'
         own = near.pop(job.rel, ())
-        still = self._still_it_moves(job, result)
         if still is not None:
             self._record_motion(job, result, still, own, near)
             return True
-        motion = self._motion_of(job.rel)
         if motion is not None and result.index is not None:
             result = replace(result, index=with_motion(result.index, motion.rpartition("/")[2]))
         labels, index = names.labels(result), result.index is not None
@@ -140,8 +142,6 @@ class Publisher:
         state.record_done(job.rel, result.signature, list(chosen.all), size, written)
         self._count_done(job, result, written)
         self.downloads.on_rendered(job.rel)
-        if motion is not None:
-            self._take_back(motion, paired=False)  # it made thumbnails before its still came
         return True
 
     # -- Live Photos (intake/live.py) ------------------------------------------------------
@@ -179,14 +179,33 @@ class Publisher:
             still,
             extra={"source": job.rel},
         )
+        self._name_motion_in_index(still, job.rel)
+
+    def _name_motion_in_index(self, still: str, motion: str) -> None:
+        """The still was written before its motion came: its index names the motion now."""
+        record = self.shared.state.get(still)
+        index = next((n for n in record.outputs if n.endswith(".json")), None) if record else None
+        if index is None:
+            return
+        try:
+            data = (self.writer.root / index).read_bytes()
+            self.writer.write(index, with_motion(data, motion.rpartition("/")[2]))
+        except (OSError, ValueError, KeyError) as e:  # gone, or not an index thumbd wrote
+            log.warning("cannot name the motion %s in %s: %s", motion, index, e)
 
     def _take_back(self, motion: str, *, paired: bool) -> None:
-        """Look at a Live Photo's motion file again: its still arrived after it had its own
-        thumbnails (paired=False: they go), or its still is gone (paired=True: it gets them)."""
-        record = self.shared.state.get(motion)
+        """Look at a Live Photo's motion file again: its still arrived after it had thumbnails
+        of its own (paired=False: they go now, so the still gets the plain names; its new
+        render decides whether it is the still's motion), or its still is gone (paired=True:
+        it gets its own)."""
+        state = self.shared.state
+        record = state.get(motion)
         if record is None or bool(record.outputs) == paired:
             return
-        self.shared.state.forget(motion)  # its thumbnails stay until its new result says
+        state.forget(motion)
+        others = state.outputs_near(plain_key(motion))
+        for name in names.unowned(record.outputs, others):
+            self.writer.remove(name)
         self.resettle(motion)
 
     def _count_done(self, job: Job, result: RenderResult, written: int) -> None:
@@ -248,12 +267,14 @@ class Publisher:
         if record is None:
             return False
         motion = self._motion_of(rel)
-        if motion is not None:
-            self._take_back(motion, paired=True)  # its still is gone: a video of its own now
-        remove = config.thumbnails.on_delete == "remove"
+        # A Live Photo's still: its motion becomes a video of its own, whose thumbnails take
+        # the still's names (kept, they would pass for the motion's own: output/names.py).
+        remove = config.thumbnails.on_delete == "remove" or motion is not None
         if remove:  # not the names a sibling's row lists too (a state from before names.py)
             for name in names.unowned(record.outputs, state.outputs_near(plain_key(rel))):
                 self.writer.remove(name, prune=True)
+        if motion is not None:
+            self._take_back(motion, paired=True)
         if log_each:
             what = "removed its thumbnails" if remove else "its thumbnails stay"
             log.info("removed %s: forgetting it (%s)", rel, what)
