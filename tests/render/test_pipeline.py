@@ -605,3 +605,31 @@ def test_cpu_seconds_is_measured(tmp_path: Path) -> None:
     result = ok(images.make_jpeg(tmp_path / "a.jpg", (640, 480)))
     assert 0.0 <= result.cpu_seconds < 60
     assert isinstance(result.cpu_seconds, float)
+
+
+MOTION_XMP = (
+    b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF '
+    b'xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"><rdf:Description '
+    b'xmlns:GCamera="http://ns.google.com/photos/1.0/camera/" GCamera:MotionPhoto="1" '
+    b'GCamera:MotionPhotoVersion="1"/></rdf:RDF></x:xmpmeta>'
+)
+
+
+def test_an_android_motion_photo_is_a_still_marked_in_the_index(tmp_path: Path) -> None:
+    import json
+
+    from PIL import Image
+
+    src = tmp_path / "PXL_1.MP.jpg"
+    Image.new("RGB", (300, 200), "red").save(src, xmp=MOTION_XMP)
+    with src.open("ab") as f:  # the clip appended after the JPEG, as the camera writes it
+        f.write(b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom" + bytes(200))
+    plain = tmp_path / "plain.jpg"
+    Image.new("RGB", (300, 200), "red").save(plain)
+    marked = run(src, RenderSpec(index=True))
+    assert marked.error is None and marked.thumbnails[0].size == (200, 133)
+    assert marked.index is not None
+    assert json.loads(marked.index)["source"]["motion_photo"] is True
+    unmarked = run(plain, RenderSpec(index=True))
+    assert unmarked.index is not None
+    assert "motion_photo" not in json.loads(unmarked.index)["source"]

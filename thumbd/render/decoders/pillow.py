@@ -103,7 +103,22 @@ def _decode(im: ImageFile.ImageFile, spec: RenderSpec) -> Decoded:
         profile=profile,
         metadata=metadata,
         animation=animation,
+        facts=_motion_photo(im),
     )
+
+
+# Android motion photos (Google's MotionPhoto, Samsung's and older Pixels' MicroVideo) are a
+# JPEG with an MP4 appended, said in the XMP: a still like any other, marked in the index.
+_MOTION_MARKS = (b"MotionPhoto", b"MicroVideo")
+
+
+def _motion_photo(im: ImageFile.ImageFile) -> dict[str, object]:
+    xmp = im.info.get("xmp")
+    if im.format in jpeg.FORMATS and isinstance(xmp, bytes | str):
+        packet = xmp.encode() if isinstance(xmp, str) else xmp
+        if any(mark + b'="1"' in packet or mark + b">1<" in packet for mark in _MOTION_MARKS):
+            return {"motion_photo": True}
+    return {}
 
 
 def _frames(
