@@ -29,9 +29,10 @@ from typing import Any
 
 import pytest
 
-from tests import images
+from tests import images, media
 from tests.conftest import ROOT, Daemon, _env, _reap_group, all_files, thumbd, wait_until
 from tests.integration.test_names import BLUE, RED, drop, shows
+from tests.render.test_raw import make_dng, preview_jpeg
 
 DASK = Path(sys.executable).with_name("dask")  # the console script next to this interpreter
 
@@ -136,7 +137,7 @@ def start_burst(daemon: Daemon, n: int, timeout: float) -> list[str]:
 
 
 def make_mixed(src: Path) -> int:
-    """51 sources of every kind the renderer treats differently; returns how many."""
+    """54 sources of every kind the renderer treats differently; returns how many."""
     for o in range(1, 9):
         images.make_orientation_probe(_at(src, f"probe/o{o}.jpg"), o)
     for i in range(30):
@@ -157,6 +158,10 @@ def make_mixed(src: Path) -> int:
     # Over Pillow's own bomb limit (89.5 MP), under max_pixels (100 MP): both executors must
     # get past the header and find the pixel data missing.
     images.make_png_header(_at(src, "bad/90mp.png"), (10000, 9000))
+    # A camera roll's others: a clip (its poster), a RAW with a preview and one without.
+    media.clip(_at(src, "video/clip.mp4"), black_until=0.6)
+    make_dng(_at(src, "raw/preview.dng"), preview=preview_jpeg((640, 480)), orientation=6)
+    make_dng(_at(src, "raw/sensor.dng"), thumbnail=False)
     return len(all_files(src))
 
 
@@ -183,7 +188,7 @@ def render_all(root: Path, src: Path, settings: dict[str, dict[str, Any]]) -> Re
         assert f"rendering on the Dask cluster at {executor['address']} ({mode}" in r.stderr
     outputs = {str(p.relative_to(run.outgoing)): p.read_bytes() for p in all_files(run.outgoing)}
     status = run.status()
-    assert (status["done"], status["failed"]) == (48, 3), status
+    assert (status["done"], status["failed"]) == (51, 3), status
     return Rendered(outputs, sorted((f["source"], f["reason"]) for f in status["failures"]))
 
 
@@ -195,9 +200,9 @@ class Rendered:
 
 def test_local_pool_and_dask_make_identical_thumbnails(tmp_path: Path, cluster: Cluster) -> None:
     src = tmp_path / "src"
-    assert make_mixed(src) == 51
+    assert make_mixed(src) == 54
     local = render_all(tmp_path / "local", src, {})
-    assert len(local.outputs) == 48 * 3
+    assert len(local.outputs) == 51 * 3
     shipped = render_all(tmp_path / "dask", src, dask_settings(cluster.address))
     shared = render_all(
         tmp_path / "shared", src, dask_settings(cluster.address, shared_storage=True)

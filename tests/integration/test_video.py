@@ -139,3 +139,17 @@ def test_live_photos_both_takes_the_motion_as_a_video(daemon: Daemon, tmp_path: 
         60,
         "the MOV's own thumbnails",
     )
+
+
+def test_a_clip_whose_decode_hangs_times_out_alone(daemon: Daemon, tmp_path: Path) -> None:
+    hang = "THUMBD-TEST-HANG-MARKER"  # the worker hangs on it, as a stuck decoder would
+    daemon.write_config({"resize": {"timeout": 2}})
+    daemon.start(env={"THUMBD_TEST_HANG_MARKER": hang})
+    stuck = media.clip(tmp_path / "stuck.mp4")
+    with stuck.open("ab") as f:
+        f.write(hang.encode())
+    shutil.copy(stuck, daemon.incoming / "stuck.mp4")
+    media.clip(daemon.incoming / "fine.mp4")
+    status = daemon.recorded(done=1, failed=1)
+    assert status["failures"] == [{"source": "stuck.mp4", "reason": "timed out after 2 s"}]
+    assert daemon.done("fine.mp4")
