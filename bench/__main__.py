@@ -22,13 +22,24 @@ from typing import Any
 import PIL
 from PIL import features
 
-from bench import baselines, daemon_bench, profile, render_bench, report
+from bench import baselines, daemon_bench, formats_bench, profile, render_bench, report
 from bench.corpus import Copies, Photo, default_corpus, load
 from bench.procmon import wait_for_quiet
 from thumbd.render.spec import RenderSpec
 
 RESULTS = Path(__file__).resolve().parent / "results"
-PARTS = ("render", "burst", "baselines", "light", "backlog", "soak", "startup", "scale", "dask")
+PARTS = (
+    "render",
+    "burst",
+    "baselines",
+    "light",
+    "backlog",
+    "soak",
+    "startup",
+    "scale",
+    "formats",
+    "dask",
+)
 # The phone photos in the corpus: the targets are for phone JPEGs (none is 12 MP; the
 # largest are 8-9 MP).
 PHONE = {"HMD_Nokia_8.3_5G.jpg", "iphone_hdr_NO.jpg", "jolla.jpg"}
@@ -186,6 +197,11 @@ def main(argv: list[str] | None = None) -> int:
             results["startup"] = part_startup(
                 photos, work, args.startup, args.workers, env, copies, args.tree_burst
             )
+        if "formats" in wanted:
+            before("formats")
+            say("formats: HEIC, camera RAW and video posters; HEIC end to end beside vipsthumbnail")
+            n = 40 if args.quick else 200
+            results["formats"] = formats_bench.run(work / "formats", n, args.workers, args.repeat)
         if "dask" in wanted:
             before("dask")
             results["dask"] = part_dask(corpus, work / "dask", args.workers)
@@ -197,6 +213,8 @@ def main(argv: list[str] | None = None) -> int:
     results["machine"]["load_after"] = os.getloadavg()
     print()
     print(report.table(results))
+    if "formats" in results:
+        print("\n" + formats_bench.table(results["formats"]))
     if "dask" in results:
         print(f"\nDask: {results['dask'].get('line') or results['dask'].get('skipped')}")
     write_outputs(results, args, stamp)
