@@ -128,3 +128,32 @@ def test_camera_raw_files_get_upright_thumbnails_or_a_clear_reason(daemon: Daemo
     (failure,) = status["failures"]
     assert failure["source"] == "cam/empty.nef"
     assert "RAW" in failure["reason"] or "raw" in failure["reason"], failure
+
+
+def test_nas_clutter_and_opted_out_folders_are_left_out(daemon: Daemon) -> None:
+    """A share's own folders (Synology's @eaDir thumbnails, recycle bins) and any folder with a
+    `.nomedia` or `.thumbdignore` in it (and all below it) get no thumbnails, whether a scan
+    or an event finds their files; neither counts them as ignored."""
+    for rel in ("@eaDir/a.jpg/SYNOPHOTO_THUMB_XL.jpg", "#recycle/old.jpg", "private/x.jpg"):
+        images.make_jpeg(daemon.incoming / _mkdirs(daemon.incoming, rel), (300, 200))
+    (daemon.incoming / "private" / ".nomedia").write_bytes(b"")
+    (daemon.incoming / "album" / "deep").mkdir(parents=True)
+    (daemon.incoming / "album" / ".thumbdignore").write_bytes(b"")
+    daemon.start()  # the start-up scan sees the first ones
+    images.make_jpeg(daemon.incoming / "album" / "deep" / "new.jpg", (300, 200))  # an event
+    images.make_jpeg(daemon.incoming / "private" / "later.jpg", (300, 200))
+    images.make_jpeg(daemon.incoming / "#recycle" / "binned.jpg", (300, 200))
+    images.make_jpeg(daemon.incoming / "kept.jpg", (300, 200))  # a sentinel: looked at last
+    wait_until(lambda: daemon.done("kept.jpg"), what="the sentinel's thumbnails")
+    status = daemon.recorded(done=1)
+    assert (status["pending"], status["ignored"]) == (0, 0), status
+    assert sorted(p.name for p in daemon.outgoing.rglob("*.jpg")) == [
+        "kept_200.jpg",
+        "kept_32.jpg",
+        "kept_64.jpg",
+    ]
+
+
+def _mkdirs(root: Path, rel: str) -> str:
+    (root / rel).parent.mkdir(parents=True, exist_ok=True)
+    return rel

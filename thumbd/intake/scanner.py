@@ -22,7 +22,16 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import NamedTuple
 
-from thumbd.intake.settle import Kind, classify, ignored_extension, shown, signature, storable
+from thumbd.intake.settle import (
+    CLUTTER_FOLDERS,
+    OPT_OUT_FILES,
+    Kind,
+    classify,
+    ignored_extension,
+    shown,
+    signature,
+    storable,
+)
 from thumbd.render.spec import Signature
 from thumbd.store.state import State
 
@@ -48,9 +57,11 @@ def walk(
         except OSError as e:
             _cannot_list(root, rel_dir, e, unlisted)
             continue
+        if _opted_out(entries):
+            continue
         for entry in entries:
             rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
-            if entry.name.startswith(".") or _unnamed(root, rel):
+            if _skipped(entry.name) or _unnamed(root, rel):
                 continue
             if entry.is_dir(follow_symlinks=False):
                 stack.append(rel)
@@ -107,10 +118,12 @@ def _sorted_entries(root: str, rel_dir: str, unlisted: Unlisted | None = None) -
     except OSError as e:
         _cannot_list(root, rel_dir, e, unlisted)
         return []
-    found = []
+    found: list[_Entry] = []
+    if _opted_out(entries):
+        return found
     for entry in entries:
         name = entry.name
-        if name.startswith("."):
+        if _skipped(name):
             continue
         rel = f"{rel_dir}/{name}" if rel_dir else name
         if _unnamed(root, rel):
@@ -121,6 +134,32 @@ def _sorted_entries(root: str, rel_dir: str, unlisted: Unlisted | None = None) -
             found.append(_Entry(name, rel, entry, False))
     found.sort(key=lambda e: e.key)
     return found
+
+
+def _skipped(name: str) -> bool:
+    """Dotfiles and dot-folders, and the folders a NAS or an OS keeps in a share."""
+    return name.startswith(".") or name in CLUTTER_FOLDERS
+
+
+def _opted_out(entries: list[os.DirEntry[str]]) -> bool:
+    """A `.nomedia` or `.thumbdignore` in a folder leaves it out, and all below it."""
+    return any(e.name in OPT_OUT_FILES for e in entries)
+
+
+def opted_out(root: str, rel: str, seen: dict[str, bool] | None = None) -> bool:
+    """Whether a folder on the way from root to `rel` (a file) holds an opt-out file. `seen`
+    keeps the answer per folder (the caller clears it when the folders may have changed)."""
+    parts = rel.split("/")[:-1]
+    for depth in range(len(parts) + 1):
+        folder = os.path.join(root, *parts[:depth])
+        found = seen.get(folder) if seen is not None else None
+        if found is None:
+            found = any(os.path.lexists(os.path.join(folder, n)) for n in OPT_OUT_FILES)
+            if seen is not None:
+                seen[folder] = found
+        if found:
+            return True
+    return False
 
 
 def _cannot_list(root: str, rel_dir: str, e: OSError, unlisted: Unlisted | None) -> None:

@@ -32,6 +32,26 @@ IMAGE_EXTENSIONS = SOURCE_EXTENSIONS  # stills, videos, camera RAW (render/forma
 TEMP_PATTERNS = ("*.part", "*.partial", "*.crdownload", "*.tmp", "*~")
 
 
+# Folders NAS systems, sync clients and operating systems keep inside a share: their contents
+# are the system's own (thumbnails, recycle bins, snapshots, old versions), never new photos.
+# Dot-folders (.stversions, .Trash-1000, .thumbnails, .@__thumb) are skipped as all dotfiles.
+CLUTTER_FOLDERS = frozenset(
+    {
+        "@eaDir",  # Synology's thumbnails and metadata
+        "#recycle",  # Synology's and others' recycle bin
+        "@Recycle",  # QNAP
+        "#snapshot",  # Synology snapshots
+        "@Recently-Snapshot",  # QNAP
+        "$RECYCLE.BIN",  # Windows
+        "System Volume Information",
+        "lost+found",
+    }
+)
+# A folder holding one of these files is left out with everything below it (Android's
+# `.nomedia`, which Nextcloud also honours, or thumbd's own).
+OPT_OUT_FILES = (".nomedia", ".thumbdignore")
+
+
 class Kind(enum.Enum):
     IMAGE = "image"
     MANIFEST = "manifest"  # a `.urls` file: its URLs are downloaded (thumbd.download)
@@ -65,7 +85,7 @@ def _screened_suffix(rel: str, ignore: tuple[str, ...]) -> str | None:
     # Plain string work and one precompiled pattern per list: a scan calls this once per file
     # (pathlib and one fnmatch per pattern made it most of a start-up scan's time).
     parts = [part for part in rel.split("/") if part not in ("", ".")]
-    if not parts or any(part.startswith(".") for part in parts):
+    if not parts or any(part.startswith(".") or part in CLUTTER_FOLDERS for part in parts):
         return None
     name = parts[-1]
     if _globs(TEMP_PATTERNS).match(name):

@@ -51,6 +51,7 @@ class Tracker:
         self.real_root = os.path.realpath(self.root)
         self.settler = Settler(self.root, watch.settle_seconds, watch.quiet_seconds)
         self.real_dirs: dict[str, str] = {}
+        self.opted_out: dict[str, bool] = {}  # folder -> holds .nomedia or .thumbdignore
         self.unlisted: set[str] = set()  # folders that could not be listed (nor watched)
         self.siblings = recovery.Siblings()  # same-stem files per folder, for adoption
         self.arrivals = 0  # paths scans, downloads and retries handed in: `once`'s total
@@ -101,7 +102,7 @@ class Tracker:
             if not self.dispatcher.running(e.rel):  # else its result finds it gone
                 self.publisher.forget(e.rel)
             return
-        if self._is_work(e.rel):
+        if self._is_work(e.rel) and not scanner.opted_out(self.root, e.rel, self.opted_out):
             self.settler.touch(e.rel, time.monotonic(), closed=e.closed)
             self.fresh.add(e.rel)
 
@@ -115,6 +116,8 @@ class Tracker:
         def unlisted(sub: str) -> None:
             self.unlisted.add(f"{rel}/{sub}" if sub else rel)
 
+        if scanner.opted_out(self.root, f"{rel}/x", self.opted_out):
+            return
         folder = os.path.join(self.root, rel)
         for sub, _ in scanner.walk(folder, self.shared.config.watch.ignore, unlisted):
             self.settler.touch(f"{rel}/{sub}", now, closed=True)
@@ -204,6 +207,7 @@ class Tracker:
     def tick(self, now: float) -> None:
         """Take what has settled: to the downloads stage, recorded as kept, or queued."""
         self.real_dirs.clear()  # symlinks may change between calls, not within one
+        self.opted_out.clear()  # and so may opt-out files
         for rel, sig in self.settler.pop_ready(now):
             new = rel in self.fresh
             self.fresh.discard(rel)
