@@ -757,7 +757,7 @@ def test_deletions_keep_or_remove_thumbnails_and_records_of_vanished_files_go(
     assert daemon.stop() == 0
     (daemon.incoming / "d" / "k2.jpg").unlink()  # while stopped
     daemon.start()
-    wait_until(lambda: "1 recorded sources no longer exist" in daemon.read_log(), 30, "prune")
+    wait_until(lambda: "1 recorded source no longer exists" in daemon.read_log(), 30, "prune")
     assert daemon.done("d/k2.jpg")
     assert daemon.stop() == 0
     daemon.write_config({"thumbnails": {"on_delete": "remove"}})

@@ -156,8 +156,11 @@ def records(cfg: Path) -> dict[str, tuple[str, str | None]]:
 def drive(daemon: Daemon, scenario: Callable[[], None]) -> int:
     """run() on this (the main) thread, as the CLI does; `scenario` on another thread. The
     scenario ends by SIGTERM to this process, on success or failure, unless it sent one
-    itself (a second would make the daemon exit at once, with this process)."""
+    itself (a second would make the daemon exit at once, with this process) or run() has
+    already returned (the default handler would end this process)."""
     errors: list[BaseException] = []
+    lock = threading.Lock()
+    running = [True]
 
     def go() -> None:
         try:
@@ -165,13 +168,18 @@ def drive(daemon: Daemon, scenario: Callable[[], None]) -> int:
         except BaseException as e:  # reported below, on the test's own thread
             errors.append(e)
         finally:
-            if daemon.shared.stop_reason is None:
-                os.kill(os.getpid(), signal.SIGTERM)
+            with lock:
+                if running[0] and daemon.shared.stop_reason is None:
+                    os.kill(os.getpid(), signal.SIGTERM)
 
     thread = threading.Thread(target=go)
     thread.start()
-    code = daemon.run()
-    thread.join()
+    try:
+        code = daemon.run()
+    finally:
+        with lock:
+            running[0] = False
+        thread.join()
     if errors:
         raise errors[0]
     return code
