@@ -161,15 +161,18 @@ def drive(daemon: Daemon, scenario: Callable[[], None]) -> int:
     errors: list[BaseException] = []
     lock = threading.Lock()
     running = [True]
+    default = signal.getsignal(signal.SIGTERM)
 
     def go() -> None:
-        try:
+        try:  # from when run() has its handlers in place: before that, SIGTERM ends us
+            wait_until(lambda: signal.getsignal(signal.SIGTERM) is not default, 10, "run()")
             scenario()
         except BaseException as e:  # reported below, on the test's own thread
             errors.append(e)
         finally:
             with lock:
-                if running[0] and daemon.shared.stop_reason is None:
+                handled = signal.getsignal(signal.SIGTERM) is not default
+                if running[0] and handled and daemon.shared.stop_reason is None:
                     os.kill(os.getpid(), signal.SIGTERM)
 
     thread = threading.Thread(target=go)
