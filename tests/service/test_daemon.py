@@ -142,8 +142,12 @@ def make(cfg: Path, *, once: bool) -> tuple[Daemon, ScriptedPool]:
 
 
 def records(cfg: Path) -> dict[str, tuple[str, str | None]]:
-    """What the state database says, read as `thumbd status` reads it."""
-    state = State(load_config(cfg).state_db, readonly=True)
+    """What the state database says, read as `thumbd status` reads it (nothing before the
+    daemon has made it)."""
+    db = load_config(cfg).state_db
+    if not db.exists():
+        return {}
+    state = State(db, readonly=True)
     try:
         reasons = {r.path: r.reason for r in state.failures()}
         return {
