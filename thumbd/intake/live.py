@@ -35,15 +35,12 @@ def motion_of(root: str, rel: str) -> str | None:
 
 
 def _sibling(root: str, rel: str, extensions: frozenset[str]) -> str | None:
-    folder, _, name = rel.rpartition("/")
-    stem = os.path.splitext(name)[0].lower()
-    try:
-        with os.scandir(os.path.join(root, folder)) as it:
-            names = sorted(e.name for e in it if e.is_file(follow_symlinks=False))
-    except OSError:
-        return None
-    for other in names:
-        other_stem, ext = os.path.splitext(other)
-        if other_stem.lower() == stem and ext.lower() in extensions and other != name:
-            return f"{folder}/{other}" if folder else other
+    """A file beside `rel` with its stem and one of `extensions`, in the case cameras write
+    them (IMG_1.MOV beside IMG_1.HEIC; img_1.mov beside img_1.jpg): a few lstat calls, not a
+    listing of the folder, since every still published asks."""
+    stem = os.path.splitext(rel)[0]
+    for ext in sorted(extensions):
+        for candidate in (stem + ext.upper(), stem + ext):
+            if os.path.lexists(os.path.join(root, candidate)):
+                return candidate
     return None
