@@ -449,3 +449,15 @@ def test_the_extensions_are_the_raw_formats() -> None:
     assert {".dng", ".cr2", ".cr3", ".nef", ".arw", ".raf", ".orf", ".rw2"} <= RAW_EXTENSIONS
     assert all(ext.startswith(".") and ext == ext.lower() for ext in RAW_EXTENSIONS)
     assert ".jpg" not in RAW_EXTENSIONS and ".tif" not in RAW_EXTENSIONS
+
+
+def test_a_large_preview_is_drafted_for_the_thumbnails_aspect(tmp_path: Path) -> None:
+    """A landscape preview 4608 px wide makes 200 px thumbnails: JPEG DCT scaling to 1/8
+    (576 px) leaves 1.8 times what they need, as the JPEG decoder drafts; not 1/4."""
+    from thumbd.render.decoders import raw
+    from thumbd.render.spec import RenderSpec
+
+    dng = make_dng(tmp_path / "wide.dng", preview=preview_jpeg((4608, 1976)))
+    with dng.open("rb") as f:
+        decoded = raw.decode(f, RenderSpec())
+    assert decoded.picture.size == (576, 247)

@@ -24,13 +24,14 @@ LibRaw works; what it said goes into the failure's reason instead of the daemon'
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import os
 import struct
 import sys
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import IO, BinaryIO
 
@@ -38,16 +39,16 @@ import numpy as np
 import rawpy
 from PIL import ExifTags, Image, TiffImagePlugin
 
-from thumbd.render import formats, icc
-from thumbd.render.decoders import Decoded, largest_side
+from thumbd.render import formats, icc, sizing
+from thumbd.render.decoders import Decoded, jpeg, largest_side
 from thumbd.render.source import Refused
 from thumbd.render.spec import FailKind, Failure, RenderSpec
 
 RAW_EXTENSIONS = formats.RAW_EXTENSIONS
 
-# The preview is decoded shrunk (JPEG DCT scaling) to about this many times the largest
-# thumbnail, as the renderer drafts JPEGs, so LANCZOS still has real pixels to average.
-_DRAFT_MARGIN = 2
+# The preview is decoded shrunk (JPEG DCT scaling) to this many times the largest thumbnail,
+# as the JPEG decoder drafts (decoders/jpeg.py says why 1.8), so LANCZOS still has real pixels.
+_DRAFT_MARGIN = jpeg.DRAFT_MARGIN
 # EXIF InteropIndex "R03": the picture is Adobe RGB (DCF's option file); "R98" is sRGB.
 _INTEROP_ADOBE = "R03"
 # LibRaw's flip (dcraw's bits: 1 mirror left-right, 2 mirror top-bottom, 4 swap axes) as the
@@ -98,13 +99,28 @@ def decode(f: IO[bytes], spec: RenderSpec) -> Decoded:
     """The decoder interface (render/decoders): the developed picture, upright, with its
     profile and facts for the index."""
     try:
-        picture = develop(f, largest=largest_side(spec), max_pixels=spec.max_pixels)  # type: ignore[arg-type]
+        picture = develop(
+            f,  # type: ignore[arg-type]
+            largest=largest_side(spec),
+            max_pixels=spec.max_pixels,
+            largest_for=functools.partial(_longest_thumbnail_side, spec=spec),
+        )
     except RawRefused as e:
         raise Refused(e.failure.kind, e.failure.reason) from None
     return Decoded(picture.image, profile=picture.profile, facts=picture.facts)
 
 
-def develop(f: BinaryIO | str, *, largest: int, max_pixels: int) -> RawPicture:
+def _longest_thumbnail_side(upright: tuple[int, int], spec: RenderSpec) -> int:
+    return max(max(t.size) for t in sizing.targets(upright, spec.widths, spec.sizes))
+
+
+def develop(
+    f: BinaryIO | str,
+    *,
+    largest: int,
+    max_pixels: int,
+    largest_for: Callable[[tuple[int, int]], int] | None = None,
+) -> RawPicture:
     """The picture in RAW file `f` (a path or a binary file), for thumbnails whose longest side
     is at most `largest` px. A preview or sensor over `max_pixels` is never decoded."""
     with _libraw_quiet() as said, _opened(f, said) as raw:
@@ -118,7 +134,8 @@ def develop(f: BinaryIO | str, *, largest: int, max_pixels: int) -> RawPicture:
             "camera": _tiff_camera(_head(f)),
             "raw_size": [width, height],
         }
-        wanted = _Wanted(orientation, sizes.width >= sizes.height, largest, max_pixels)
+        landscape = sizes.width >= sizes.height
+        wanted = _Wanted(orientation, landscape, largest, max_pixels, largest_for)
         preview, why_not = _preview(raw, wanted)
         if preview is not None and not why_not:
             return _from_preview(preview, facts)
@@ -245,6 +262,14 @@ class _Wanted:
     landscape: bool  # the sensor's stored shape
     largest: int
     max_pixels: int
+    # The longest side of the largest thumbnail of a picture of that upright size, when known:
+    # what the draft needs (else `largest`, which allows for either aspect).
+    largest_for: Callable[[tuple[int, int]], int] | None = None
+
+    def draft_side(self, stored: tuple[int, int], turned: bool) -> int:
+        if self.largest_for is None:
+            return self.largest
+        return self.largest_for((stored[1], stored[0]) if turned else stored)
 
 
 def _preview(raw: rawpy.RawPy, wanted: _Wanted) -> tuple[Preview | None, str]:
@@ -276,7 +301,8 @@ def _jpeg_preview(data: bytes, wanted: _Wanted) -> tuple[Preview | None, str]:
                 return None, "preview over max_pixels"
             profile = _preview_profile(im)
             own = _exif_orientation(im)
-            im.draft("RGB", _draft_size(im.size, wanted.largest))
+            turned = (own if own > 1 else wanted.orientation) in _SWAPS_AXES
+            im.draft("RGB", _draft_size(im.size, wanted.draft_side(im.size, turned)))
             im.load()
     except _PILLOW_ERRORS as e:
         return None, f"{_CORRUPT}: {e}"
