@@ -44,6 +44,8 @@ class Publisher:
         self.unwritten: deque[tuple[Job, RenderResult]] = deque()
         self.disk_full_until = 0.0
         self.disk_full_logged = 0.0
+        # Told the source whose thumbnails were written or removed (the gallery's).
+        self.changed: Callable[[str], None] = lambda rel: None
 
     # -- the stage's clock -----------------------------------------------------------------
 
@@ -127,6 +129,7 @@ class Publisher:
         assert result.signature is not None
         size = result.signature[0]
         state.record_done(job.rel, result.signature, list(chosen.all), size, written)
+        self.changed(job.rel)
         self._count_done(job, result, written)
         self.downloads.on_rendered(job.rel)
         return True
@@ -193,6 +196,7 @@ class Publisher:
         if remove:  # not the names a sibling's row lists too (a state from before names.py)
             for name in names.unowned(record.outputs, state.outputs_near(plain_key(rel))):
                 self.writer.remove(name, prune=True)
+            self.changed(rel)
         if log_each:
             what = "removed its thumbnails" if remove else "its thumbnails stay"
             log.info("removed %s: forgetting it (%s)", rel, what)
