@@ -46,7 +46,8 @@ bench-deps: $(STAMP)
 	  else echo "note: vipsthumbnail or ImageMagick is missing; those baselines are skipped" \
 	    "(sudo apt-get install libvips-tools imagemagick)"; fi; fi
 
-# Programs the tests drive (rsync; systemd-analyze for the unit's checks). Installed when
+# Programs the tests drive (rsync; systemd-analyze for the unit's checks; headless Chromium for
+# the status page and the galleries, tests/browser.py). Installed when
 # missing and we may (root, as in CI). The systemd package installs fine without a running
 # systemd; systemd-analyze verify and security --offline need none.
 system-deps:
@@ -58,6 +59,10 @@ system-deps:
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd >/dev/null; \
 	  else echo "note: systemd-analyze is missing; the unit checks will be skipped (apt-get install systemd)"; fi; }
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "note: chromium is missing; the browser tests will be skipped (apt-get install chromium)"; fi; }
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -64,8 +64,15 @@ CSP = (
 class StatusPage:
     """Answers the status page's paths for the configuration in force (`config()`)."""
 
-    def __init__(self, config: Callable[[], Config]) -> None:
+    def __init__(
+        self,
+        config: Callable[[], Config],
+        *,
+        min_reuse: float = MIN_REUSE,
+        reuse_factor: float = REUSE_FACTOR,
+    ) -> None:
         self.config = config
+        self.min_reuse, self.reuse_factor = min_reuse, reuse_factor
         self._lock = threading.Lock()  # one request gathers; the others wait and reuse it
         self._cached: tuple[float, dict[str, Any]] | None = None  # (reuse until, data)
 
@@ -85,14 +92,14 @@ class StatusPage:
         return status, [html_type, ("Content-Security-Policy", CSP)], render(data).encode()
 
     def data(self) -> dict[str, Any]:
-        """What the page shows, gathered at most every MIN_REUSE seconds."""
+        """What the page shows, gathered at most every `min_reuse` seconds."""
         with self._lock:
             now = time.monotonic()
             if self._cached is not None and now < self._cached[0]:
                 return self._cached[1]
             data = gather(self.config())
             took = time.monotonic() - now
-            self._cached = (now + max(MIN_REUSE, REUSE_FACTOR * took), data)
+            self._cached = (now + max(self.min_reuse, self.reuse_factor * took), data)
             return data
 
 
