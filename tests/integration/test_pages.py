@@ -24,7 +24,7 @@ from PIL import Image
 
 from tests import browser, images
 from tests.browser import needs_chromium, parse
-from tests.conftest import Daemon, wait_until
+from tests.conftest import Daemon, thumbd, wait_until
 from thumbd.output.gallery_html import GALLERY, MARK
 from thumbd.render import thumbhash
 
@@ -228,3 +228,14 @@ def test_galleries_are_rebuilt_from_disk_after_a_crash(daemon: Daemon) -> None:
     assert status["ignored"] == 0
     assert "index.html" not in daemon.read_log()  # never taken for a source, nor warned about
     assert daemon.stop() == 0
+
+
+def test_once_leaves_complete_galleries(tmp_path: Path) -> None:
+    d = Daemon(tmp_path, GALLERIES)
+    for i in range(2):
+        drop(d, f"a/b/p{i}.jpg", picture((320, 240), i))
+    r = thumbd("once", "-c", str(d.config))
+    assert r.returncode == 0, r.stderr
+    assert figures_in(d.outgoing / "a" / "b" / GALLERY) == 2
+    assert "b/index.html" in (d.outgoing / "a" / GALLERY).read_text()
+    assert "a/index.html" in (d.outgoing / GALLERY).read_text()
