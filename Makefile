@@ -60,7 +60,8 @@ bench-deps: $(STAMP)
 	    "(sudo apt-get install libvips-tools imagemagick)"; fi; fi
 
 # Programs the tests drive (rsync; systemd-analyze for the unit's checks; ffmpeg makes the video
-# test clips, thumbd itself decodes video with PyAV and never runs it). Installed when
+# test clips, thumbd itself decodes video with PyAV and never runs it; headless Chromium for the
+# status page and the galleries, tests/browser.py). Installed when
 # missing and we may (root, as in CI). The systemd package installs fine without a running
 # systemd; systemd-analyze verify and security --offline need none.
 system-deps:
@@ -76,6 +77,10 @@ system-deps:
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg >/dev/null; \
 	  else echo "note: ffmpeg is missing; the video tests will be skipped (apt-get install ffmpeg)"; fi; }
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "note: chromium is missing; the browser tests will be skipped (apt-get install chromium)"; fi; }
 
 # The built-in CMYK profile and the test patches, rebuilt from Fogra's FOGRA39L data (Debian's
 # icc-profiles-free) with ArgyllCMS' colprof. Not part of `test`: both are committed, and the RAW

@@ -168,6 +168,8 @@ class ThumbnailsConfig:
     animated: bool = False
     sharpen: bool = False
     index: bool = False
+    # Also write outgoing/<folder>/index.html, a page of the folder's thumbnails (output/gallery).
+    gallery: bool = False
     # What happens to the thumbnails of a source that is deleted (or moved away).
     on_delete: str = _check(_on_delete, "keep")
     # An iPhone Live Photo (a still and a short .MOV of the same stem): "still" makes one

@@ -48,6 +48,8 @@ class Publisher:
         self.unwritten: deque[tuple[Job, RenderResult]] = deque()
         self.disk_full_until = 0.0
         self.disk_full_logged = 0.0
+        # Told the source whose thumbnails were written or removed (the gallery's).
+        self.changed: Callable[[str], None] = lambda rel: None
 
     # -- the stage's clock -----------------------------------------------------------------
 
@@ -140,6 +142,7 @@ class Publisher:
         assert result.signature is not None
         size = result.signature[0]
         state.record_done(job.rel, result.signature, list(chosen.all), size, written)
+        self.changed(job.rel)
         self._count_done(job, result, written)
         self.downloads.on_rendered(job.rel)
         return True
@@ -172,6 +175,7 @@ class Publisher:
         self._remove_stale(own, (), near)
         assert result.signature is not None
         self.shared.state.record_done(job.rel, result.signature, [], result.signature[0], 0)
+        self.changed(job.rel)
         self.shared.stats.done += 1
         log.info(
             "%s is the motion of Live Photo %s: no thumbnails of its own",
@@ -206,6 +210,7 @@ class Publisher:
         others = state.outputs_near(plain_key(motion))
         for name in names.unowned(record.outputs, others):
             self.writer.remove(name)
+        self.changed(motion)
         self.resettle(motion)
 
     def _count_done(self, job: Job, result: RenderResult, written: int) -> None:
@@ -273,6 +278,7 @@ class Publisher:
         if remove:  # not the names a sibling's row lists too (a state from before names.py)
             for name in names.unowned(record.outputs, state.outputs_near(plain_key(rel))):
                 self.writer.remove(name, prune=True)
+            self.changed(rel)
         if motion is not None:
             self._take_back(motion, paired=True)
         if log_each:

@@ -33,6 +33,7 @@ from thumbd.intake.settle import shown
 from thumbd.intake.tracker import Tracker
 from thumbd.intake.watcher import DirArrived, DirChanged, DirGone, FsEvent, Overflow, Unlisted
 from thumbd.intake.watching import Watching
+from thumbd.output.gallery import Gallery
 from thumbd.output.publish import Publisher, size_text
 from thumbd.output.writer import Writer
 from thumbd.render.pipeline import spec_from_config
@@ -42,6 +43,7 @@ from thumbd.service.health import StateKeeper
 from thumbd.service.messages import Completed, Gone, Ignored, Message, ScanBatch, Signalled
 from thumbd.service.monitor import Monitor, Snapshot
 from thumbd.service.notify import Notifier
+from thumbd.service.page import StatusPage
 from thumbd.service.shared import Shared
 from thumbd.service.startup import (
     STOP_MARGIN,
@@ -99,13 +101,21 @@ class Daemon:
         self.lock = pidfile.StateLock(config.paths.state)
         self.keeper = StateKeeper(shared, self.lock)
         self.retries = Retries(shared, self.tracker)
+        self.gallery = Gallery(shared, lambda: self.publisher.writer)
+        self.publisher.changed = self.gallery.changed
         # In the order the loop runs them: what settled, what waits for room, then the pool.
         self.pipeline: tuple[Stage, ...] = (self.tracker, self.publisher, self.dispatcher)
-        self.housekeeping: tuple[Stage, ...] = (self.watching, self.keeper, self.retries)
+        self.housekeeping: tuple[Stage, ...] = (
+            self.watching,
+            self.keeper,
+            self.retries,
+            self.gallery,
+        )
         if notifier is None:
             notifier = Notifier(None) if once else Notifier.from_environment()
         self.monitor = Monitor(notifier, config.paths.state)  # `once` too: status shows it
         self.metrics_server: metrics.Server | None = None
+        metrics.set_pages(StatusPage(lambda: self.shared.config).respond)  # on its address
 
     @property
     def config(self) -> Config:
@@ -209,7 +219,9 @@ class Daemon:
         self.downloads.stop()
         if self.metrics_server is not None:
             self.metrics_server.close()
+        metrics.set_pages(None)
         self.monitor.close()
+        self.gallery.flush()
         self.publisher.writer.cleanup()
         left = (
             len(self.tracker.settler)

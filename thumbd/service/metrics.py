@@ -1,5 +1,8 @@
 """Prometheus metrics, with the official client library, served when `[metrics] listen` is set.
 
+The same address serves the status page (`/` and `/status.json`, service/page.py); `/metrics`
+is the Prometheus text, and any other path is a 404.
+
 The metrics live in a registry of this module and always count (an increment costs next to
 nothing); only the HTTP endpoint is optional. Every function here is safe to call whether or
 not metrics are served, so the rest of thumbd calls them unconditionally:
@@ -15,11 +18,18 @@ download's outcome one of DOWNLOAD_OUTCOMES, so a flood of odd files cannot grow
 from __future__ import annotations
 
 import logging
+import socket
 import threading
-from wsgiref.simple_server import WSGIServer
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
+from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.process_collector import ProcessCollector
+
+if TYPE_CHECKING:
+    from wsgiref.types import StartResponse
 
 log = logging.getLogger("thumbd.metrics")
 
@@ -118,16 +128,72 @@ def set_load(queue_depth: int, in_flight: int) -> None:
     IN_FLIGHT.set(in_flight)
 
 
+# What the endpoint serves beside /metrics: (status line, headers, body) for a path, or None
+# for "no such page". The daemon sets it (service/page.py); without it only /metrics answers.
+Response = tuple[str, list[tuple[str, str]], bytes]
+Pages = Callable[[str], Response | None]
+_pages: Pages | None = None
+
+
+def set_pages(pages: Pages | None) -> None:
+    """Serve `pages` beside /metrics, on the same address (the status page)."""
+    global _pages
+    _pages = pages
+
+
+def _app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+    path = environ.get("PATH_INFO") or "/"
+    if path == "/metrics":
+        metrics: Iterable[bytes] = _METRICS_APP(environ, start_response)
+        return metrics
+    pages = _pages
+    found = pages(path) if pages is not None else None
+    if found is None:
+        text = [("Content-Type", "text/plain; charset=utf-8")]
+        found = ("404 Not Found", text, b"not found: try /metrics\n")
+    status, headers, body = found
+    start_response(
+        status,
+        [
+            *headers,
+            ("Content-Length", str(len(body))),
+            ("Cache-Control", "no-store"),
+            ("X-Content-Type-Options", "nosniff"),
+        ],
+    )
+    return [body]
+
+
+_METRICS_APP = make_wsgi_app(REGISTRY)
+
+
+class _Server(ThreadingWSGIServer):
+    """One thread per request, as prometheus_client's own server: a slow reader of the status
+    page never holds up a scrape."""
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # no line per request on stderr (the journal)
+
+
 class Server:
-    """The /metrics endpoint on its own daemon thread."""
+    """/metrics, and the pages set with set_pages, on their own daemon thread."""
 
     def __init__(self, listen: str) -> None:
         host, _, port = listen.rpartition(":")
         self.listen = listen
-        self._httpd: WSGIServer
-        self._thread: threading.Thread
-        self._httpd, self._thread = start_http_server(int(port), host.strip("[]"), REGISTRY)
-        self._thread.name = "metrics"
+        family, _, _, _, address = socket.getaddrinfo(
+            host.strip("[]"), int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        server_class = type("_Server", (_Server,), {"address_family": family})
+        self._httpd: WSGIServer = make_server(
+            str(address[0]), int(port), _app, server_class, handler_class=_QuietHandler
+        )
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, name="metrics", daemon=True
+        )
+        self._thread.start()
 
     @property
     def port(self) -> int:
@@ -146,4 +212,6 @@ def serve(listen: str) -> Server | None:
     server = Server(listen)
     host = listen.rpartition(":")[0]
     log.info("metrics on http://%s:%d/metrics", host, server.port)
+    if _pages is not None:
+        log.info("status page on http://%s:%d/", host, server.port)
     return server

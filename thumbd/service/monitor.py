@@ -28,6 +28,7 @@ log = logging.getLogger("thumbd.monitor")
 STATUS_FILE = "status.json"
 STATUS_INTERVAL = 2.0  # seconds between status.json writes and STATUS= lines
 RATE_WINDOW = 60.0  # files per second are measured over this many seconds
+HISTORY_MINUTES = 60  # files per minute kept for the status page's chart (bounded)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +57,9 @@ class Monitor:
         self.next_status = 0.0
         self.next_ping = 0.0
         self.samples: deque[tuple[float, int]] = deque()
+        # [minute (Unix time, a multiple of 60), files done or failed in it], oldest first.
+        self.history: deque[list[int]] = deque(maxlen=HISTORY_MINUTES)
+        self.counted = 0
         self.problem: str | None = None
         self.restarts_seen = 0
 
@@ -118,6 +122,17 @@ class Monitor:
         self.samples.append((now, total))
         while len(self.samples) > 2 and now - self.samples[1][0] >= RATE_WINDOW:
             self.samples.popleft()
+        self._count_minute(time.time(), total)
+
+    def _count_minute(self, wall: float, total: int) -> None:
+        """Add what finished since the last sample to the current minute of the history.
+        Minutes with no samples (the daemon was stopped) are simply absent."""
+        added, self.counted = max(0, total - self.counted), total
+        minute = int(wall // 60) * 60
+        if self.history and self.history[-1][0] == minute:
+            self.history[-1][1] += added
+        else:
+            self.history.append([minute, added])
 
     def rate(self, now: float) -> float:
         """Files (done or failed) per second over the last minute."""
@@ -153,6 +168,7 @@ class Monitor:
             "queue": snap.settling + snap.ready,
             "rate": round(self.rate(now), 3),
             "eta": self.eta(snap, now),
+            "history": list(self.history),
             **asdict(snap),
         }
         tmp = self.status_path.with_name(STATUS_FILE + ".tmp")

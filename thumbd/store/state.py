@@ -344,6 +344,17 @@ class State:
         )
         return [_record(r) for r in rows]
 
+    def recent_failures(self, limit: int) -> list[tuple[str, str | None, str, float]]:
+        """The `limit` latest failures, newest first, sources' and URLs' alike, as (source,
+        url or None, reason, when recorded): what the status page lists."""
+        query = "SELECT path, NULL, reason, updated FROM sources WHERE status = ?"
+        params: tuple[object, ...] = (FAILED,)
+        if self._has_urls:
+            query += " UNION ALL SELECT manifest, url, reason, updated FROM urls WHERE status = ?"
+            params += (FAILED,)
+        rows = self._db.execute(f"{query} ORDER BY 4 DESC LIMIT ?", (*params, limit))
+        return [(str(p), u if u is None else str(u), str(r or ""), float(t)) for p, u, r, t in rows]
+
     def totals(self) -> Totals:
         row = self._db.execute(
             "SELECT coalesce(sum(status = 'done'), 0), coalesce(sum(status = 'failed'), 0),"
