@@ -264,22 +264,8 @@ class Daemon:
         return 1 if unlisted or _any_failed(self.config) else 0
 
     def database_error(self, e: sqlite3.DatabaseError) -> int:
-        if is_damage(e):
-            self.shared.stop_reason = "the state database is damaged"
-            log.error("%s; stopping", damaged(self.config.state_db, e))
-            return 1
-        if getattr(e, "sqlite_errorcode", 0) & 0xFF not in _CANNOT_RECORD:
-            raise e  # a bug: keep the traceback
-        # The state database cannot be written (its disk is full, say). Stop: the records of
-        # the last moments are rolled back, and their thumbnails, already in place, are
-        # recorded by the next start without rendering (recovery.own_thumbnails).
-        self.shared.stop_reason = "the state database cannot be written"
-        log.error(
-            "cannot record in %s: %s; stopping. Make room there (or fix it) and start thumbd "
-            "again: the thumbnails already written stay and nothing is rendered twice",
-            self.config.state_db,
-            e,
-        )
+        """Stop on a state database that is damaged or cannot be written; a bug raises."""
+        self.shared.stop_reason = _database_stop(self.config, e)
         return 1
 
     # -- signals ---------------------------------------------------------------------------
@@ -444,3 +430,22 @@ def _any_failed(config: Config) -> bool:
         return state.totals().failed > 0 or bool(state.url_failures())
     finally:
         state.close()
+
+
+def _database_stop(config: Config, e: sqlite3.DatabaseError) -> str:
+    """Why the daemon stops for `e`, logged; raises `e` again when it is a bug."""
+    if is_damage(e):
+        log.error("%s; stopping", damaged(config.state_db, e))
+        return "the state database is damaged"
+    if getattr(e, "sqlite_errorcode", 0) & 0xFF not in _CANNOT_RECORD:
+        raise e  # a bug: keep the traceback
+    # The state database cannot be written (its disk is full, say). Stop: the records of the
+    # last moments are rolled back, and their thumbnails, already in place, are recorded by the
+    # next start without rendering (recovery.own_thumbnails).
+    log.error(
+        "cannot record in %s: %s; stopping. Make room there (or fix it) and start thumbd "
+        "again: the thumbnails already written stay and nothing is rendered twice",
+        config.state_db,
+        e,
+    )
+    return "the state database cannot be written"
