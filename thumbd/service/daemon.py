@@ -129,7 +129,14 @@ class Daemon:
 
     def run(self) -> int:
         """Start up, work until told to stop (or, once, until nothing is left), drain, stop."""
-        threading.current_thread().name = "main"
+        thread = threading.current_thread()
+        named, thread.name = thread.name, "main"
+        try:
+            return self._run()
+        finally:
+            thread.name = named  # for a caller that goes on (tests run daemons in-process)
+
+    def _run(self) -> int:
         with self.signals():
             self.startup()
             try:
