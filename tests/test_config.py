@@ -88,7 +88,7 @@ def test_download_defaults() -> None:
         ('[paths]\nincoming = ""\n', "[paths] incoming: expected a path"),
         ("paths = 3\n", "[paths]: expected a table"),
         ("[watch\n", "not valid TOML"),
-        ("[download]\nconcurrency = 0\n", "[download] concurrency: expected a number greater than 0"),
+        ("[download]\nconcurrency = 0\n", "[download] concurrency: expected a number greater"),
         ("[download]\nthreads = 4\n", "[download] threads: it is gone: downloads run on one event"),
         ("[download]\nretries = -1\n", "[download] retries: expected a number of 0 or more"),
         ("[download]\nallow_private_addresses = 1\n", "expected true or false"),

@@ -115,7 +115,7 @@ def test_redirects_to_ip_literals_and_mixed_names_are_refused_at_connect_time(
         daemon.write_config({"download": FAST})  # allow_private_addresses stays false
         daemon.start()
         redirects = {k: public.url(f"/to-{k}", "cdn.example") for k in targets}
-        mixed = f"http://mixed.example:{public.port}/ok.jpg"
+        mixed = f"http://mixed.example:{public.port}/m.jpg"
         ok = public.url("/ok.jpg", "cdn.example")
         write_manifest(daemon, "hops.urls", [*redirects.values(), mixed, ok])
         wait_until(lambda: len(url_rows(daemon)) == len(redirects) + 2, 60, "every outcome")
@@ -219,7 +219,7 @@ def test_ten_thousand_urls_keep_memory_flat_and_show_progress(daemon: Daemon) ->
         )
         daemon.start()
         write_manifest(daemon, "warm.urls", [server.url("/t/00000.jpg")])
-        wait_until(lambda: daemon.done("warm/00000.jpg"), 30, "the first download")
+        wait_until(lambda: daemon.done("warm/00000.jpg", (8,)), 30, "the first download")
         pid = pid_of(daemon)
         before = status_of(pid, "VmRSS")
         write_manifest(daemon, "big.urls", [server.url(f"/t/{i:05d}.jpg") for i in range(count)])

@@ -43,7 +43,7 @@ log = logging.getLogger("thumbd.download")
 BACKOFF_BASE = 0.5  # seconds before the first retry; doubles each time, with jitter
 BACKOFF_MAX = 60.0
 MAX_RETRY_AFTER = 300.0  # a server asking for a longer wait gets a failure, not a stalled slot
-IO_THREADS = 4  # aiofiles' writes, fsync, rename, getaddrinfo: short blocking calls
+IO_THREADS = 8  # aiofiles' writes, fsync, rename, getaddrinfo: short blocking calls
 
 
 @dataclass(frozen=True, slots=True)
@@ -363,6 +363,8 @@ class Downloader:
                 break
         if not waiters:
             self._waiting.pop(host, None)
+        if self._loop is not None:  # the slot may start the host's next URL now
+            self._loop.call_soon(self._dispatch)
 
     def _settle(self, task: UrlTask, result: Result) -> None:
         final: Result | None = result

@@ -23,6 +23,7 @@ cancelled fetch raises asyncio.CancelledError to its caller, which reports it as
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 import time
 from collections.abc import Awaitable, Callable
@@ -154,17 +155,29 @@ class Fetcher:
             target = Target.parse(url)
             if not await slot.switch(host_key(url)):
                 return Cancelled()
-            async with self.session.get(target.url, allow_redirects=False) as response:
-                if response.status in REDIRECTS:
-                    return _redirect(url, response)
-                if response.status != 200:
-                    return _status_failure(response)
-                self._check_length(response)
-                return await self._download(response, dest)
+            async with contextlib.AsyncExitStack() as files:
+                async with self.session.get(target.url, allow_redirects=False) as response:
+                    if response.status in REDIRECTS:
+                        return _redirect(url, response)
+                    if response.status != 200:
+                        return _status_failure(response)
+                    self._check_length(response)
+                    tmp_path, out = await files.enter_async_context(temp_file(self.tmp))
+                    received = await self._receive(response, out)
+                if isinstance(received, Failure):
+                    return received
+                # The body is in: the connection is back in the pool, and the host's slot goes
+                # to the next URL while this file is made durable (an fsync takes milliseconds).
+                slot.release()
+                kind, size = received
+                await durable(out)
+                await out.close()
+                return Downloaded(await _placed(tmp_path, dest, kind), size, kind)
         except Stop as stop:
             return stop.result
         except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as e:
             return self._failure(e)
+        raise AssertionError("unreachable: AsyncExitStack swallows nothing")
 
     # -- the body --------------------------------------------------------------------------
 
@@ -173,21 +186,20 @@ class Fetcher:
         if length is not None and length > self.limits.max_bytes:
             raise Stop(Failure(f"larger than {size_text(self.limits.max_bytes)}"))
 
-    async def _download(self, response: aiohttp.ClientResponse, dest: Destination) -> Result:
-        async with temp_file(self.tmp) as (tmp_path, out):
-            head = b""
-            while len(head) < SNIFF_BYTES and (chunk := await response.content.readany()):
-                head += chunk
-            kind = sniff(head)
-            if kind is None:
-                return Failure(f"not an image ({_content_type(response)}{_encoding(response)})")
-            size = await self._write(out, head, 0)
-            async for chunk in response.content.iter_any():
-                size = await self._write(out, chunk, size)
-            await durable(out)
-            await out.close()
-            return Downloaded(await _placed(tmp_path, dest, kind), size, kind)
-        raise AssertionError("unreachable: temp_file swallows nothing")
+    async def _receive(
+        self, response: aiohttp.ClientResponse, out: AsyncBufferedIOBase
+    ) -> tuple[str, int] | Failure:
+        """The body into `out`: its sniffed kind and size, or why it is not an image."""
+        head = b""
+        while len(head) < SNIFF_BYTES and (chunk := await response.content.readany()):
+            head += chunk
+        kind = sniff(head)
+        if kind is None:
+            return Failure(f"not an image ({_content_type(response)}{_encoding(response)})")
+        size = await self._write(out, head, 0)
+        async for chunk in response.content.iter_any():
+            size = await self._write(out, chunk, size)
+        return kind, size
 
     async def _write(self, out: AsyncBufferedIOBase, chunk: bytes, size: int) -> int:
         """Write a chunk of the (decompressed) body; the size so far, checked."""
