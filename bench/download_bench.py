@@ -39,7 +39,7 @@ RESULTS = HERE / "results"
 
 # Run in a child with PYTHONPATH=<a tree>: that tree's Downloader fetches the URLs on stdin.
 STAGE_RUNNER = r"""
-import json, queue, sys, tempfile, time
+import json, queue, shutil, sys, tempfile, time
 from thumbd.config import DownloadConfig
 from thumbd.downloads.downloader import Downloader, UrlTask
 urls = json.loads(sys.stdin.read())
@@ -56,6 +56,7 @@ for _ in urls:
     kinds[type(result).__name__] = kinds.get(type(result).__name__, 0) + 1
 elapsed = time.monotonic() - started
 d.stop()
+shutil.rmtree(root, ignore_errors=True)
 print(json.dumps({"seconds": elapsed, "results": kinds}))
 """
 
@@ -211,7 +212,6 @@ def daemon_run(count: int, port: int, workdir: Path) -> dict[str, Any]:
     extra = {
         "download": {"allow_private_addresses": True},
         "thumbnails": {"widths": [8]},
-        "log": {"level": "warning"},
     }
     with DaemonRun(workdir / "daemon", workers=1, extra=extra) as run:
         run.start(env={"PYTHONPATH": str(TREE)})
