@@ -134,6 +134,51 @@ class Trickle(Route):
 
 
 @dataclass
+class HeadersOnly(Route):
+    """A 200 with its headers (and a length), then nothing: the body never comes."""
+
+    def serve(self, h: Handler, n: int) -> None:
+        h.send_response(200)
+        h.send_header("Content-Type", "image/jpeg")
+        h.send_header("Content-Length", "100000")
+        h.end_headers()
+        h.wfile.flush()
+        h.server.closing.wait()  # type: ignore[attr-defined]
+        h.close_connection = True
+
+
+@dataclass
+class CutBody(Route):
+    """Declares `length` bytes, sends the first `sent` of `data`, and closes the connection."""
+
+    data: bytes
+    sent: int = 1000
+
+    def serve(self, h: Handler, n: int) -> None:
+        h.send_response(200)
+        h.send_header("Content-Type", "image/jpeg")
+        h.send_header("Content-Length", str(len(self.data)))
+        h.end_headers()
+        h.wfile.write(self.data[: self.sent])
+        h.wfile.flush()
+        h.close_connection = True
+
+
+def gzip_bomb(inflated: int) -> bytes:
+    """A gzip stream of a JPEG's first bytes and then `inflated` zero bytes (about a thousand
+    times smaller than what it inflates to), made in pieces so the test never holds it whole."""
+    import zlib
+
+    packer = zlib.compressobj(9, zlib.DEFLATED, 31)  # 31: the gzip container
+    parts = [packer.compress(b"\xff\xd8\xff\xe0" + b"\0" * 60)]
+    zeros = b"\0" * (1 << 20)
+    for _ in range(inflated // len(zeros)):
+        parts.append(packer.compress(zeros))
+    parts.append(packer.flush())
+    return b"".join(parts)
+
+
+@dataclass
 class Silent(Route):
     """Reads the request and never answers."""
 
@@ -174,6 +219,8 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]
         n = self.server.request_started(path, self.headers.get("Host", ""))
+        if self.server.tally is not None:
+            self.server.tally.started()
         self.server.agents.add(self.headers.get("User-Agent", ""))
         self.server.encodings.append(self.headers.get("Accept-Encoding", ""))
         try:
@@ -181,12 +228,32 @@ class Handler(BaseHTTPRequestHandler):
                 time.sleep(self.server.hold)  # widen the window in which requests overlap
         finally:
             self.server.request_answered()
+            if self.server.tally is not None:
+                self.server.tally.answered()
         route = self.server.routes.get(path, status(404))
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             route.serve(self, n)
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
+
+
+class Tally:
+    """Requests in flight over several servers at once (the most there ever were)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.active = 0
+        self.max_active = 0
+
+    def started(self) -> None:
+        with self.lock:
+            self.active += 1
+            self.max_active = max(self.max_active, self.active)
+
+    def answered(self) -> None:
+        with self.lock:
+            self.active -= 1
 
 
 class Server(ThreadingHTTPServer):
@@ -201,12 +268,14 @@ class Server(ThreadingHTTPServer):
         port: int = 0,
         tls: ssl.SSLContext | None = None,
         idle_timeout: float = 10.0,
+        tally: Tally | None = None,
     ) -> None:
         handler = type("Handler", (Handler,), {"timeout": idle_timeout})
         super().__init__((host, port), handler)
         self.host = host
         self.port = self.server_address[1]
         self.hold = hold
+        self.tally = tally
         self.server_names: list[str | None] = []  # TLS SNI, as the client sent it
         if tls is not None:
             tls.sni_callback = self._sni

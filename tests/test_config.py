@@ -63,7 +63,7 @@ def test_the_documented_example_is_valid_and_matches_the_defaults() -> None:
 
 def test_download_defaults() -> None:
     d = load_config(None).download
-    assert (d.threads, d.max_per_host, d.retries, d.max_redirects) == (4, 4, 3, 5)
+    assert (d.concurrency, d.max_per_host, d.retries, d.max_redirects) == (64, 4, 3, 5)
     assert (d.connect_timeout, d.read_timeout, d.total_timeout) == (10, 30, 300)
     assert d.max_bytes == 50_000_000
     assert d.allow_private_addresses is False
@@ -99,7 +99,8 @@ def test_download_defaults() -> None:
         ('[paths]\nincoming = ""\n', "[paths] incoming: expected a path"),
         ("paths = 3\n", "[paths]: expected a table"),
         ("[watch\n", "not valid TOML"),
-        ("[download]\nthreads = 0\n", "[download] threads: expected a number greater than 0"),
+        ("[download]\nconcurrency = 0\n", "[download] concurrency: expected a number greater"),
+        ("[download]\nthreads = 4\n", "[download] threads: it is gone: downloads run on one event"),
         ("[download]\nretries = -1\n", "[download] retries: expected a number of 0 or more"),
         ("[download]\nallow_private_addresses = 1\n", "expected true or false"),
         ('[download]\nuser_agent = " "\n', "[download] user_agent: expected a non-empty"),

@@ -224,9 +224,15 @@ class MetricsConfig:
 
 @dataclass(frozen=True)
 class DownloadConfig:
-    """URL manifests (`*.urls`): the downloader threads and their limits."""
+    """URL manifests (`*.urls`): the downloader's event loop and its limits."""
 
-    threads: int = _check(_positive, 4)
+    # Keys that are gone, and what to write instead (an old file gets this, not "unknown key").
+    REPLACED: typing.ClassVar[dict[str, str]] = {
+        "threads": "it is gone: downloads run on one event loop; set concurrency (requests in"
+        " flight in all, default 64) and max_per_host (per host, default 4) instead",
+    }
+
+    concurrency: int = _check(_positive, 64)
     max_per_host: int = _check(_positive, 4)
     connect_timeout: float = _check(_seconds, 10.0)
     read_timeout: float = _check(_seconds, 30.0)
@@ -350,6 +356,9 @@ def _build(cls: type[Any], data: dict[str, Any], path: Path, prefix: str) -> Any
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
         where = f"{prefix}{key}"
+        replaced = getattr(cls, "REPLACED", {}).get(key)
+        if replaced is not None:
+            raise ConfigError(f"{path}: {_show(where)}: {replaced}")
         if key not in fields:
             raise ConfigError(
                 f"{path}: unknown key {_show(where)}{_suggest(key, fields, prefix)}; "

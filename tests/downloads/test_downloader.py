@@ -1,11 +1,10 @@
-"""The downloader threads and their scheduler, in process, against a real server."""
+"""The downloader's event loop and its scheduler, in process, against a real server."""
 
 from __future__ import annotations
 
 import io
 import logging
 import queue
-import threading
 from pathlib import Path
 
 import pytest
@@ -36,15 +35,9 @@ def test_a_busy_host_does_not_hold_up_another() -> None:
         s.put(t)
     assert s.take() == task("a", 1)
     assert s.take() == task("b", 1)  # a is at its limit: b goes first
-    got: list[UrlTask | None] = []
-    waiter = threading.Thread(target=lambda: got.append(s.take()))
-    waiter.start()
-    waiter.join(0.2)
-    assert waiter.is_alive() and got == []  # a's second URL waits for a's slot
+    assert s.take() is None  # a's second URL waits for a's slot
     s.release("a")
-    waiter.join(10)
-    assert got == [task("a", 2)]
-    s.stop()
+    assert s.take() == task("a", 2)
 
 
 def test_hosts_take_turns() -> None:
@@ -61,22 +54,16 @@ def test_hosts_take_turns() -> None:
     ]
 
 
-def test_stop_taking_hands_back_what_waits_and_stop_is_the_poison_pill() -> None:
+def test_stop_taking_hands_back_what_waits() -> None:
     s = Scheduler(max_per_host=2)
     s.put(task("a", 1))
     s.put(task("a", 2), delay=60)
     s.put(task("b", 1, manifest="other.urls"))
     assert s.drop(lambda t: t.manifest != "other.urls") == [task("b", 1, manifest="other.urls")]
+    assert 59 < (s.until_due() or 0) <= 60
     assert sorted(t.url for t in s.stop_taking()) == ["http://a/1.jpg", "http://a/2.jpg"]
     assert not s.put(task("a", 3))
-    results: list[UrlTask | None] = []
-    threads = [threading.Thread(target=lambda: results.append(s.take())) for _ in range(3)]
-    for t in threads:
-        t.start()
-    s.stop()
-    for t in threads:
-        t.join(10)
-    assert results == [None, None, None]
+    assert s.take() is None and s.until_due() is None
 
 
 def test_backoff_grows_with_jitter_and_honours_retry_after() -> None:
@@ -89,12 +76,12 @@ def test_backoff_grows_with_jitter_and_honours_retry_after() -> None:
 
 
 def test_a_retry_waits_in_the_scheduler_not_in_a_thread(tmp_path: Path) -> None:
-    """One thread: while the first URL waits out its Retry-After, the thread serves another."""
+    """One fetch at a time: while the first URL waits out its Retry-After, another is served."""
     buf = io.BytesIO()
     natural((64, 48)).save(buf, "JPEG")
     (tmp_path / "incoming").mkdir()
     inbox: queue.SimpleQueue[Fetched] = queue.SimpleQueue()
-    config = DownloadConfig(threads=1, allow_private_addresses=True, retries=1)
+    config = DownloadConfig(concurrency=1, allow_private_addresses=True, retries=1)
     d = Downloader(config, str(tmp_path / "incoming"), inbox.put)
     with serving() as server:
         server.routes["/later.jpg"] = Steps([status(503, **{"Retry-After": "3"}), Body(b"")])

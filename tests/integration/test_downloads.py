@@ -319,7 +319,7 @@ def test_500_urls_on_one_host_never_exceed_max_per_host(daemon: Daemon) -> None:
             server.routes[f"/t/{i:03d}.jpg"] = Body(tiny)
         daemon.write_config(
             {
-                "download": {"allow_private_addresses": True, "threads": 6, "max_per_host": 3},
+                "download": {"allow_private_addresses": True, "concurrency": 6, "max_per_host": 3},
                 "thumbnails": {"widths": [32]},
             }
         )
@@ -338,7 +338,7 @@ def test_500_urls_on_one_host_never_exceed_max_per_host(daemon: Daemon) -> None:
         wait_until(lambda: len(url_rows(daemon)) == 500, 30, "500 URL records")
         assert {s for s, *_ in url_rows(daemon).values()} == {"done"}
         assert server.total_requests() == 500
-        assert server.max_active == 3  # reached, and never more: six threads, three per host
+        assert server.max_active == 3  # reached, and never more: six at once, three per host
         assert server.max_open <= 3
         assert server.connections < 50  # keep-alive: connections are reused, not one per URL
         assert daemon.status()["manifests"][0]["done"] == 500
@@ -399,7 +399,7 @@ def test_sigterm_and_kill_leave_no_partial_file_and_restarts_fetch_only_the_rest
         for p in paths:
             server.routes[p] = Slow(body, parts=2, pause=0.1)
         daemon.write_config(
-            {"download": {"allow_private_addresses": True, "threads": 8, "max_per_host": 8}}
+            {"download": {"allow_private_addresses": True, "concurrency": 8, "max_per_host": 8}}
         )
         write_manifest(daemon, "batch.urls", [server.url(p) for p in paths])
 
@@ -513,7 +513,7 @@ def test_urls_taken_out_of_a_manifest_while_it_downloads_are_not_fetched(
             "download": {
                 "allow_private_addresses": True,
                 "read_timeout": 120.0,
-                "threads": 1,  # the first URL holds the only thread: the others wait in line
+                "concurrency": 1,  # the first URL holds the only slot: the others wait in line
                 "max_per_host": 1,
             }
         }

@@ -1,16 +1,24 @@
-"""The download stage's threads: `threads` downloader threads (never a thread per URL) fed by
-a scheduler that hands a thread a URL only when that URL's host is below `max_per_host`
-requests at once, so a busy host never blocks threads that could serve another.
+"""The download stage's engine: one thread running an asyncio event loop, many URLs in flight.
 
-Retries wait in the scheduler, not in a thread: a retryable failure comes back after an
+`Downloader` owns a thread (`download`) with an event loop, one aiohttp session (client.py) and
+a bounded executor (`download-io`) on which aiofiles writes, fsyncs, renames and getaddrinfo
+run. The main loop hands it URLs (`submit`); it runs at most `concurrency` fetches at once, and
+at most `max_per_host` to one host name: the `Scheduler` hands a URL out only while its host is
+below its limit, hosts served round-robin, so a busy host never holds up another. A redirect
+to another host trades the fetch's slot for one there, waiting for it on the loop.
+
+Retries wait in the scheduler, not in a fetch: a retryable failure comes back after an
 exponential backoff with jitter, or after the wait the server asked for (`Retry-After`, up to
 MAX_RETRY_AFTER). Each final outcome goes back to the main loop as a `Fetched` message on its
-inbox; a failure is a value with a reason, never an exception crossing threads. These threads
-never touch the state: stage.Downloads, on the main loop, records what they post.
+inbox; a failure is a value with a reason, never an exception crossing threads. The loop never
+touches the state: stage.Downloads, on the main loop, records what it posts. `cancel` cancels
+every fetch in flight (each removes its temporary file and reports Cancelled: pending).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import heapq
 import itertools
 import logging
@@ -20,10 +28,10 @@ import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Collection
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 from thumbd.config import DownloadConfig
-from thumbd.downloads.connections import Connections, Sockets
 from thumbd.downloads.fetch import Fetcher, HostSlot, host_key
 from thumbd.downloads.files import Destination
 from thumbd.downloads.outcomes import Cancelled, Failure, Limits, Result
@@ -35,6 +43,7 @@ log = logging.getLogger("thumbd.download")
 BACKOFF_BASE = 0.5  # seconds before the first retry; doubles each time, with jitter
 BACKOFF_MAX = 60.0
 MAX_RETRY_AFTER = 300.0  # a server asking for a longer wait gets a failure, not a stalled slot
+IO_THREADS = 8  # aiofiles' writes, fsync, rename, getaddrinfo: short blocking calls
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +63,7 @@ class UrlTask:
 
 @dataclass(frozen=True, slots=True)
 class Fetched:
-    """A downloader thread's outcome for one task, for the main loop."""
+    """The downloader's outcome for one task, for the main loop."""
 
     task: UrlTask
     result: Result
@@ -82,66 +91,68 @@ def _outcome(result: Result) -> str:
 
 
 class Scheduler:
-    """Queued URLs by host, handed out only while the host is below its limit.
-
-    `take` blocks until a task whose host has a free slot is due, and returns None once the
-    scheduler is stopped (the threads' poison pill). Hosts are served round-robin.
-    """
+    """Queued URLs by host, handed out only while the host is below its limit (thread-safe: the
+    main loop puts and drops, the event loop takes). Hosts are served round-robin; delayed
+    retries wait in a heap until they are due."""
 
     def __init__(self, max_per_host: int) -> None:
         self.max_per_host = max_per_host
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
         self._queues: OrderedDict[str, deque[UrlTask]] = OrderedDict()
         self._delayed: list[tuple[float, int, UrlTask]] = []
         self._active: dict[str, int] = {}
         self._seq = itertools.count()
         self._accepting = True
-        self._stopped = False
 
     def put(self, task: UrlTask, delay: float = 0.0) -> bool:
         """Queue `task` (after `delay` seconds); False once the scheduler takes no more work."""
-        with self._cond:
+        with self._lock:
             if not self._accepting:
                 return False
             if delay > 0:
                 heapq.heappush(self._delayed, (time.monotonic() + delay, next(self._seq), task))
             else:
                 self._queues.setdefault(task.host, deque()).append(task)
-            self._cond.notify_all()
         return True
 
     def take(self) -> UrlTask | None:
-        with self._cond:
-            while not self._stopped:
-                self._promote_due()
-                task = self._next()
-                if task is not None:
+        """A due task whose host has a free slot (the slot is now taken), or None."""
+        with self._lock:
+            self._promote_due()
+            for host, queue in self._queues.items():
+                if self._active.get(host, 0) < self.max_per_host:
+                    task = queue.popleft()
+                    if queue:
+                        self._queues.move_to_end(host)  # round-robin between hosts
+                    else:
+                        del self._queues[host]
+                    self._active[host] = self._active.get(host, 0) + 1
                     return task
-                self._cond.wait(timeout=self._until_due())
             return None
 
-    def acquire(self, host: str) -> bool:
-        """A slot on `host` for a redirect hop; False when stopping."""
-        with self._cond:
-            while not self._stopped and self._active.get(host, 0) >= self.max_per_host:
-                self._cond.wait()
-            if self._stopped:
+    def try_acquire(self, host: str) -> bool:
+        """A slot on `host` for a redirect hop, if one is free."""
+        with self._lock:
+            if self._active.get(host, 0) >= self.max_per_host:
                 return False
             self._active[host] = self._active.get(host, 0) + 1
             return True
 
     def release(self, host: str) -> None:
-        with self._cond:
+        with self._lock:
             left = self._active.get(host, 0) - 1
             if left > 0:
                 self._active[host] = left
             else:
                 self._active.pop(host, None)
-            self._cond.notify_all()
+
+    def active(self, host: str) -> int:
+        with self._lock:
+            return self._active.get(host, 0)
 
     def drop(self, keep: Callable[[UrlTask], bool] = lambda t: False) -> list[UrlTask]:
         """Remove queued and delayed tasks that `keep` rejects; return them."""
-        with self._cond:
+        with self._lock:
             dropped: list[UrlTask] = []
             for host in list(self._queues):
                 queue = self._queues[host]
@@ -158,15 +169,14 @@ class Scheduler:
 
     def stop_taking(self) -> list[UrlTask]:
         """No new work from now on; return what was still waiting."""
-        with self._cond:
+        with self._lock:
             self._accepting = False
         return self.drop()
 
-    def stop(self) -> None:
-        with self._cond:
-            self._accepting = False
-            self._stopped = True
-            self._cond.notify_all()
+    def until_due(self) -> float | None:
+        """Seconds until the next delayed task is due, or None."""
+        with self._lock:
+            return max(0.0, self._delayed[0][0] - time.monotonic()) if self._delayed else None
 
     def _promote_due(self) -> None:
         now = time.monotonic()
@@ -174,27 +184,16 @@ class Scheduler:
             task = heapq.heappop(self._delayed)[2]
             self._queues.setdefault(task.host, deque()).appendleft(task)
 
-    def _next(self) -> UrlTask | None:
-        for host, queue in self._queues.items():
-            if self._active.get(host, 0) < self.max_per_host:
-                task = queue.popleft()
-                if queue:
-                    self._queues.move_to_end(host)  # round-robin between hosts
-                else:
-                    del self._queues[host]
-                self._active[host] = self._active.get(host, 0) + 1
-                return task
-        return None
 
-    def _until_due(self) -> float | None:
-        return max(0.0, self._delayed[0][0] - time.monotonic()) if self._delayed else None
-
-
-# -- the threads ------------------------------------------------------------------------------
+# -- the event loop ---------------------------------------------------------------------------
 
 
 class Downloader:
-    """`threads` downloader threads; outcomes are posted with `post` (the daemon's inbox)."""
+    """The downloader thread and its event loop; outcomes are posted with `post` (the inbox).
+
+    Called from the main loop: start, submit, drop, stop_taking, cancel, stop. Everything with
+    an underscore runs on the event loop.
+    """
 
     def __init__(
         self,
@@ -208,9 +207,7 @@ class Downloader:
         self.config = config
         self.root = root
         self.post = post
-        self.sockets = Sockets()
-        self.connections = Connections(config.max_per_host, max(32, 2 * config.threads))
-        limits = Limits(
+        self.limits = Limits(
             connect_timeout=config.connect_timeout,
             read_timeout=config.read_timeout,
             total_timeout=config.total_timeout,
@@ -218,19 +215,31 @@ class Downloader:
             max_redirects=config.max_redirects,
             user_agent=config.user_agent,
         )
-        policy = policy or policy_from_env(config.allow_private_addresses)
-        self.fetcher = Fetcher(limits, policy, root, self.sockets, self.connections, tls=tls)
+        self.policy = policy or policy_from_env(config.allow_private_addresses)
+        self.tls = tls
         self.scheduler = Scheduler(config.max_per_host)
-        self.threads: list[threading.Thread] = []
+        self.thread: threading.Thread | None = None
+        self.fetcher: Fetcher
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._ready = threading.Event()
+        self._stopped: asyncio.Event
+        self._fetches: set[asyncio.Task[None]] = set()
+        self._waiting: dict[str, deque[asyncio.Future[bool]]] = {}  # redirect hops, per host
+        self._timer: asyncio.TimerHandle | None = None
+        self._ending = False
+
+    # -- from the main loop ----------------------------------------------------------------
 
     def start(self) -> None:
-        for i in range(self.config.threads):
-            t = threading.Thread(target=self._work, name=f"download-{i + 1}", daemon=True)
-            t.start()
-            self.threads.append(t)
+        self.thread = threading.Thread(target=self._run, name="download", daemon=True)
+        self.thread.start()
+        self._ready.wait()
 
     def submit(self, task: UrlTask) -> bool:
-        return self.scheduler.put(task)
+        if not self.scheduler.put(task):
+            return False
+        self._call(self._dispatch)
+        return True
 
     def drop(self, manifest_rel: str, keep_urls: Collection[str] = ()) -> list[UrlTask]:
         """Take the queued URLs of a manifest out, except `keep_urls`; return them."""
@@ -240,37 +249,122 @@ class Downloader:
         return self.scheduler.stop_taking()
 
     def cancel(self) -> None:
-        """Abort what is in flight: blocked reads wake up, the threads report Cancelled."""
+        """Cancel what is in flight: each fetch removes its temporary file, reports Cancelled."""
         self.scheduler.stop_taking()
-        self.sockets.cancel()
+        self._call(self._cancel_all)
 
     def stop(self, timeout: float = 10.0) -> None:
-        self.scheduler.stop()
-        self.sockets.cancel()
-        deadline = time.monotonic() + timeout
-        for t in self.threads:
-            t.join(max(0.0, deadline - time.monotonic()))
-        stuck = [t.name for t in self.threads if t.is_alive()]
-        if stuck:  # in getaddrinfo, which cannot be interrupted; daemon threads, so harmless
-            log.warning("downloader threads still busy at exit: %s", ", ".join(stuck))
-        self.threads.clear()
-        self.connections.close_all()
+        self.scheduler.stop_taking()
+        self._call(self._end)
+        if self.thread is not None:
+            self.thread.join(timeout)
+            if self.thread.is_alive():  # an executor thread stuck in getaddrinfo, say
+                log.warning("the downloader thread is still busy at exit")
+            self.thread = None
 
-    def _work(self) -> None:
-        while (task := self.scheduler.take()) is not None:
-            slot = HostSlot(task.host, self.scheduler.acquire, self.scheduler.release)
-            dest = Destination(self.root, task.folder, task.stem)
-            started = time.monotonic()
-            try:
-                result = self.fetcher.fetch(task.url, dest, slot)
-            except Exception as e:  # a bug: keep the thread and tell the main loop
-                log.exception("downloading %s raised", task.url)
-                result = Failure(f"internal error: {e!r}")
-            finally:
-                slot.release()
-            if not isinstance(result, Cancelled):
-                metrics.download_finished(time.monotonic() - started, _outcome(result))
-            self._settle(task, result)
+    def _call(self, fn: Callable[[], None]) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # closed meanwhile: it has stopped
+                loop.call_soon_threadsafe(fn)
+
+    # -- the thread ------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        loop = asyncio.new_event_loop()
+        loop.set_default_executor(ThreadPoolExecutor(IO_THREADS, thread_name_prefix="download-io"))
+        try:
+            loop.run_until_complete(self._main(loop))
+        finally:
+            loop.close()  # shuts the executor down without waiting for a stuck getaddrinfo
+
+    async def _main(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._stopped = asyncio.Event()
+        max_idle = max(32, self.config.concurrency)
+        self.fetcher = Fetcher(self.limits, self.policy, self.root, max_idle=max_idle, tls=self.tls)
+        self._loop = loop
+        self._ready.set()
+        try:
+            await self._stopped.wait()
+            self._cancel_all()
+            await asyncio.gather(*self._fetches, return_exceptions=True)
+        finally:
+            await self.fetcher.close()
+
+    def _end(self) -> None:
+        self._ending = True
+        self._stopped.set()
+
+    def _cancel_all(self) -> None:
+        for fetch in self._fetches:
+            fetch.cancel()
+
+    # -- on the loop -----------------------------------------------------------------------
+
+    def _dispatch(self) -> None:
+        """Start fetches while there is room, then wake up again when a retry is due."""
+        assert self._loop is not None
+        while not self._ending and len(self._fetches) < self.config.concurrency:
+            task = self.scheduler.take()
+            if task is None:
+                break
+            fetch = self._loop.create_task(self._fetch(task))
+            self._fetches.add(fetch)
+            fetch.add_done_callback(self._fetched)
+        if self._timer is not None:
+            self._timer.cancel()
+        due = self.scheduler.until_due()
+        self._timer = None if due is None else self._loop.call_later(due, self._dispatch)
+
+    def _fetched(self, fetch: asyncio.Task[None]) -> None:
+        self._fetches.discard(fetch)
+        self._dispatch()
+
+    async def _fetch(self, task: UrlTask) -> None:
+        slot = HostSlot(task.host, self._acquire, self._release)
+        dest = Destination(self.root, task.folder, task.stem)
+        started = time.monotonic()
+        result: Result
+        try:
+            result = await self.fetcher.fetch(task.url, dest, slot)
+        except asyncio.CancelledError:
+            result = Cancelled()
+        except Exception as e:  # a bug: keep the loop going and tell the main loop
+            log.exception("downloading %s raised", task.url)
+            result = Failure(f"internal error: {e!r}")
+        finally:
+            slot.release()
+        if not isinstance(result, Cancelled):
+            metrics.download_finished(time.monotonic() - started, _outcome(result))
+        self._settle(task, result)
+
+    async def _acquire(self, host: str) -> bool:
+        """A slot on `host` for a redirect hop: now, or when a fetch there releases one."""
+        if self.scheduler.try_acquire(host):
+            return True
+        assert self._loop is not None
+        waiter: asyncio.Future[bool] = self._loop.create_future()
+        self._waiting.setdefault(host, deque()).append(waiter)
+        try:
+            return await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.scheduler.release(host)  # handed over just as the fetch was cancelled
+            raise
+
+    def _release(self, host: str) -> None:
+        """Give the slot back; a redirect hop waiting for this host gets it first."""
+        self.scheduler.release(host)
+        waiters = self._waiting.get(host)
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done() and self.scheduler.try_acquire(host):
+                waiter.set_result(True)
+                break
+        if not waiters:
+            self._waiting.pop(host, None)
+        if self._loop is not None:  # the slot may start the host's next URL now
+            self._loop.call_soon(self._dispatch)
 
     def _settle(self, task: UrlTask, result: Result) -> None:
         final: Result | None = result
@@ -292,7 +386,7 @@ class Downloader:
         if not self.scheduler.put(replace(task, attempt=task.attempt + 1), delay):
             return Cancelled()  # shutting down: the URL stays pending
         log.info("retrying %s in %.1f s: %s", task.url, delay, failure.reason)
-        return None
+        return None  # _fetched's dispatch sets the timer for it
 
 
 def backoff(attempt: int, retry_after: float | None = None) -> float:

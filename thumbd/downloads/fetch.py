@@ -1,72 +1,57 @@
-"""Fetch one URL safely into incoming/: the HTTP side of the download stage.
+"""Fetch one URL safely into incoming/: the HTTP side of the download stage, on its event loop.
 
-Runs on a downloader thread; the main loop never calls it. `Fetcher` follows a URL hop by hop
-(redirects are followed here, not by a library, with the same checks on every hop), sends the
-request, reads the response and hands the body to files.py. What it guards against, and where:
+`Fetcher` follows a URL hop by hop with aiohttp (`allow_redirects=False`: redirects are followed
+here, with the same checks on every hop), streams the body to a temporary file (files.py) and
+renames it into place. What it guards against, and where:
 
-- Server-side request forgery: only http and https (manifest.check_url); the host's addresses
-  are checked by policy.AddressPolicy, and the connection is pinned to a checked address
-  (connections.py). Environment proxies (http_proxy) are ignored on purpose: a proxy would make
-  the address check meaningless.
-- Unbounded resources: connect and read timeouts, a total deadline per URL (`total_timeout`,
-  connections.Deadline), a cap on the body (`max_bytes`), a cap on redirects, and the caller's
-  per-host limit (`HostSlot`).
+- Server-side request forgery: only http and https (manifest.check_url, every hop); every
+  connection goes to an address the policy accepted (client.py: the resolver checks names, the
+  socket factory every address, IP literals included). No proxy from the environment.
+- Unbounded resources: connect and read timeouts (aiohttp's sock_connect and sock_read), one
+  deadline for all hops of a URL (`total_timeout`, asyncio.timeout: it cancels a read however
+  often the server sends a byte), `max_bytes` counted on the bytes written (after aiohttp
+  undoes a gzip encoding: a small response can inflate a thousandfold), a cap on redirects, and
+  the downloader's per-host slots (`HostSlot`).
 - Lies: the body must sniff as an image by its magic bytes (files.sniff); the Content-Type is
   only used to explain a refusal.
 - Partial files: the body is renamed to its final name only once complete (files.py).
 
-Failures are values (outcomes.Failure) with a reason a person understands; only bugs raise.
+Failures are values (outcomes.Failure) with a reason a person understands; only bugs raise. A
+cancelled fetch raises asyncio.CancelledError to its caller, which reports it as Cancelled.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-import http.client
-import os
-import socket
 import ssl
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from email.utils import parsedate_to_datetime
 from http import HTTPStatus
-from typing import IO
 from urllib.parse import quote, urljoin, urlsplit
 
-from thumbd.downloads.connections import (
-    Connection,
-    Connections,
-    Deadline,
-    PinnedHTTP,
-    PinnedHTTPS,
-    Sockets,
-)
-from thumbd.downloads.files import CHUNK, TMP_DIR, Destination, durable, place, sniff, temp_file
+import aiohttp
+from aiofiles.threadpool.binary import AsyncBufferedIOBase
+from yarl import URL
+
+from thumbd.downloads import client
+from thumbd.downloads.files import TMP_DIR, Destination, durable, place, sniff, temp_file
 from thumbd.downloads.manifest import SCHEMES, check_url, host_ascii
 from thumbd.downloads.outcomes import Cancelled, Downloaded, Failure, Limits, Result, Stop
-from thumbd.downloads.policy import AddressPolicy, IPAddress
+from thumbd.downloads.policy import AddressPolicy, Refused
 
 SNIFF_BYTES = 32
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
-
-
-# -- one URL ----------------------------------------------------------------------------------
+DECODED = frozenset({"identity", "gzip", "x-gzip", "deflate", "br"})
 
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """One hop: where to connect and what to ask for."""
+    """One hop: the URL as aiohttp gets it (host in IDNA, path percent-encoded)."""
 
-    url: str
-    scheme: str
-    host: str  # as sent (IDNA), no brackets
-    port: int
-    path: str  # path and query, percent-encoded
-
-    @property
-    def key(self) -> tuple[str, str, int]:
-        return (self.scheme, self.host, self.port)
+    url: URL
 
     @classmethod
     def parse(cls, url: str) -> Target:
@@ -76,11 +61,14 @@ class Target:
         parts = urlsplit(url)
         scheme = parts.scheme.lower()
         assert parts.hostname is not None and scheme in SCHEMES
-        port = parts.port or (443 if scheme == "https" else 80)
+        host = host_ascii(parts.hostname)
+        netloc = f"[{host}]" if ":" in host else host
+        if parts.port is not None:
+            netloc += f":{parts.port}"
         path = quote(parts.path or "/", safe="/%;:@&=+$,!~*'()-._")
         if parts.query:
             path += "?" + quote(parts.query, safe="/%;:@&=+$,!~*'()-._?")
-        return cls(url, scheme, host_ascii(parts.hostname), port, path)
+        return cls(URL(f"{scheme}://{netloc}{path}", encoded=True))
 
 
 def host_key(url: str) -> str:
@@ -92,22 +80,20 @@ def host_key(url: str) -> str:
 
 
 class HostSlot:
-    """The per-host slot a fetch holds; a redirect to another host trades it for that host's."""
+    """The per-host slot a fetch holds; a redirect to another host trades it for that host's
+    (releasing the old one first, so that no cycle of waits can form)."""
 
     def __init__(
-        self,
-        host: str,
-        acquire: Callable[[str], bool],
-        release: Callable[[str], None],
+        self, host: str, acquire: Callable[[str], Awaitable[bool]], release: Callable[[str], None]
     ) -> None:
         self.host: str | None = host
         self._acquire, self._release = acquire, release
 
-    def switch(self, host: str) -> bool:
+    async def switch(self, host: str) -> bool:
         if host == self.host:
             return True
         self.release()
-        if not self._acquire(host):  # shutting down
+        if not await self._acquire(host):  # shutting down
             return False
         self.host = host
         return True
@@ -119,39 +105,40 @@ class HostSlot:
 
 
 class Fetcher:
-    """Fetches URLs for the downloader threads (it is shared by them: no per-call state)."""
+    """Fetches URLs on the downloader's event loop, all through one aiohttp session."""
 
     def __init__(
         self,
         limits: Limits,
         policy: AddressPolicy,
         root: str,
-        sockets: Sockets,
-        connections: Connections,
         *,
+        max_idle: int = 32,
         tls: ssl.SSLContext | None = None,
     ) -> None:
         self.limits = limits
-        self.policy = policy
-        self.root = root
-        self.tmp = os.path.join(root, TMP_DIR)
-        self.sockets = sockets
-        self.connections = connections
-        self.tls = tls or _tls_context()
-        self._local = threading.local()  # the calling thread's Deadline
+        self.tmp = f"{root}/{TMP_DIR}"
+        self.session = client.session(limits, policy, max_idle=max_idle, tls=tls)
 
-    def fetch(self, url: str, dest: Destination, slot: HostSlot) -> Result:
-        deadline = self._local.deadline = Deadline(self.limits.total_timeout, self.sockets)
+    async def close(self) -> None:
+        await self.session.close()
+
+    async def fetch(self, url: str, dest: Destination, slot: HostSlot) -> Result:
+        """The URL's result; raises CancelledError when cancelled (nothing is left behind)."""
+        deadline = asyncio.timeout(self.limits.total_timeout)
         try:
-            return self._follow(url, dest, slot)
-        finally:
-            deadline.cancel()
-            self._local.deadline = None
+            async with deadline:
+                return await self._follow(url, dest, slot)
+        except TimeoutError:
+            if not deadline.expired():
+                raise
+            seconds = self.limits.total_timeout
+            return Failure(f"timed out: not complete within total_timeout ({seconds:g} s)")
 
-    def _follow(self, url: str, dest: Destination, slot: HostSlot) -> Result:
+    async def _follow(self, url: str, dest: Destination, slot: HostSlot) -> Result:
         seen = {url}
         for hop in range(self.limits.max_redirects + 1):
-            result = self._hop(url, dest, slot)
+            result = await self._hop(url, dest, slot)
             if isinstance(result, Failure) and hop > 0:
                 return replace(result, reason=f"{result.reason} (redirected to {url})")
             if not isinstance(result, str):
@@ -162,238 +149,131 @@ class Fetcher:
             seen.add(url)
         return Failure(f"too many redirects (more than {self.limits.max_redirects})")
 
-    def _expired(self) -> Failure | None:
-        deadline: Deadline | None = getattr(self._local, "deadline", None)
-        return deadline.failure() if deadline is not None and deadline.expired else None
-
-    def _hop(self, url: str, dest: Destination, slot: HostSlot) -> Result | str:
+    async def _hop(self, url: str, dest: Destination, slot: HostSlot) -> Result | str:
         """One request: its result, or the URL it redirects to."""
         try:
             target = Target.parse(url)
-            if not slot.switch(host_key(url)):
+            if not await slot.switch(host_key(url)):
                 return Cancelled()
-            conn, response = self._request(target)
-            if response.status not in REDIRECTS:
-                return self._receive(target, conn, response, dest)
-            conn.close()
+            async with contextlib.AsyncExitStack() as files:
+                async with self.session.get(target.url, allow_redirects=False) as response:
+                    if response.status in REDIRECTS:
+                        return _redirect(url, response)
+                    if response.status != 200:
+                        return _status_failure(response)
+                    self._check_length(response)
+                    tmp_path, out = await files.enter_async_context(temp_file(self.tmp))
+                    received = await self._receive(response, out)
+                if isinstance(received, Failure):
+                    return received
+                # The body is in: the connection is back in the pool, and the host's slot goes
+                # to the next URL while this file is made durable (an fsync takes milliseconds).
+                slot.release()
+                kind, size = received
+                await durable(out)
+                await out.close()
+                return Downloaded(await _placed(tmp_path, dest, kind), size, kind)
         except Stop as stop:
             return stop.result
-        location = response.getheader("Location")
-        if not location:
-            return Failure(f"HTTP {response.status} redirect without a Location")
-        return _redirect_target(url, location, response.status)
-
-    # -- one request -----------------------------------------------------------------------
-
-    def _request(self, target: Target) -> tuple[Connection, http.client.HTTPResponse]:
-        deadline: Deadline | None = getattr(self._local, "deadline", None)
-        reused = self.connections.get(target.key)
-        if reused is not None:
-            if deadline is not None:
-                deadline.watch(reused)
-            response = self._send_reused(reused, target)
-            if response is not None:
-                return reused, response
-        conn = self._connect(target)
-        if deadline is not None:
-            deadline.watch(conn)
-        try:
-            with self._network_errors(connecting=False):
-                return conn, self._send(conn, target)
-        except BaseException:
-            conn.close()
-            raise
-
-    def _send_reused(self, conn: Connection, target: Target) -> http.client.HTTPResponse | None:
-        """Send on an idle keep-alive connection; None if the server had closed it meanwhile
-        (then a fresh connection is no retry: nothing reached the server)."""
-        try:
-            with self._network_errors(connecting=False):
-                try:
-                    return self._send(conn, target)
-                except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
-                    pass
-        except BaseException:
-            conn.close()
-            raise
-        conn.close()
-        return None
-
-    def _connect(self, target: Target) -> Connection:
-        ips = self.policy.addresses(target.host, target.port)
-        errors: list[str] = []
-        for ip in ips:
-            conn = self._connection(target, ip)
-            try:
-                with self._network_errors(connecting=True):
-                    conn.connect()
-                return conn
-            except Stop as stop:
-                conn.close()
-                if not isinstance(stop.result, Failure) or not stop.result.retry:
-                    raise
-                errors.append(stop.result.reason)
-        raise Stop(Failure(errors[-1] if errors else "cannot connect", retry=True))
-
-    def _connection(self, target: Target, ip: IPAddress) -> Connection:
-        if target.scheme == "https":
-            return PinnedHTTPS(target.host, target.port, ip, self.limits, self.sockets, self.tls)
-        return PinnedHTTP(target.host, target.port, ip, self.limits, self.sockets)
-
-    def _send(self, conn: Connection, target: Target) -> http.client.HTTPResponse:
-        # identity: a gzip-encoded body would not sniff as an image (and could be a bomb)
-        headers = {
-            "User-Agent": self.limits.user_agent,
-            "Accept": "image/*",
-            "Accept-Encoding": "identity",
-        }
-        conn.request("GET", target.path, headers=headers)
-        return conn.getresponse()
+        except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as e:
+            return self._failure(e)
+        raise AssertionError("unreachable: AsyncExitStack swallows nothing")
 
     # -- the body --------------------------------------------------------------------------
 
-    def _receive(
-        self,
-        target: Target,
-        conn: Connection,
-        response: http.client.HTTPResponse,
-        dest: Destination,
-    ) -> Result:
-        try:
-            if response.status == 200:
-                self._check_length(response)
-                result = self._download(response, dest)
-            else:
-                result = _status_failure(response)
-        except BaseException:
-            conn.close()
-            raise
-        self._release(target, conn, response)
-        return result
-
-    def _release(
-        self, target: Target, conn: Connection, response: http.client.HTTPResponse
-    ) -> None:
-        """Keep the connection for the next URL if its response was read to the end."""
-        if response.length == 0:
-            response.close()  # http.client leaves a fully read response open; finish it
-        if response.will_close or not response.isclosed() or self._expired():
-            conn.close()
-        else:
-            self.connections.put(target.key, conn)
-
-    def _check_length(self, response: http.client.HTTPResponse) -> None:
-        length = response.getheader("Content-Length")
-        if length and length.strip().isdigit() and int(length) > self.limits.max_bytes:
+    def _check_length(self, response: aiohttp.ClientResponse) -> None:
+        length = response.content_length
+        if length is not None and length > self.limits.max_bytes:
             raise Stop(Failure(f"larger than {size_text(self.limits.max_bytes)}"))
 
-    def _download(self, response: http.client.HTTPResponse, dest: Destination) -> Result:
-        with temp_file(self.tmp) as (tmp_path, out):
-            head, size = self._sniffed_head(response)
-            kind = sniff(head)
-            if kind is None:
-                return Failure(f"not an image ({_content_type(response)}{_encoding(response)})")
-            out.write(head)
-            size = self._copy_rest(response, out, size)
-            durable(out)
-            out.close()
-            final = place(tmp_path, dest, kind)
-            return Downloaded(final, size, kind)
-        raise AssertionError("unreachable: temp_file swallows nothing")
-
-    def _sniffed_head(self, response: http.client.HTTPResponse) -> tuple[bytes, int]:
+    async def _receive(
+        self, response: aiohttp.ClientResponse, out: AsyncBufferedIOBase
+    ) -> tuple[str, int] | Failure:
+        """The body into `out`: its sniffed kind and size, or why it is not an image."""
         head = b""
-        while len(head) < SNIFF_BYTES:
-            chunk = self._read(response)
-            if not chunk:
-                break
+        while len(head) < SNIFF_BYTES and (chunk := await response.content.readany()):
             head += chunk
-        self._check_size(len(head))
-        return head, len(head)
+        kind = sniff(head)
+        if kind is None:
+            return Failure(f"not an image ({_content_type(response)}{_encoding(response)})")
+        size = await self._write(out, head, 0)
+        async for chunk in response.content.iter_any():
+            size = await self._write(out, chunk, size)
+        return kind, size
 
-    def _copy_rest(self, response: http.client.HTTPResponse, out: IO[bytes], size: int) -> int:
-        while True:
-            chunk = self._read(response)
-            if not chunk:
-                return size
-            size += len(chunk)
-            self._check_size(size)
-            try:
-                out.write(chunk)
-            except OSError as e:
-                raise Stop(Failure(f"cannot write the download: {e.strerror}")) from None
-
-    def _read(self, response: http.client.HTTPResponse) -> bytes:
-        if self.sockets.cancelled.is_set():
-            raise Stop(Cancelled())
-        with self._network_errors(connecting=False):
-            chunk = response.read1(CHUNK)
-        if not chunk and self.sockets.cancelled.is_set():
-            raise Stop(Cancelled())  # our own shutdown() ended the stream, not the server
-        if not chunk and (expired := self._expired()) is not None:
-            raise Stop(expired)  # the deadline's shutdown() ended it: the body is not complete
-        return chunk
-
-    def _check_size(self, size: int) -> None:
+    async def _write(self, out: AsyncBufferedIOBase, chunk: bytes, size: int) -> int:
+        """Write a chunk of the (decompressed) body; the size so far, checked."""
+        size += len(chunk)
         if size > self.limits.max_bytes:
             raise Stop(Failure(f"larger than {size_text(self.limits.max_bytes)}"))
+        try:
+            await out.write(chunk)
+        except OSError as e:
+            raise Stop(Failure(f"cannot write the download: {e.strerror}")) from None
+        return size
 
     # -- errors ----------------------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def _network_errors(self, *, connecting: bool) -> Iterator[None]:
-        """Turn what the network raises into Failures (retryable for connection trouble)."""
-        try:
-            yield
-        except Stop:
-            raise
-        except Exception as e:
-            if self.sockets.cancelled.is_set():
-                raise Stop(Cancelled()) from None
-            if (expired := self._expired()) is not None:
-                raise Stop(expired) from None
-            raise Stop(self._failure(e, connecting)) from None
-
-    def _failure(self, e: Exception, connecting: bool) -> Failure:
+    def _failure(self, e: Exception) -> Failure:
+        """What the network raised, as a Failure (retryable for connection trouble)."""
         limits = self.limits
-        if isinstance(e, TimeoutError | socket.timeout):
-            if connecting:
-                return Failure(f"connect timed out after {limits.connect_timeout:g} s", retry=True)
+        os_error = e.os_error if isinstance(e, aiohttp.ClientConnectorError) else e
+        if isinstance(os_error, Refused):
+            return os_error.failure
+        if isinstance(e, aiohttp.ConnectionTimeoutError):
+            return Failure(f"connect timed out after {limits.connect_timeout:g} s", retry=True)
+        if isinstance(e, TimeoutError):
             return Failure(f"timed out after {limits.read_timeout:g} s")
-        if isinstance(e, ssl.SSLCertVerificationError):
-            return Failure(f"TLS certificate not accepted: {e.verify_message}")
-        if isinstance(e, ssl.SSLError):
-            return Failure(f"TLS error: {e.reason or e}")
-        if isinstance(e, ConnectionRefusedError):
+        if isinstance(e, aiohttp.ClientConnectorCertificateError):
+            error = e.certificate_error
+            why = error.verify_message if isinstance(error, ssl.SSLCertVerificationError) else error
+            return Failure(f"TLS certificate not accepted: {why}")
+        if isinstance(e, aiohttp.ClientConnectorSSLError | ssl.SSLError):
+            return Failure(f"TLS error: {getattr(os_error, 'reason', None) or os_error}")
+        if isinstance(os_error, ConnectionRefusedError):
             return Failure("connection refused", retry=True)
-        if isinstance(e, http.client.IncompleteRead):
+        if isinstance(e, aiohttp.ClientPayloadError):
             return Failure("connection closed before the end of the body", retry=True)
-        if isinstance(e, http.client.RemoteDisconnected | ConnectionError):
+        if isinstance(e, aiohttp.ServerDisconnectedError | ConnectionError):
             return Failure("connection closed by the server", retry=True)
-        if isinstance(e, http.client.HTTPException):
-            return Failure(f"bad HTTP response ({type(e).__name__})")
-        if isinstance(e, OSError):
-            return Failure(f"cannot connect: {e.strerror or e}", retry=True)
-        raise e
+        if isinstance(e, aiohttp.InvalidURL | ValueError):
+            return Failure(f"not a URL ({e})")
+        if isinstance(e, aiohttp.ClientResponseError):
+            return Failure(f"bad HTTP response ({e.message})")
+        if isinstance(os_error, OSError):
+            return Failure(f"cannot connect: {os_error.strerror or os_error}", retry=True)
+        return Failure(f"HTTP error: {type(e).__name__}: {e}")
+
+
+async def _placed(tmp_path: str, dest: Destination, kind: str) -> str:
+    """The rename into place, on the executor. A cancel that comes meanwhile waits for it: the
+    file is then in place whatever happens, and its URL is reported done, not pending."""
+    loop = asyncio.get_running_loop()
+    renaming = loop.run_in_executor(None, place, tmp_path, dest, kind)
+    try:
+        return await asyncio.shield(renaming)
+    except asyncio.CancelledError:
+        return await renaming
+
+
+def _redirect(url: str, response: aiohttp.ClientResponse) -> str | Failure:
+    location = response.headers.get("Location")
+    if not location:
+        return Failure(f"HTTP {response.status} redirect without a Location")
+    return _redirect_target(url, location, response.status)
 
 
 # -- helpers ----------------------------------------------------------------------------------
 
 
-def _tls_context() -> ssl.SSLContext:
-    context = ssl.create_default_context()
-    context.set_alpn_protocols(["http/1.1"])
-    return context
-
-
-def _status_failure(response: http.client.HTTPResponse) -> Failure:
+def _status_failure(response: aiohttp.ClientResponse) -> Failure:
     status = response.status
     try:
         phrase = f" ({HTTPStatus(status).phrase})"
     except ValueError:
         phrase = ""
     retry = status == 429 or 500 <= status <= 599
-    after = retry_after(response.getheader("Retry-After")) if retry else None
+    after = retry_after(response.headers.get("Retry-After")) if retry else None
     return Failure(f"HTTP {status}{phrase}", retry=retry, retry_after=after)
 
 
@@ -413,10 +293,8 @@ def retry_after(value: str | None, now: float | None = None) -> float | None:
 
 def _redirect_target(url: str, location: str, status: int) -> str | Failure:
     """The absolute URL a Location header points to, read the way browsers read it: raw UTF-8
-    bytes (which http.client hands over as Latin-1) are UTF-8, and spaces are percent-encoded."""
+    bytes are UTF-8 (aiohttp decodes header bytes so), and spaces are percent-encoded."""
     location = location.strip()
-    with contextlib.suppress(UnicodeError):
-        location = location.encode("latin-1").decode("utf-8")
     location = location.replace(" ", "%20")
     try:
         return urljoin(url, location)
@@ -425,16 +303,16 @@ def _redirect_target(url: str, location: str, status: int) -> str | Failure:
         return Failure(f"HTTP {status} redirect to a bad URL ({shown!r}: {e})")
 
 
-def _encoding(response: http.client.HTTPResponse) -> str:
-    """`, Content-Encoding gzip` when the server compressed the body (although thumbd asked for
-    identity): that is why its bytes are not an image's."""
-    value = (response.getheader("Content-Encoding") or "").strip().lower()
+def _encoding(response: aiohttp.ClientResponse) -> str:
+    """`, Content-Encoding xz` when the server encoded the body in a way aiohttp does not undo
+    (it decodes gzip, deflate and br): that is why its bytes are not an image's."""
+    value = (response.headers.get("Content-Encoding") or "").strip().lower()
     shown = "".join(c for c in value if c.isprintable())[:30]
-    return f", Content-Encoding {shown}" if shown and shown != "identity" else ""
+    return f", Content-Encoding {shown}" if shown and shown not in DECODED else ""
 
 
-def _content_type(response: http.client.HTTPResponse) -> str:
-    value = (response.getheader("Content-Type") or "").split(";", 1)[0].strip()
+def _content_type(response: aiohttp.ClientResponse) -> str:
+    value = (response.headers.get("Content-Type") or "").split(";", 1)[0].strip()
     shown = "".join(c for c in value if c.isprintable())[:60]
     return shown or "no Content-Type"
 

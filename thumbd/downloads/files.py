@@ -3,18 +3,23 @@
 The body streams into a temporary file under incoming/.thumbd-downloads/ (a dot folder, which
 the watcher and scans ignore), is fsynced, and is renamed into the manifest's folder only once
 complete and verified, under the extension its magic bytes show (`sniff`: the Content-Type is
-only used to explain a refusal).
+only used to explain a refusal). The body is written through aiofiles (each write on the event
+loop's executor, so a slow disk never stalls the other downloads); the fsync and the rename run
+there too.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import IO
+
+import aiofiles
+from aiofiles.threadpool.binary import AsyncBufferedIOBase
 
 from thumbd.downloads.outcomes import Failure, Stop
 
@@ -31,8 +36,8 @@ class Destination:
     stem: str
 
 
-@contextlib.contextmanager
-def temp_file(folder: str) -> Iterator[tuple[str, IO[bytes]]]:
+@contextlib.asynccontextmanager
+async def temp_file(folder: str) -> AsyncIterator[tuple[str, AsyncBufferedIOBase]]:
     """A new temporary file in `folder` (made if missing), removed afterwards unless renamed."""
     try:
         os.makedirs(folder, exist_ok=True)
@@ -40,11 +45,13 @@ def temp_file(folder: str) -> Iterator[tuple[str, IO[bytes]]]:
     except OSError as e:
         reason = f"cannot create a temporary file in {folder}: {e.strerror}"
         raise Stop(Failure(reason)) from None
-    out = os.fdopen(fd, "wb", buffering=1024 * 1024)
+    out = await aiofiles.open(fd, "wb")
     try:
         yield path, out
     finally:
-        out.close()
+        # Shielded: a second cancel (a shutdown's) must not leave the descriptor open.
+        with contextlib.suppress(OSError):
+            await asyncio.shield(out.close())
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)  # still there only when the download did not complete
 
@@ -85,7 +92,7 @@ def place(tmp_path: str, dest: Destination, kind: str) -> str:
     try:
         os.makedirs(folder, exist_ok=True)
         _check_inside(folder, dest.root)
-        os.chmod(tmp_path, 0o666 & ~_umask())
+        os.chmod(tmp_path, 0o666 & ~current_umask())
         _replace(tmp_path, final)
         _sync_folder(folder)
     except OSError as e:
@@ -93,15 +100,15 @@ def place(tmp_path: str, dest: Destination, kind: str) -> str:
     return rel
 
 
-def durable(out: IO[bytes]) -> None:
+async def durable(out: AsyncBufferedIOBase) -> None:
     """fsync a finished download before it gets its final name. Unlike a thumbnail, which the
     source can always make again, a download may be the only copy there will be (the URL can
     be gone tomorrow), and its URL is recorded done once it is in place: a power loss must not
-    leave an empty file under a URL that is never fetched again. It costs a downloader thread a
+    leave an empty file under a URL that is never fetched again. It costs an executor thread a
     few milliseconds, next to a network transfer."""
     try:
-        out.flush()
-        os.fsync(out.fileno())
+        await out.flush()
+        await asyncio.get_running_loop().run_in_executor(None, os.fsync, out.fileno())
     except OSError as e:
         raise Stop(Failure(f"cannot write the download: {e.strerror}")) from None
 
@@ -135,15 +142,18 @@ def _replace(tmp_path: str, final: str) -> None:
         with open(tmp_path, "rb") as src, open(staged, "wb") as dst:
             while chunk := src.read(CHUNK * 16):
                 dst.write(chunk)
+            dst.flush()
+            os.fsync(dst.fileno())  # the copy is what gets the final name: as durable as the rest
+        os.chmod(staged, os.stat(tmp_path).st_mode)
         os.replace(staged, final)
 
 
-_UMASK: int | None = None
-
-
-def _umask() -> int:
-    global _UMASK
-    if _UMASK is None:  # os.umask can only be read by setting it: do it once
-        _UMASK = os.umask(0)
-        os.umask(_UMASK)
-    return _UMASK
+def current_umask() -> int:
+    """The process umask, read without changing it. os.umask can only be read by setting it:
+    while a downloader had it at 0, the main thread could create a world-writable thumbnail or
+    folder. Linux shows it in /proc/self/status (since 4.7); elsewhere the common 022."""
+    with contextlib.suppress(OSError, ValueError), open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    return 0o022

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from urllib.parse import unquote, urlsplit
 
+import idna
+
 SUFFIX = ".urls"
 MAX_MANIFEST_BYTES = 16_000_000  # about 100,000 URLs; anything larger is a mistake
 MAX_URL_LENGTH = 8192
@@ -105,8 +107,10 @@ def check_url(url: str) -> str | None:
 
 
 def host_ascii(host: str) -> str:
-    """The host as it goes on the wire: IDNA for international names."""
-    return host if host.isascii() else host.encode("idna").decode("ascii")
+    """The host as it goes on the wire: international names in IDNA 2008 with UTS 46 mapping,
+    as browsers send them (`faß.de` is `xn--fa-hia.de`; Python's own `idna` codec, IDNA 2003,
+    would make it `fass.de`, another domain). Raises UnicodeError for a name IDNA refuses."""
+    return host if host.isascii() else idna.encode(host, uts46=True).decode("ascii")
 
 
 def stem_for(url: str) -> str:

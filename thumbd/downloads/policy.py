@@ -2,9 +2,11 @@
 
 thumbd resolves the host itself and refuses loopback, private, link-local (cloud metadata),
 multicast, reserved and unspecified addresses, and IPv6 addresses that embed one (unless
-`[download] allow_private_addresses`). One bad address refuses the whole name. The fetcher then
-connects to exactly an address checked here (connections.py pins it), so DNS rebinding cannot
-swap the address between check and connect.
+`[download] allow_private_addresses`). One bad address refuses the whole name. aiohttp
+connects to exactly the addresses the resolver checked here (client.py), so DNS rebinding
+cannot swap the address between check and connect, and `refusal` checks every address again at
+the moment a socket is made for it: that is what catches IP literals (a redirect to
+`http://127.0.0.1/` or `http://[::ffff:127.0.0.1]/` never reaches a resolver).
 
 The tests' overrides (testhooks.resolve_overrides and public_addresses) enter only through
 `policy_from_env`, with a warning in the log when set.
@@ -53,6 +55,15 @@ def why_not_public(ip: IPAddress) -> str | None:
     return None if ip.is_global else "not globally routable"
 
 
+class Refused(OSError):
+    """An address or name the policy turned down, raised where aiohttp expects network errors
+    (its resolver and socket factory), carrying the Failure the fetch reports."""
+
+    def __init__(self, failure: Failure) -> None:
+        super().__init__(failure.reason)
+        self.failure = failure
+
+
 class AddressPolicy:
     """Resolves a host and says which of its addresses may be connected to."""
 
@@ -85,6 +96,15 @@ class AddressPolicy:
                     shown = str(ip) if host == str(ip) else f"{host} is {ip}"
                     raise Stop(Failure(f"refused: private address ({shown}, {kind})"))
         return found
+
+    def refusal(self, address: str) -> Failure | None:
+        """Why a connection to `address` (an IP, as a socket is about to be made for it) is
+        refused, or None."""
+        if self.allow_private:
+            return None
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+        kind = why_not_public(ip) if ip not in self.treat_as_public else None
+        return None if kind is None else Failure(f"refused: private address ({ip}, {kind})")
 
 
 def policy_from_env(allow_private: bool) -> AddressPolicy:

@@ -1,10 +1,10 @@
 """The download stage, on the main loop: URL manifests become images in incoming/.
 
 `Downloads` parses a settled manifest, skips URLs the state already has an outcome for, names
-the new ones (thumbd.downloads.manifest) and hands them to the downloader threads
-(downloader.py); it records every outcome they post (only the main loop writes the state) and
-logs per-manifest totals. It keeps the bookkeeping of each manifest with URLs out (`_Run`) and
-of each downloaded file until its thumbnails are recorded (`owner`).
+the new ones (thumbd.downloads.manifest) and hands them to the downloader's event loop
+(downloader.py, on a thread of its own); it records every outcome posted back (only the main
+loop writes the state) and logs per-manifest totals. It keeps the bookkeeping of each manifest
+with URLs out (`_Run`) and of each downloaded file until its thumbnails are recorded (`owner`).
 
 A downloaded file is renamed into `incoming/<dir>/<name>/`, where the normal image path takes it
 (the main loop also touches it in the settler, as inotify can miss files in a folder created a
@@ -35,6 +35,11 @@ from thumbd.store.state import State
 log = logging.getLogger("thumbd.download")
 
 __all__ = ["Downloads", "Fetched", "UrlTask"]
+
+
+def shown(url: str, limit: int = 300) -> str:
+    """A URL for the log: a line of a megabyte is recorded whole, but logged cut."""
+    return url if len(url) <= limit else f"{url[:limit]}… ({len(url)} characters)"
 
 
 @dataclass(slots=True)
@@ -87,8 +92,7 @@ class Downloads:
         self.start(self.state)
 
     def _retire(self) -> None:
-        """Let the downloader's threads finish away from the main loop (a thread blocked in
-        getaddrinfo cannot be interrupted)."""
+        """Let the old downloader's event loop wind down away from the main loop."""
         old, self.downloader = self.downloader, None
         if old is not None:
             threading.Thread(target=old.stop, name="download-retire", daemon=True).start()
@@ -114,7 +118,7 @@ class Downloads:
         for e in entries:
             if e.error is not None and e.url not in records:
                 self.state.record_url_failed(rel, e.url, e.error)
-                log.warning("failed %s (line %d of %s): %s", e.url, e.line, rel, e.error)
+                log.warning("failed %s (line %d of %s): %s", shown(e.url), e.line, rel, e.error)
                 run.outcomes += 1
         todo = [
             e.url
@@ -179,9 +183,9 @@ class Downloads:
 
     def _downloader(self) -> Downloader:
         stale = self.downloader is not None and self.downloader.config != self.config.download
-        if stale and not self.busy():  # reloaded with new settings: new threads from now on
+        if stale and not self.busy():  # reloaded with new settings: a new loop from now on
             self._retire()
-        if self.downloader is None:  # no threads until the first manifest needs them
+        if self.downloader is None:  # no thread until the first manifest needs one
             self.downloader = Downloader(self.config.download, self.root, self.post)
             self.downloader.start()
         return self.downloader
@@ -207,7 +211,7 @@ class Downloads:
 
     def _failed(self, task: UrlTask, reason: str, run: _Run | None) -> None:
         self.state.record_url_failed(task.manifest, task.url, reason)
-        log.warning("failed %s (%s): %s", task.url, task.manifest, reason)
+        log.warning("failed %s (%s): %s", shown(task.url), task.manifest, reason)
         if run is not None:
             run.outcomes += 1
         if reason.startswith("refused: private address") and not self.hinted:
