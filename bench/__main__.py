@@ -22,7 +22,15 @@ from typing import Any
 import PIL
 from PIL import features
 
-from bench import baselines, daemon_bench, formats_bench, profile, render_bench, report
+from bench import (
+    baselines,
+    daemon_bench,
+    download_bench,
+    formats_bench,
+    profile,
+    render_bench,
+    report,
+)
 from bench.corpus import Copies, Photo, default_corpus, load
 from bench.procmon import wait_for_quiet
 from thumbd.render.spec import RenderSpec
@@ -38,6 +46,7 @@ PARTS = (
     "startup",
     "scale",
     "formats",
+    "downloads",
     "dask",
 )
 # The phone photos in the corpus: the targets are for phone JPEGs (none is 12 MP; the
@@ -202,6 +211,14 @@ def main(argv: list[str] | None = None) -> int:
             say("formats: HEIC, camera RAW and video posters; HEIC end to end beside vipsthumbnail")
             n = 40 if args.quick else 200
             results["formats"] = formats_bench.run(work / "formats", n, args.workers, args.repeat)
+        if "downloads" in wanted:
+            before("downloads")
+            say(
+                "downloads: 2,000 URLs over 20 loopback hosts, and one host; the threaded stage too"
+            )
+            small = ["--urls", "400", "--one-host-urls", "100", "--daemon-urls", "0"]
+            dl_args = download_bench.parse_args(small if args.quick else [])
+            results["downloads"] = download_bench.run(dl_args)
         if "dask" in wanted:
             before("dask")
             results["dask"] = part_dask(corpus, work / "dask", args.workers)
@@ -215,6 +232,8 @@ def main(argv: list[str] | None = None) -> int:
     print(report.table(results))
     if "formats" in results:
         print("\n" + formats_bench.table(results["formats"]))
+    if "downloads" in results:
+        print("\n" + download_bench.table(results["downloads"]))
     if "dask" in results:
         print(f"\nDask: {results['dask'].get('line') or results['dask'].get('skipped')}")
     write_outputs(results, args, stamp)

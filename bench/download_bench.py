@@ -309,7 +309,7 @@ def table(results: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench.download_bench", description=__doc__)
     p.add_argument("--urls", type=int, default=2000, help="URLs over 20 hosts (2000)")
     p.add_argument("--one-host-urls", type=int, default=400, help="URLs on one host (400)")
@@ -319,7 +319,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-old", action="store_true", help="skip the old stage")
     p.add_argument("--serve", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--json", type=Path, default=None)
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     if args.serve is not None:
         serve(args.serve, args.latency)
         return 0
