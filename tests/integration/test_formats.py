@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 from tests import images
@@ -157,3 +158,37 @@ def test_nas_clutter_and_opted_out_folders_are_left_out(daemon: Daemon) -> None:
 def _mkdirs(root: Path, rel: str) -> str:
     (root / rel).parent.mkdir(parents=True, exist_ok=True)
     return rel
+
+
+def test_heic_thumbnails_come_from_the_embedded_one_unless_it_shows_another_picture(
+    daemon: Daemon,
+) -> None:
+    """Through the real daemon: an embedded thumbnail (green where the primary is blue) that
+    covers every width is what the thumbnails are made from; one turned otherwise than the
+    primary, one letterboxed, or a corrupt one, is not: the primary is decoded in full."""
+    from tests.render import test_heif as h
+    from tests.render.heic_files import heic
+
+    if "HEIF" not in h.pillow.ALLOWED_FORMATS:
+        pytest.skip("pillow-heif is not installed")
+    daemon.start()
+    fast = heic(h.primary_probe(), h.thumbnail_probe())
+    (daemon.incoming / "fast.heic").write_bytes(fast)
+    turned = heic(
+        h.stored(h.primary_probe(), 6),
+        h.stored(h.thumbnail_probe(), 6),
+        orientation=6,
+        thumbnail_orientation=1,
+    )
+    (daemon.incoming / "turned.heic").write_bytes(turned)
+    (daemon.incoming / "barred.heic").write_bytes(heic(h.primary_probe(), h.letterboxed(True)))
+    for name in ("fast", "turned", "barred"):
+        wait_until(lambda n=name: daemon.done(f"{n}.heic"), 60, f"{name}.heic")  # type: ignore[misc]
+
+    def source_of(name: str) -> str:
+        with Image.open(daemon.outgoing / f"{name}_200.jpg") as im:
+            return h.came_from(im.convert("RGB"))
+
+    assert source_of("fast") == "thumbnail"
+    assert source_of("turned") == "primary"
+    assert source_of("barred") == "primary"
