@@ -591,3 +591,25 @@ def test_once_with_no_scheduler_says_so_and_exits(tmp_path: Path) -> None:
     assert f"thumbd: cannot reach the Dask scheduler {address}: " in r.stderr
     assert "Traceback" not in r.stderr
     assert run.status()["pending"] == 2
+
+
+def test_new_files_go_ahead_of_the_backlog_on_the_cluster_too(
+    tmp_path: Path, cluster: Cluster
+) -> None:
+    """A backlog the start-up scan finds, all of it handed to the cluster (max_in_flight 64),
+    and a file that arrives meanwhile: it is submitted with a higher priority, and done long
+    before the backlog is."""
+    settings = dask_settings(cluster.address, shared_storage=True, max_in_flight=64)
+    daemon = Daemon(tmp_path, settings)
+    rels = make_sources(daemon.incoming / "old", 60, (3200, 2400))  # all on the cluster at once
+    daemon.start()
+    backlog = [f"old/{rel}" for rel in rels]
+    wait_until(lambda: done_count(daemon, backlog) >= 2, 120, "the backlog to get going")
+    images.make_jpeg(daemon.incoming / "new.jpg", (640, 480))
+    wait_until(lambda: daemon.done("new.jpg"), 120, "the new file")
+    done_before = done_count(daemon, backlog)
+    wait_until(lambda: done_count(daemon, backlog) == len(backlog), 300, "the backlog")
+    # It waited for what was running (a task per worker) and what had started meanwhile, not
+    # for the 40-odd queued on the scheduler before it.
+    assert done_before < len(backlog) - 20, done_before
+    assert daemon.stop() == 0

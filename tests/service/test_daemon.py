@@ -49,7 +49,7 @@ class ScriptedPool:
         self.terminated = False
         self.lock = threading.Lock()
 
-    def render(self, path: str, spec: RenderSpec) -> Future[RenderResult]:
+    def render(self, path: str, spec: RenderSpec, *, urgent: bool = False) -> Future[RenderResult]:
         future: Future[RenderResult] = Future()
         name = os.path.basename(path)
         with self.lock:

@@ -29,8 +29,9 @@ class TaskTimeout(Exception):
 class Pool(Protocol):
     """Where `render(path, spec)` runs: the local process pool or a Dask cluster."""
 
-    def render(self, path: str, spec: RenderSpec) -> Future[RenderResult]:
-        """Start rendering `path`; the future ends as described in the module docstring."""
+    def render(self, path: str, spec: RenderSpec, *, urgent: bool = False) -> Future[RenderResult]:
+        """Start rendering `path`; the future ends as described in the module docstring.
+        `urgent`: a file that arrived while thumbd runs, to go ahead of what waits there."""
         ...
 
     def capacity(self) -> int:

@@ -81,6 +81,7 @@ class _Task:
     future: Future[RenderResult]
     path: str
     spec: RenderSpec
+    urgent: bool = False  # a new file: Dask runs it ahead of the queued backlog (priority)
     lost: int = 0  # times its worker died with its data, so it had to be shipped again
     ship: bool = False  # send its bytes even with shared storage (a worker could not open it)
     worker: str = ""  # the Dask worker its last attempt ran on, when it said so
@@ -124,12 +125,16 @@ class DaskExecutor(Executor):
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
         if fn is not render or kwargs or len(args) != 2:
             raise TypeError("DaskExecutor runs render(path, spec) only (render/pipeline.py)")
-        path, spec = args
+        return self.submit_render(*args)
+
+    def submit_render(
+        self, path: str, spec: RenderSpec, *, urgent: bool = False
+    ) -> Future[RenderResult]:
         future: Future[RenderResult] = Future()
         with self._lock:
             if self._closed:
                 raise RuntimeError("cannot submit after shutdown")
-            self._loop.call_soon_threadsafe(self._accept, _Task(future, path, spec))
+            self._loop.call_soon_threadsafe(self._accept, _Task(future, path, spec, urgent))
         return future
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
@@ -196,7 +201,8 @@ class DaskExecutor(Executor):
                     await client.close(timeout=CONNECT_TIMEOUT)
 
     def _accept(self, task: _Task) -> None:
-        self._pending.append(task)
+        # A new file goes first among those waiting for the cluster to take work again.
+        (self._pending.appendleft if task.urgent else self._pending.append)(task)
         self._wakeup.set()
 
     def _stop(self, cancel_unsent: bool, terminate: bool = False) -> None:
@@ -356,28 +362,21 @@ class DaskExecutor(Executor):
     async def _send(
         self, client: Any, task: _Task, source: tuple[Signature, bytes] | None, handles: list[Any]
     ) -> Any:
-        key, retries = f"{self._keys}{uuid.uuid4().hex}", self._settings.retries
+        key = f"{self._keys}{uuid.uuid4().hex}"
         self._watches.add(key)  # before it can start
+        how = {"key": key, "retries": self._settings.retries, "priority": int(task.urgent)}
         if source is None:
-            work = client.submit(render_on_cluster, task.path, task.spec, key=key, retries=retries)
+            work = client.submit(render_on_cluster, task.path, task.spec, **how)
         else:
-            signature, data = source
             try:
-                scattered = await client.scatter(data, direct=True, hash=False)
+                scattered = await client.scatter(source[1], direct=True, hash=False)
             except BaseException:
                 self._watches.forget(key)  # never submitted: _outcome, which drops it, never runs
                 raise
             handles.append(scattered)
             name = os.path.basename(task.path)
-            work = client.submit(
-                render_bytes_on_cluster,
-                scattered,
-                task.spec,
-                name,
-                signature,
-                key=key,
-                retries=retries,
-            )
+            args = (scattered, task.spec, name, source[0])
+            work = client.submit(render_bytes_on_cluster, *args, **how)
         handles.append(work)
         return work
 

@@ -6,7 +6,6 @@ from concurrent.futures import Future
 
 from thumbd.config import ExecutorConfig
 from thumbd.executors.dask import DaskExecutor
-from thumbd.render.pipeline import render
 from thumbd.render.spec import RenderResult, RenderSpec
 
 
@@ -17,8 +16,8 @@ class DaskPool:
         self._settings = settings
         self.executor = DaskExecutor(settings, timeout)
 
-    def render(self, path: str, spec: RenderSpec) -> Future[RenderResult]:
-        return self.executor.submit(render, path, spec)
+    def render(self, path: str, spec: RenderSpec, *, urgent: bool = False) -> Future[RenderResult]:
+        return self.executor.submit_render(path, spec, urgent=urgent)
 
     def capacity(self) -> int:
         return self._settings.max_in_flight  # Dask would accept any number

@@ -33,7 +33,8 @@ class LocalPool:
             initargs=(resize.max_memory_mb * 2**20, resize.max_pixels),
         )
 
-    def render(self, path: str, spec: RenderSpec) -> Future[RenderResult]:
+    def render(self, path: str, spec: RenderSpec, *, urgent: bool = False) -> Future[RenderResult]:
+        # Nothing waits here to overtake: the dispatcher keeps the backlog (two per worker).
         from thumbd.render.pipeline import render  # pickled by reference: never called here
 
         return self._pool.submit(render, path, spec)

@@ -118,7 +118,7 @@ class Dispatcher:
         if not self.in_flight:
             self.last_progress = now  # the pool's clock starts now
         job = replace(job, sent=now)
-        future = self.pool.render(job.path, self.shared.spec)
+        future = self.pool.render(job.path, self.shared.spec, urgent=job.new)
         self.in_flight[job.rel] = job
         future.add_done_callback(functools.partial(self._post, job))
 
