@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 import tempfile
 import time
@@ -42,12 +43,19 @@ def run(
     todo: list[Op], *, on_delete: str = "remove", log: Callable[[str], None] | None = None
 ) -> Outcome:
     """Run `todo` in a fresh world; the outcome says where it broke, if it did."""
+    keep = os.environ.get("CHAOS_KEEP") == "1"  # leave the folders and the log to look at
     with tempfile.TemporaryDirectory(prefix="thumbd-chaos-") as tmp:
+        if keep:
+            tmp = tempfile.mkdtemp(prefix="thumbd-chaos-kept-")
+            print(f"keeping {tmp}")
         world = World(Path(tmp), on_delete)
         done = 0
         try:
             world.start()
             for op in todo:
+                if keep:
+                    with (Path(tmp) / "ops.log").open("a") as f:
+                        f.write(f"{op} {sorted(world.model.sources)}\n")
                 ops.apply(world, op)
                 done += 1
                 if log and done % 50 == 0:
@@ -62,9 +70,7 @@ def run(
             world.close()
 
 
-def shrink(
-    todo: list[Op], on_delete: str, budget: float, log: Callable[[str], None]
-) -> list[Op]:
+def shrink(todo: list[Op], on_delete: str, budget: float, log: Callable[[str], None]) -> list[Op]:
     """ddmin over the operations: the shortest list found (within `budget` seconds) that
     still breaks an invariant. Any break counts: a shorter replay of another bug is a find
     too, and the final replay is run once more and printed with its own message."""

@@ -95,9 +95,7 @@ def check_no_temporaries(w: World) -> None:
 def check_renders(w: World) -> None:
     """No source rendered more often since the last quiet point than the model allows."""
     done = Counter(m.group(1) for m in DONE.finditer(w.new_log()))
-    over = {
-        rel: n for rel, n in sorted(done.items()) if n > w.model.allowed_renders(rel)
-    }
+    over = {rel: n for rel, n in sorted(done.items()) if n > w.model.allowed_renders(rel)}
     if over:
         allowed = {rel: w.model.allowed_renders(rel) for rel in over}
         raise Break(f"rendered more often than allowed: {over} (allowed {allowed})")

@@ -244,6 +244,8 @@ def move_out(w: World, x: int) -> None:
     if not dirs:
         return
     name = dirs[x % len(dirs)]
+    if (w.outside / name).exists():
+        return  # a folder of that name is out already
     rels = _under(w, name)
     names = _names(w, rels)
     os.rename(w.incoming / name, w.outside / name)

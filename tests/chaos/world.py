@@ -99,8 +99,9 @@ class World:
         proc = self.daemon.proc
         assert proc is not None
         self._wait(
-            lambda: self.daemon.read_log().count("thumbd started") > starts
-            or proc.poll() is not None,
+            lambda: (
+                self.daemon.read_log().count("thumbd started") > starts or proc.poll() is not None
+            ),
             30,
             "the daemon to start",
         )
@@ -234,9 +235,32 @@ class World:
                 raise Break(
                     f"not idle with the model's counts after {QUIET_TIMEOUT:.0f} s:"
                     f" status {last}, model {self.model.expected_counts()},"
-                    f" live {self.live_status()}"
+                    f" live {self.live_status()}; {self.differences()}"
                 )
             time.sleep(0.3)
+
+    def differences(self) -> str:
+        """Where the state's rows and the model part: for a break's message."""
+        from thumbd.store.state import State
+
+        state = State(self.config.state_db, readonly=True)
+        try:
+            rows = {path: status for path, (_sig, status) in state.signatures().items()}
+            reasons = {r.path: r.reason for r in state.failures()}
+        finally:
+            state.close()
+        model = {r: "done" if s.good else "failed" for r, s in self.model.sources.items()}
+        diff = sorted(
+            (p, rows.get(p, "-"), model.get(p, "-"))
+            for p in rows.keys() | model.keys()
+            if rows.get(p) != model.get(p)
+        )
+        where = {
+            p: ("in incoming/" if (self.incoming / p).exists() else "not in incoming/")
+            + ("" if p not in reasons else f", failed: {reasons[p]}")
+            for p, *_ in diff
+        }
+        return "(path, state, model): " + ", ".join(f"{d} {where[d[0]]}" for d in diff)
 
     def live_status(self) -> dict[str, Any] | None:
         try:
