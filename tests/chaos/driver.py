@@ -25,7 +25,7 @@ from pathlib import Path
 
 from tests.chaos import ops
 from tests.chaos.ops import Op
-from tests.chaos.world import Break, World
+from tests.chaos.world import Break, World, can_mount
 
 
 @dataclass
@@ -111,6 +111,8 @@ def chaos(
     on_delete = "remove" if seed % 2 else "keep"
     todo = ops.generate(seed, count)
     log(f"seed {seed}: {count} operations, on_delete = {on_delete!r}")
+    if (why := can_mount()) is not None:
+        log(f"  fill and free skipped: {why}")
     outcome = run(todo, on_delete=on_delete, log=log)
     if outcome.ok:
         log(f"seed {seed}: {count} operations, {outcome.quiet_points} quiet points, no break")
