@@ -8,7 +8,7 @@ RUN_STAMP := $(VENV)/.run-stamp
 STAMP  := $(VENV)/.installed-stamp
 CONFIG ?=
 
-.PHONY: run test lint bench bench-deps system-deps fogra39 clean
+.PHONY: run test lint chaos bench bench-deps system-deps fogra39 clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,15 @@ lint: $(STAMP)
 	$(BIN)/ruff check thumbd tests $(wildcard bench)
 	$(BIN)/ruff format --check thumbd tests $(wildcard bench)
 	$(BIN)/mypy
+
+## chaos: seeded random operations on the real daemon, checked against a model at every quiet
+## point (docs/chaos.md). SEED is the first seed, OPS the operations per seed; MINUTES keeps
+## running further seeds until that much time has passed (0: just the one seed).
+SEED ?= 1
+OPS ?= 300
+MINUTES ?= 0
+chaos: $(STAMP) system-deps
+	PYTHONPATH=. $(BIN)/python -m tests.chaos --seed $(SEED) --ops $(OPS) --minutes $(MINUTES)
 
 ## bench: benchmarks (not tests) on ../shared/corpus/photos (BENCH_ARGS="--quick" for a smoke run)
 BENCH_ARGS ?=

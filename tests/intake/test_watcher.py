@@ -147,3 +147,22 @@ def inotify_masks() -> list[int]:
                 fields = dict(f.split(":", 1) for f in line.split()[1:] if ":" in f)
                 masks.append(int(fields["mask"], 16))
     return masks
+
+
+def test_a_folder_renamed_inside_is_also_gone_under_its_old_name(tmp_path: Path) -> None:
+    """Its per-file moves are made up from a listing of the new folder, which misses a file
+    deleted from there first: DirGone for the old name lets the main loop forget its row."""
+    from thumbd.intake.watcher import DirArrived, DirGone
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "x.jpg").write_bytes(b"data")
+    inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    w = Watcher(str(tmp_path), inbox, polling=False)
+    w.start()
+    try:
+        os.rename(tmp_path / "a", tmp_path / "b")
+        got = collect(inbox, lambda got: DirArrived("b") in got and DirGone("a", True) in got)
+        assert got.index(DirGone("a", True)) < got.index(DirArrived("b"))
+        assert DirGone("a", False) not in got  # not taken for a folder moved out
+    finally:
+        w.stop()

@@ -72,10 +72,13 @@ class DirArrived:
 
 @dataclass(frozen=True, slots=True)
 class DirGone:
-    """A folder was moved out of incoming/: inotify says nothing about the files it took along
-    (only a move within the tree has an event per file)."""
+    """A folder was moved out of incoming/: inotify says nothing about the files it took along.
+    Also posted for a folder renamed within the tree (`within`): watchdog makes up its per-file
+    moves by listing the new folder later, so a file deleted or moved on from there first has
+    no event at all, and its row under the old name would stay."""
 
     rel: str
+    within: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,8 +117,8 @@ class Handler(FileSystemEventHandler):
         if isinstance(event, DirMovedEvent):
             src = self._rel(str(event.src_path)) if event.src_path else None
             dest = self._rel(str(event.dest_path)) if event.dest_path else None
-            if src is not None and dest is None:
-                self.inbox.put(DirGone(src))
+            if src is not None:
+                self.inbox.put(DirGone(src, within=dest is not None))
             if dest is not None:
                 self.inbox.put(DirArrived(dest))
             return

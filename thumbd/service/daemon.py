@@ -362,8 +362,9 @@ class Daemon:
                 self.tracker.gone_scanned(rels)
             case DirArrived(rel=rel):
                 self.tracker.on_dir(rel)
-            case DirGone(rel=rel):
-                self.watching.on_dir_gone()
+            case DirGone(rel=rel, within=within):
+                if not within:  # a folder renamed inside keeps valid watches
+                    self.watching.on_dir_gone()
                 self.tracker.gone_dir(rel)
             case Unlisted(rel=rel):
                 self.tracker.unlisted.add(rel)
