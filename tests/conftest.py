@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -15,8 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
+SENTINELS = "looked"  # the folder below incoming/ (and outgoing/) of Daemon.looked()'s pictures
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "") -> Any:
@@ -64,6 +68,7 @@ class Daemon:
         self.log = tmp / "thumbd.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.prefix: list[str] = []  # a command to run the daemon under (unshare, setpriv)
+        self._sentinels = 0  # pictures looked() has linked in
         self.write_config(settings or {})
 
     def write_config(self, settings: dict[str, dict[str, Any]]) -> None:
@@ -143,6 +148,56 @@ class Daemon:
 
         found: dict[str, Any] = wait_until(reached, 30, f"status to show {counts}")
         return found
+
+    def record(self, rel: str) -> str | None:
+        """The status ("done", "failed") of rel's row in the state, or None: read directly,
+        without the walk of incoming/ that status() makes."""
+        db = self.tmp / ".thumbd" / "thumbd.db"
+        if not db.exists():
+            return None
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+        try:
+            row = conn.execute("SELECT status FROM sources WHERE path = ?", (rel,)).fetchone()
+        except sqlite3.OperationalError:  # the schema not made yet
+            return None
+        finally:
+            conn.close()
+        return None if row is None else str(row[0])
+
+    def looked(self) -> str:
+        """Wait until the daemon has taken in everything done to incoming/ before this call,
+        and finished whatever it decided to do about it; return the sentinel's path.
+
+        A "nothing happens" test does the thing that could wrongly start work, then calls this
+        and only then asserts that nothing was done. A new picture (the sentinel) is linked into
+        incoming/looked/: a hard link makes no close event, so the sentinel waits out
+        quiet_seconds as an event-less touch does, and the main loop takes events in order, so
+        nothing seen before it settles later than it. Its record proves the daemon got that
+        far; then the live status, written after that record, must show nothing settling,
+        ready or in flight, so a job wrongly started meanwhile has ended too."""
+        self._sentinels += 1
+        made = self.tmp / "sentinels" / f"s{self._sentinels}.jpg"
+        made.parent.mkdir(exist_ok=True)
+        buf = io.BytesIO()
+        Image.new("RGB", (48, 32), (40, 90, 160)).save(buf, "JPEG")
+        made.write_bytes(buf.getvalue())
+        rel = f"{SENTINELS}/{made.name}"
+        (self.incoming / SENTINELS).mkdir(exist_ok=True)
+        os.link(made, self.incoming / rel)
+        wait_until(lambda: self.record(rel) is not None, 30, f"the sentinel {rel}'s record")
+        seen = time.time()
+        status = self.tmp / ".thumbd" / "status.json"
+
+        def idle() -> bool:
+            try:
+                live = json.loads(status.read_text())
+            except (OSError, ValueError):
+                return False
+            quiet = all(live.get(k) == 0 for k in ("settling", "ready", "in_flight"))
+            return bool(live.get("updated", 0) > seen and quiet)
+
+        wait_until(idle, 30, "the daemon to be idle after the sentinel")
+        return rel
 
     def thumbs(
         self, rel: str, widths: tuple[int, ...] = (200, 64, 32), ext: str = "jpg"
