@@ -185,7 +185,15 @@ class Daemon:
         (self.incoming / SENTINELS).mkdir(exist_ok=True)
         os.link(made, self.incoming / rel)
         wait_until(lambda: self.record(rel) is not None, 30, f"the sentinel {rel}'s record")
-        seen = time.time()
+        self.idle()
+        return rel
+
+    def idle(self, queues: tuple[str, ...] = ("settling", "ready", "in_flight")) -> None:
+        """Wait for a live status written after this call that shows nothing settling, ready
+        or in flight (or in the `queues` named): whatever the daemon took before has been
+        rendered and written. While outgoing/ is full the dispatcher holds its ready jobs back:
+        ("settling", "in_flight") then means all were taken and nothing is being rendered."""
+        since = time.time()
         status = self.tmp / ".thumbd" / "status.json"
 
         def idle() -> bool:
@@ -193,11 +201,10 @@ class Daemon:
                 live = json.loads(status.read_text())
             except (OSError, ValueError):
                 return False
-            quiet = all(live.get(k) == 0 for k in ("settling", "ready", "in_flight"))
-            return bool(live.get("updated", 0) > seen and quiet)
+            quiet = all(live.get(k) == 0 for k in queues)
+            return bool(live.get("updated", 0) > since and quiet)
 
-        wait_until(idle, 30, "the daemon to be idle after the sentinel")
-        return rel
+        wait_until(idle, 30, "the daemon to be idle")
 
     def thumbs(
         self, rel: str, widths: tuple[int, ...] = (200, 64, 32), ext: str = "jpg"
@@ -270,6 +277,11 @@ def no_thread_leaks() -> Iterator[None]:
 
 def all_files(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file())
+
+
+def made(root: Path) -> list[Path]:
+    """all_files(outgoing/) but Daemon.looked()'s sentinels' thumbnails."""
+    return [p for p in all_files(root) if p.relative_to(root).parts[0] != SENTINELS]
 
 
 def temp_files(root: Path) -> list[Path]:

@@ -78,7 +78,7 @@ def drain(settler: Settler, seconds: float) -> list[str]:
     ready: list[str] = []
     while time.monotonic() < deadline and not ready:
         ready += [rel for rel, _ in settler.pop_ready(time.monotonic())]
-        time.sleep(0.01)
+        time.sleep(0.01)  # a poll interval
     return ready
 
 
@@ -128,7 +128,7 @@ def test_a_changing_file_is_not_ready_until_it_stops(tmp_path: Path) -> None:
     p.write_bytes(b"x")
     s = Settler(str(tmp_path), settle=0.2, quiet=0)
     s.touch("a.jpg", time.monotonic(), closed=True)
-    time.sleep(0.1)
+    time.sleep(0.1)  # paces the writer: the change lands inside the settle window
     p.write_bytes(b"xy")  # changed without an event (a missed one): the signature catches it
     assert drain(s, 0.15) == []
     assert drain(s, 2) == ["a.jpg"]
