@@ -41,7 +41,11 @@ source_paths = ["thumbd"]
 only_mutate = [{source!r}]
 pytest_add_cli_args_test_selection = [{tests!r}]
 pytest_add_cli_args = ["-q", "-p", "no:cacheprovider", "-p", "no:xdist"]
+also_copy = {also!r}
 """
+
+# What some unit tests read besides the code (the documented example configuration).
+ALSO = ["etc", "README.md"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,7 +70,10 @@ def score(name: str, jobs: int, verbose: bool) -> str:
         ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
         shutil.copytree(ROOT / "thumbd", work / "thumbd", ignore=ignore)
         shutil.copytree(ROOT / "tests", work / "tests", ignore=ignore)
-        (work / "pyproject.toml").write_text(CONFIG.format(source=source, tests=tests))
+        shutil.copytree(ROOT / "etc", work / "etc")
+        shutil.copy(ROOT / "README.md", work)
+        config = CONFIG.format(source=source, tests=tests, also=ALSO)  # TOML takes 'x'
+        (work / "pyproject.toml").write_text(config)
         env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # the mutants' thumbd
         mutmut = [sys.executable, "-m", "mutmut"]
         run = subprocess.run(
