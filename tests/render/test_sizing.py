@@ -7,7 +7,7 @@ from __future__ import annotations
 import random
 
 import pytest
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageStat
 
 from thumbd.render.sizing import (
     Target,
@@ -241,3 +241,75 @@ def test_a_faint_subject_is_not_outweighed_by_the_pictures_own_border() -> None:
     flat = saliency(Image.new("RGB", (120, 90), (90, 140, 200)))  # a clear sky: no edge at all
     assert flat.getextrema() == (63, 63)
     assert saliency(Image.new("RGB", (200, 2), (128, 128, 128))).size == (96, 1)  # too thin
+
+
+@pytest.mark.parametrize(
+    ("colour", "value"),
+    [
+        ((191, 143, 56), 63),  # Cb 76: just below skin's range (vivid only)
+        ((190, 146, 60), 191),  # Cb 77: skin
+        ((154, 93, 113), 142),  # Cb 127: skin
+        ((154, 101, 119), 13),  # Cb 128: not skin
+        ((153, 150, 113), 9),  # Cr 132: not skin
+        ((154, 149, 109), 138),  # Cr 133: skin
+        ((182, 92, 81), 191),  # Cr 173: skin
+        ((182, 94, 66), 63),  # Cr 174: not skin (vivid only)
+        ((131, 59, 136), 19),  # Cr in skin's range, Cb far above it: not skin
+        ((0, 0, 90), 22),  # saturation x value 90: not yet vivid
+        ((0, 0, 91), 63),  # 91: vivid
+        ((118, 26, 112), 63),
+    ],
+)
+def test_the_skin_and_colour_cues_have_exact_bounds(
+    colour: tuple[int, int, int], value: int
+) -> None:
+    assert saliency(Image.new("RGB", (8, 8), colour)).getextrema() == (value, value)
+
+
+def test_edges_at_the_border_and_of_a_faint_line_are_measured_as_inside() -> None:
+    im = Image.new("RGB", (60, 60), (128, 128, 128))
+    draw = ImageDraw.Draw(im)
+    draw.line((0, 30, 59, 30), fill=(100, 100, 100))  # faint: its edges are not saturated
+    draw.line((59, 0, 59, 59), fill=(0, 0, 0))  # the last column
+    energy = saliency(im)
+    assert [energy.getpixel((20, y)) for y in range(27, 34)] == [0, 14, 14, 28, 14, 14, 0]
+    assert [energy.getpixel((x, 10)) for x in range(55, 60)] == [0, 0, 21, 21, 21]
+    assert saliency(Image.new("L", (20, 20), 128)).getextrema() == (0, 0)  # any mode in
+
+
+def test_a_large_picture_is_shrunk_by_averaging_before_its_map_is_made() -> None:
+    stripes = Image.new("RGB", (300, 150), (128, 128, 128))
+    draw = ImageDraw.Draw(stripes)
+    for x in range(0, 300, 7):
+        draw.line((x, 0, x, 149), fill=(90, 90, 90))
+    energy = saliency(stripes)
+    assert energy.size == (96, 48) and ImageStat.Stat(energy).sum == [74890.0]
+
+
+def test_profiles_average_every_row_or_column() -> None:
+    energy = Image.new("L", (2, 4))
+    energy.putdata([0, 0, 0, 0, 0, 0, 120, 120])
+    assert _profile(energy, horizontal=True) == [30.0, 30.0]
+    assert _profile(energy, horizontal=False) == [0.0, 0.0, 0.0, 120.0]
+
+
+def test_cover_of_a_one_pixel_source_is_one_pixel() -> None:
+    (thin,) = targets((1, 50), (), (NamedSize("sq", 100, 100, "cover"),))
+    assert thin.size == (1, 1) and thin.crop == (0.0, 24.5, 1.0, 25.5)
+    (flat,) = targets((50, 1), (), (NamedSize("sq", 100, 100, "cover"),))
+    assert flat.size == (1, 1) and flat.crop == (24.5, 0.0, 25.5, 1.0)
+
+
+def test_a_crop_short_of_the_picture_by_half_a_pixel_or_more_is_placed() -> None:
+    picture = busy((100, 100), (0, 0, 30, 100))
+    one_short = Target("x", 99, (99, 100), 1.0, (0.5, 0.0, 99.5, 100.0), attention=True)
+    moved = place_by_attention(one_short, picture, (100, 100))
+    assert moved.crop is not None and moved.crop[0] == 0.0  # towards the busy left
+    tall = Target("x", 100, (100, 99), 1.0, (0.0, 0.5, 100.0, 99.5), attention=True)
+    lines = Image.new("RGB", (100, 100), (128, 128, 128))  # a red band at the top
+    ImageDraw.Draw(lines).rectangle((0, 0, 99, 20), fill=(230, 40, 40))
+    assert place_by_attention(tall, lines, (100, 100)).crop == (0.0, 0.0, 100.0, 99.0)
+    half = Target("x", 99, (99, 100), 1.0, (0.25, 0.0, 99.75, 100.0), attention=True)
+    assert place_by_attention(half, picture, (100, 100)) is half  # less than that: left alone
+    half_tall = Target("x", 100, (100, 99), 1.0, (0.0, 0.25, 100.0, 99.75), attention=True)
+    assert place_by_attention(half_tall, lines, (100, 100)) is half_tall
