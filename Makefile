@@ -8,7 +8,7 @@ RUN_STAMP := $(VENV)/.run-stamp
 STAMP  := $(VENV)/.installed-stamp
 CONFIG ?=
 
-.PHONY: run test lint chaos bench bench-deps system-deps fogra39 clean
+.PHONY: run test lint chaos mutate bench bench-deps system-deps fogra39 clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,14 @@ OPS ?= 300
 MINUTES ?= 0
 chaos: $(STAMP) system-deps
 	PYTHONPATH=. $(BIN)/python -m tests.chaos --seed $(SEED) --ops $(OPS) --minutes $(MINUTES)
+
+## mutate: mutation testing (mutmut) of the pure modules, each against its own unit tests; one
+## `mutation score:` line per module (docs/mutation.md). MODULES="names manifest" limits the run,
+## MUTATE_ARGS=-v shows each survivor's diff. Minutes, not seconds: not part of `test` or CI.
+MODULES ?=
+MUTATE_ARGS ?=
+mutate: $(STAMP)
+	$(BIN)/python -m tests.mutate $(MUTATE_ARGS) $(MODULES)
 
 ## bench: benchmarks (not tests) on ../shared/corpus/photos (BENCH_ARGS="--quick" for a smoke run)
 BENCH_ARGS ?=

@@ -9,10 +9,13 @@ import pytest
 from thumbd.downloads.manifest import (
     MAX_MANIFEST_BYTES,
     MAX_STEM_BYTES,
+    MAX_URL_LENGTH,
     ManifestError,
     check_url,
     decode,
+    file_stem,
     folder_for,
+    host_ascii,
     parse,
     plan_names,
     stem_for,
@@ -117,3 +120,79 @@ def test_a_name_taken_by_an_earlier_download_is_not_reused() -> None:
 def test_the_folder_is_the_manifest_without_its_suffix() -> None:
     assert folder_for("shop/spring.urls") == "shop/spring"
     assert folder_for("A.URLS") == "A"
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("http://a.example:99999/x.jpg", "not a URL (port out of range 0-65535)"),
+        ("http://a.example:0/x.jpg", "not a URL (port 0)"),
+        ("http://a.example:1/x.jpg", None),
+        ("http://user@a.example/x.jpg", "user names and passwords in URLs are not supported"),
+        ("http://:pw@a.example/x.jpg", "user names and passwords in URLs are not supported"),
+        ("http://a.example/\x7fx.jpg", "not a URL (contains spaces or control characters)"),
+        ("http://a.example/x\u200b.jpg", None),  # a format character is no control character
+        ("http://a.example/" + "x" * (MAX_URL_LENGTH - 17), None),  # exactly the limit
+        ("http://a.example/" + "x" * (MAX_URL_LENGTH - 16), "not a URL (longer than 8192 chara"),
+    ],
+)
+def test_url_reasons_exactly(url: str, reason: str | None) -> None:
+    got = check_url(url)
+    assert got == reason or (reason is not None and got is not None and got.startswith(reason))
+
+
+def test_the_size_limit_is_16_mb_exactly() -> None:
+    assert decode(b"#" * MAX_MANIFEST_BYTES) == "#" * MAX_MANIFEST_BYTES
+    with pytest.raises(ManifestError) as e:
+        decode(b"#" * (MAX_MANIFEST_BYTES + 1))
+    assert str(e.value) == "manifest larger than 16 MB"
+
+
+@pytest.mark.parametrize(
+    ("url", "stem"),
+    [
+        ("http://h/a..b.jpg", "a.b"),  # runs of dots become one: never `..`
+        ("http://h/photo_.jpg", "photo"),
+        ("http://h/Xray-X.jpg", "Xray-X"),
+        ("http://h/caf%E9.jpg", "caf\ufffd"),  # not UTF-8: replaced, not refused
+        ("http://h/" + "a" * 99 + "_bcd.jpg", "a" * 99),  # cut at 100 characters, then tidied
+        ("http://h/" + "a" * 98 + "X_bcd.jpg", "a" * 98 + "X"),
+    ],
+)
+def test_stems_exactly(url: str, stem: str) -> None:
+    assert stem_for(url) == stem
+
+
+def test_a_stem_is_cut_to_the_most_whole_characters_that_fit_150_bytes() -> None:
+    for char, fits in (("é", 75), ("語", 50), ("😀", 37)):
+        assert stem_for(f"http://h/{char * 80}.jpg") == char * fits
+    assert stem_for(f"http://h/{'é' * 75}.jpg") == "é" * 75  # exactly 150 bytes: kept whole
+
+
+def test_a_clash_gets_8_hex_digits_of_the_urls_sha256_then_more_if_that_is_taken() -> None:
+    url = "http://h/photo.jpg"  # sha256: 6400771d006e74bd22e1d427...
+    full = "6400771d006e74bd22e1d427345d5055c5b16a783e4caad193ce9621f4d06749"
+    assert plan_names([url], taken=["photo"]) == {url: "photo-6400771d"}
+    assert plan_names([url], taken=["photo", "Photo-6400771D"]) == {url: "photo-6400771d006e74bd"}
+    taken = ["photo", "photo-6400771d", "photo-6400771d006e74bd"]
+    assert plan_names([url], taken=taken) == {url: f"photo-{full}"}
+    assert plan_names([url], taken=[*taken, f"photo-{full}"]) == {url: f"photo-{full}"}
+
+
+def test_a_plain_stem_that_looks_like_a_hashed_one_is_not_given_twice() -> None:
+    a, b = "http://h/photo.jpg", "http://k/photo.jpg"
+    looks = "http://m/photo-6400771d.jpg"  # a's hashed name, as a plain one
+    names = plan_names([a, b, looks])
+    assert names[looks] == "photo-6400771d"
+    assert names[a] == "photo-6400771d006e74bd" and len(set(names.values())) == 3
+
+
+def test_hosts_go_on_the_wire_in_ascii() -> None:
+    assert host_ascii("bücher.example") == "xn--bcher-kva.example"
+    assert host_ascii("a..b") == "a..b"  # ASCII as it is: IDNA would refuse the empty label
+
+
+def test_a_recorded_downloads_stem_and_a_folder_that_is_no_manifest() -> None:
+    assert file_stem("a/b/photo.jpg") == "photo"
+    assert file_stem("a/b/photo.tar.gz") == "photo.tar"
+    assert folder_for("a/b.jpg") == "a/b.jpg"

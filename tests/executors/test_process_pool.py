@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import sys
-import time
 from concurrent.futures import wait
 
 import pytest
@@ -49,7 +48,7 @@ def test_a_worker_killed_from_outside_is_replaced() -> None:
     try:
         victim_pid = pool.submit(workers.pid, 0).result(timeout=30)
         busy = pool.submit(workers.sleep, 30)
-        time.sleep(0.5)
+        wait_until(busy.running, 10, "the task to start")
         os.kill(victim_pid, signal.SIGKILL)
         with pytest.raises(WorkerCrashed):
             busy.result(timeout=30)
@@ -84,7 +83,7 @@ def test_exceptions_come_back_as_themselves_or_as_text() -> None:
 def test_shutdown_cancels_what_has_not_started() -> None:
     pool = ProcessPool(1)
     running = pool.submit(workers.sleep, 0.5)
-    time.sleep(0.2)
+    wait_until(running.running, 10, "the first task to start")
     queued = [pool.submit(workers.sleep, 0.5) for _ in range(5)]
     pool.shutdown(wait=True, cancel_futures=True)
     assert running.result() == 0.5
@@ -98,7 +97,7 @@ def test_workers_ignore_sigterm_to_the_process_group() -> None:
     try:
         worker = pool.submit(workers.pid, 0).result(timeout=30)
         task = pool.submit(workers.sleep, 0.5)
-        time.sleep(0.1)
+        wait_until(task.running, 10, "the task to start")
         os.kill(worker, signal.SIGTERM)
         assert task.result(timeout=30) == 0.5
     finally:

@@ -9,7 +9,15 @@ from pathlib import Path
 import pytest
 
 from tests import images
-from thumbd.intake.settle import Kind, Settler, classify
+from thumbd.intake.settle import (
+    Kind,
+    Settler,
+    _suffix,
+    classify,
+    ignored_extension,
+    shown,
+    storable,
+)
 from thumbd.render.pipeline import ALLOWED_FORMATS, render
 from thumbd.render.spec import RenderSpec
 
@@ -78,7 +86,7 @@ def drain(settler: Settler, seconds: float) -> list[str]:
     ready: list[str] = []
     while time.monotonic() < deadline and not ready:
         ready += [rel for rel, _ in settler.pop_ready(time.monotonic())]
-        time.sleep(0.01)
+        time.sleep(0.01)  # a poll interval
     return ready
 
 
@@ -128,7 +136,7 @@ def test_a_changing_file_is_not_ready_until_it_stops(tmp_path: Path) -> None:
     p.write_bytes(b"x")
     s = Settler(str(tmp_path), settle=0.2, quiet=0)
     s.touch("a.jpg", time.monotonic(), closed=True)
-    time.sleep(0.1)
+    time.sleep(0.1)  # paces the writer: the change lands inside the settle window
     p.write_bytes(b"xy")  # changed without an event (a missed one): the signature catches it
     assert drain(s, 0.15) == []
     assert drain(s, 2) == ["a.jpg"]
@@ -154,3 +162,112 @@ def test_url_manifests_are_work(rel: str) -> None:
 @pytest.mark.parametrize("rel", [".b.urls", "a/.tmp/b.urls", "b.urls.tmp", "b.urls~"])
 def test_temporary_manifests_are_ignored(rel: str) -> None:
     assert classify(rel) is None
+
+
+# -- exact rules, on a clock of the test's own -----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("rel", "ext"),
+    [
+        ("notes.txt", ".txt"),
+        ("a/X.PDF", ".pdf"),
+        ("x", ""),  # no extension
+        ("x.jpg", None),  # work, not ignored
+        ("a.urls", None),  # a manifest is work too
+        (".x.txt", None),  # a dotfile: left out on purpose, not for its type
+        ("x.txt.part", None),  # a temporary name
+        ("", None),
+    ],
+)
+def test_ignored_extensions_are_what_status_counts(rel: str, ext: str | None) -> None:
+    assert ignored_extension(rel) == ext
+
+
+def test_ignore_globs_are_passed_on() -> None:
+    assert ignored_extension("raw/x.pdf", ("raw/*",)) is None
+    assert ignored_extension("x.pdf", ("*.pdf",)) is None
+    assert classify("./x.jpg") is Kind.IMAGE and classify("a//x.jpg") is Kind.IMAGE
+
+
+@pytest.mark.parametrize(
+    ("name", "suffix"),
+    [("a.b.jpg", ".jpg"), ("x.j", ".j"), ("x.", ""), (".bashrc", ""), ("x", ""), ("..", "")],
+)
+def test_the_suffix_is_the_last_dots_part(name: str, suffix: str) -> None:
+    assert _suffix(name) == suffix
+
+
+def test_names_that_are_not_utf8_are_not_storable_and_shown_escaped() -> None:
+    assert storable("a/café.jpg") and storable("x.jpg")
+    assert not storable("a/\udcff.jpg")
+    assert shown("a/\udcff.jpg") == "a/\\xff.jpg"
+    assert shown("a/café.jpg") == "a/café.jpg"
+
+
+def settler(tmp_path: Path, settle: float = 0.25, quiet: float = 30.0) -> Settler:
+    (tmp_path / "a.jpg").write_bytes(b"a")
+    (tmp_path / "b.jpg").write_bytes(b"b")
+    return Settler(str(tmp_path), settle, quiet)
+
+
+def test_a_closed_file_is_ready_exactly_when_it_has_settled(tmp_path: Path) -> None:
+    s = settler(tmp_path)
+    s.touch("a.jpg", 100.0, closed=True)
+    assert "a.jpg" in s and "b.jpg" not in s
+    assert s.next_due() == 100.25
+    assert s.pop_ready(100.125) == []
+    st = (tmp_path / "a.jpg").stat()
+    assert s.pop_ready(100.25) == [("a.jpg", (st.st_size, st.st_mtime_ns, st.st_ino))]
+    assert "a.jpg" not in s and s.next_due() is None and len(s) == 0
+
+
+def test_an_attribute_change_keeps_what_was_known_about_the_close(tmp_path: Path) -> None:
+    s = settler(tmp_path)
+    s.touch("a.jpg", 100.0, closed=True)
+    s.touch("a.jpg", 100.0, closed=None)  # a chmod: it was closed, it stays closed
+    assert len(s) == 1 and s.next_due() == 100.25
+    assert [rel for rel, _ in s.pop_ready(100.25)] == ["a.jpg"]
+
+
+def test_found_files_are_due_after_settling_and_discarded_ones_never(tmp_path: Path) -> None:
+    s = settler(tmp_path)
+    old = time.time() - 3600
+    os.utime(tmp_path / "a.jpg", (old, old))
+    os.utime(tmp_path / "b.jpg", (old, old))
+    now = time.monotonic()
+    s.found("a.jpg", now)
+    s.found("b.jpg", now + 0.0625)
+    assert s.next_due() == now + 0.25
+    s.discard("a.jpg")
+    s.discard("never.jpg")  # not tracked: nothing to do
+    assert s.next_due() == now + 0.3125
+    assert [rel for rel, _ in s.pop_ready(now + 1)] == ["b.jpg"]  # past the dropped one
+
+
+def test_a_found_file_written_a_moment_ago_waits_for_quiet_from_its_mtime(tmp_path: Path) -> None:
+    s = settler(tmp_path, settle=0.125, quiet=1.0)
+    (tmp_path / "a.jpg").write_bytes(b"new")  # mtime: now
+    now = time.monotonic()
+    s.found("a.jpg", now)
+    assert s.pop_ready(now + 0.5) == []
+    assert [rel for rel, _ in s.pop_ready(now + 1.5)] == ["a.jpg"]
+
+
+def test_a_file_first_seen_is_checked_against_its_size_then(tmp_path: Path) -> None:
+    s = settler(tmp_path)
+    s.touch("a.jpg", 100.0, closed=True)
+    (tmp_path / "a.jpg").write_bytes(b"longer")  # grew after the event
+    assert s.pop_ready(100.25) == []  # not settled: it changed since it was first seen
+    assert [rel for rel, _ in s.pop_ready(100.5)] == ["a.jpg"]
+
+
+def test_a_stale_or_dropped_entry_does_not_hold_up_the_others(tmp_path: Path) -> None:
+    s = settler(tmp_path)
+    s.touch("a.jpg", 100.0, closed=True)
+    s.touch("b.jpg", 100.0625, closed=True)
+    s.touch("a.jpg", 100.125, closed=True)  # a is due later now: its first entry is stale
+    assert [rel for rel, _ in s.pop_ready(100.3125)] == ["b.jpg"]
+    s.touch("b.jpg", 101.0, closed=True)
+    s.discard("a.jpg")  # dropped: its entry is still first in the heap
+    assert [rel for rel, _ in s.pop_ready(102.0)] == ["b.jpg"]

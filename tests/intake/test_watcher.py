@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tests.conftest import wait_until
 from thumbd.intake.watcher import FsEvent, Overflow, Watcher
 
 
@@ -71,8 +72,8 @@ def test_an_exception_in_the_handler_does_not_kill_the_observer(tmp_path: Path) 
     w.start()
     try:
         (tmp_path / "first.jpg").write_bytes(b"1")
-        time.sleep(0.5)
-        assert inbox.failed and w.alive()
+        wait_until(lambda: inbox.failed, 10, "the handler's failure")
+        assert w.alive()
         (tmp_path / "second.jpg").write_bytes(b"2")
         collect(inbox, lambda got: FsEvent("second.jpg", True) in got)
     finally:

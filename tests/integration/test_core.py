@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from tests.conftest import Daemon, _env, all_files, temp_files, thumbd, wait_until
+from tests.conftest import Daemon, _env, all_files, made, temp_files, thumbd, wait_until
 
 
 def photo(size: tuple[int, int] = (480, 360), seed: int = 0) -> Image.Image:
@@ -66,7 +66,8 @@ def test_chunked_writer_gives_the_same_thumbnails_as_the_complete_file(daemon: D
             f.write(chunk)
             f.flush()
             # 3 s in all, unevenly, as a network stalls: some gaps outlast settle_seconds,
-            # so only the missing close event tells that the file is not complete yet.
+            # so only the missing close event tells that the file is not complete yet. (This
+            # sleep paces the writer; it waits for nothing.)
             time.sleep(0.05 if i % 2 else 0.25)
     wait_until(lambda: daemon.done("x.jpg") and daemon.done("ref/x.jpg"), 30, "both thumbnail sets")
     for mine, ref in zip(daemon.thumbs("x.jpg"), daemon.thumbs("ref/x.jpg"), strict=False):
@@ -97,11 +98,11 @@ def test_rsync_files_are_processed_once_and_temp_names_never(daemon: Daemon) -> 
     wait_until(
         lambda: all(daemon.done(f"sync/r{i:02d}.jpg") for i in range(30)), 60, "30 rsynced files"
     )
-    time.sleep(1.5)  # anything from a temp name would have arrived by now
+    daemon.looked()  # taken in all rsync's renames and temp names, and rendered what it took
     log = daemon.read_log()
     for i in range(30):
         assert done_lines(log, f"sync/r{i:02d}.jpg") == 1
-    names = [p.name for p in all_files(daemon.outgoing)]
+    names = [p.name for p in made(daemon.outgoing)]
     assert len(names) == 90
     assert not [n for n in names if n.startswith(".")]
 
@@ -137,8 +138,8 @@ def test_restart_rewrites_nothing_and_a_replaced_source_is_redone(daemon: Daemon
     before = {p: p.stat().st_mtime_ns for p in all_files(daemon.outgoing)}
     daemon.start()
     wait_until(lambda: "scan of" in daemon.read_log().split("thumbd started")[-1], 30, "the scan")
-    time.sleep(1.0)
-    assert {p: p.stat().st_mtime_ns for p in all_files(daemon.outgoing)} == before
+    daemon.looked()  # the scan's finds settled and anything wrongly taken rendered
+    assert {p: p.stat().st_mtime_ns for p in made(daemon.outgoing)} == before
     old = daemon.thumbs("a/img0002.jpg")[0].read_bytes()
     replacement = daemon.tmp / "replacement.jpg"
     replacement.write_bytes(jpeg_bytes((480, 360), seed=42))
@@ -167,7 +168,7 @@ def test_bad_files_fail_with_reasons_and_the_daemon_goes_on(daemon: Daemon) -> N
     assert "truncated" in reasons["truncated.jpg"]
     assert status["done"] == 3 and status["pending"] == 0
     assert daemon.proc is not None and daemon.proc.poll() is None
-    time.sleep(1.0)  # a failure is not retried while the file is unchanged
+    daemon.looked()  # a failure is not retried while the file is unchanged
     assert daemon.read_log().count("failed garbage.jpg") == 1
 
 

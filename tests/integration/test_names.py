@@ -10,13 +10,12 @@ import json
 import math
 import os
 import sqlite3
-import time
 from pathlib import Path
 
 from PIL import Image, ImageStat
 
 from tests import images
-from tests.conftest import Daemon, all_files, wait_until
+from tests.conftest import Daemon, all_files, made, wait_until
 
 RED = (220, 20, 20)
 BLUE = (20, 20, 220)
@@ -119,8 +118,8 @@ def test_names_do_not_flip_on_a_restart_a_change_or_when_the_sibling_is_gone(
     before = {p: p.stat().st_mtime_ns for p in all_files(daemon.outgoing)}
     daemon.start()
     wait_until(lambda: "scan of" in since_start(daemon), 30, "the start-up scan")
-    time.sleep(1.0)  # time to (wrongly) render either of them again
-    assert {p: p.stat().st_mtime_ns for p in all_files(daemon.outgoing)} == before
+    daemon.looked()  # the scan's finds settled and anything wrongly taken rendered
+    assert {p: p.stat().st_mtime_ns for p in made(daemon.outgoing)} == before
 
     drop(daemon, "a/x.jpg", GREEN, "JPEG")  # the first owner changes: it keeps the plain names
     wait_until(lambda: shows(daemon, "a/x", "green"), 30, "x.jpg's new thumbnails")

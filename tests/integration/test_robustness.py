@@ -33,7 +33,7 @@ import pytest
 from PIL import Image
 
 from tests import images
-from tests.conftest import Daemon, _env, all_files, temp_files, thumbd, wait_until
+from tests.conftest import Daemon, _env, all_files, made, temp_files, thumbd, wait_until
 from tests.httpserver import Body, Steps, serving
 from tests.httpserver import status as http_status
 
@@ -218,7 +218,7 @@ def test_ten_kill9_of_the_process_group_during_a_burst_lose_nothing(daemon: Daem
     for kill in range(10):
         if kill > 0:
             daemon.start(ready=kill % 3 != 1)  # every third kill lands during start-up
-        if kill % 3 == 1:
+        if kill % 3 == 1:  # these sleeps place the kill at a random moment: they wait for nothing
             time.sleep(rng.uniform(0.0, 0.8))
         else:
             target = targets.pop(0)
@@ -293,7 +293,7 @@ def test_a_file_that_crashes_its_worker_fails_after_two_attempts(
     assert failures(daemon) == {"killer.jpg": "worker crashed (killed by SIGABRT)"}
     status = daemon.status()
     assert status == {**status, "done": 12, "failed": 1, "pending": 0}
-    time.sleep(1.5)  # the failure stands: the file is not retried while it is unchanged
+    daemon.looked()  # the failure stands: the file is not retried while it is unchanged
     assert daemon.read_log().count("died (killed by SIGABRT)") == 2
     assert not daemon.thumbs("killer.jpg")[0].exists()
 
@@ -587,7 +587,7 @@ def test_a_full_outgoing_keeps_files_pending_and_catches_up_by_itself(daemon: Da
         names = [f"f{i}.jpg" for i in range(8)]
         drop(daemon.incoming, names, jpeg_bytes((800, 600)))
         wait_until(lambda: "is full (ENOSPC)" in daemon.read_log(), 30, "the disk-full error")
-        time.sleep(1.0)
+        daemon.idle(("settling", "in_flight"))  # all taken: one held, the rest kept back
         status = daemon.status()
         assert status == {**status, "done": 0, "failed": 0, "pending": 8}
         leftovers = [p for p in all_files(daemon.outgoing) if p != filler]
@@ -629,16 +629,14 @@ def test_symlinks_are_never_followed_and_nothing_is_written_outside_outgoing(
     # While it runs: new links, and a new image in a linked folder.
     os.symlink(outside / "secret.jpg", daemon.incoming / "late-link.jpg")
     (outside / "late.jpg").write_bytes(jpeg_bytes((300, 200)))
-    time.sleep(1.0)
-    drop(daemon.incoming, ["sentinel.jpg"], jpeg_bytes((300, 200)))
-    wait_until(lambda: daemon.done("real.jpg") and daemon.done("sentinel.jpg"), 30, "real files")
+    daemon.looked()  # the new links seen, and anything taken through one rendered
+    wait_until(lambda: daemon.done("real.jpg"), 30, "the real file")
     wait_until(lambda: "failed sub/x.jpg" in daemon.read_log(), 30, "the refused output folder")
-    time.sleep(1.5)  # anything taken through a link would be done by now
-    made = {p.relative_to(daemon.outgoing).as_posix() for p in all_files(daemon.outgoing)}
-    assert made == {f"{s}_{w}.jpg" for s in ("real", "sentinel") for w in (200, 64, 32)}
+    written = {p.relative_to(daemon.outgoing).as_posix() for p in made(daemon.outgoing)}
+    assert written == {f"real_{w}.jpg" for w in (200, 64, 32)}
     assert list(elsewhere.iterdir()) == []
     status = daemon.status()
-    assert status == {**status, "done": 2, "failed": 1, "pending": 0}
+    assert status == {**status, "done": 2, "failed": 1, "pending": 0}  # real.jpg, the sentinel
     assert "symbolic link" in failures(daemon)["sub/x.jpg"]
     assert "secret" not in daemon.read_log()
 
@@ -790,11 +788,11 @@ def test_sources_deleted_before_they_are_processed_are_skipped_quietly(
     (daemon.incoming / "stuck.jpg").unlink()  # in flight, hung
     wait_until(lambda: all(daemon.done(n) for n in names[:10]), 60, "the others")
     wait_until(lambda: "task over 3 s" in daemon.read_log(), 30, "the hung worker killed")
-    time.sleep(1.0)
+    daemon.looked()  # the deletions taken in, and whatever was still queued through
     log = daemon.read_log()
     assert "failed" not in log and "ERROR" not in log
     status = daemon.status()
-    assert status == {**status, "done": 10, "failed": 0, "pending": 0, "failures": []}
+    assert status == {**status, "done": 11, "failed": 0, "pending": 0, "failures": []}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -811,7 +809,7 @@ def test_retry_clears_a_failure_and_a_running_daemon_tries_again(daemon: Daemon)
     daemon.write_config({"resize": {"max_file_bytes": 100_000_000}})  # the cause is fixed
     daemon.start()
     wait_until(lambda: daemon.read_log().count("scan of") == 2, 30, "the start-up scan")
-    time.sleep(0.5)
+    daemon.looked()
     assert daemon.read_log().count("failed f/big.jpg") == 1  # unchanged: not retried
     r = thumbd("retry", "-v", "-c", str(daemon.config), str(daemon.incoming / "f" / "big.jpg"))
     assert r.returncode == 0, r.stderr
@@ -876,7 +874,7 @@ def test_redo_renders_done_files_again_with_new_settings_and_removes_what_they_n
     daemon.write_config({"thumbnails": {"widths": [120]}})
     daemon.send(signal.SIGHUP)
     wait_until(lambda: "[thumbnails] widths" in daemon.read_log(), 30, "the reload")
-    time.sleep(0.5)
+    daemon.looked()
     assert not any(daemon.done(r, (120,)) for r in rels)  # new settings apply to new work only
 
     r = thumbd("redo", "-c", str(daemon.config), "--verbose", str(daemon.incoming / "b"))
@@ -899,15 +897,15 @@ def test_redo_renders_done_files_again_with_new_settings_and_removes_what_they_n
 
     # Without a running daemon: the next `once` renders them.
     r = thumbd("redo", "-c", str(daemon.config), "--all")
-    assert r.returncode == 0 and r.stdout == "redo: 3 files will be rendered again\n"
+    assert r.returncode == 0 and r.stdout == "redo: 4 files will be rendered again\n"  # + sentinel
     r = thumbd("once", "-c", str(daemon.config))
     assert r.returncode == 0, r.stderr
-    assert sorted(str(p.relative_to(daemon.outgoing)) for p in all_files(daemon.outgoing)) == [
+    assert sorted(str(p.relative_to(daemon.outgoing)) for p in made(daemon.outgoing)) == [
         "a_120.jpg",
         "b/c_120.jpg",
         "b/d_120.jpg",
     ]
-    assert daemon.status()["done"] == 3
+    assert daemon.status()["done"] == 4
     assert thumbd("redo", "-c", str(daemon.config)).returncode == 2
 
 

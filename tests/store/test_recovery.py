@@ -50,7 +50,7 @@ def test_named_sizes_and_the_index_belong_to_the_set(tmp_path: Path) -> None:
 def test_a_source_that_changed_after_its_thumbnails_does_not_count(tmp_path: Path) -> None:
     out = tmp_path / "out"
     make(out / "x_200.jpg")
-    time.sleep(0.01)
+    time.sleep(0.01)  # paces the writes: the source's ctime must come after the thumbnail's
     source = make(tmp_path / "in" / "x.jpg")
     past = time.time() - 3600  # an old mtime (cp -p) does not hide the new ctime
     os.utime(source, (past, past))

@@ -128,7 +128,13 @@ def saliency(im: Image.Image) -> Image.Image:
     small = im.convert("RGB")
     small.thumbnail((_SALIENCY_SIDE, _SALIENCY_SIDE), Image.Resampling.BOX)
     luma = small.convert("L")
-    edges = luma.filter(ImageFilter.FIND_EDGES).point(lambda v: min(255, v * 2))
+    # Pillow leaves a 3x3 filter's outermost pixels unfiltered (the picture itself), and every
+    # picture's frame looked busy: filter a copy with its border repeated, keep the inside.
+    w, h = luma.size
+    padded = luma.resize((w + 2, h + 2), Image.Resampling.NEAREST)  # keeps the outer pixels
+    padded.paste(luma, (1, 1))
+    edges = padded.filter(ImageFilter.FIND_EDGES).crop((1, 1, w + 1, h + 1))
+    edges = edges.point(lambda v: min(255, v * 2))
     _, saturation, value = small.convert("HSV").split()
     # Saturated and not dark: vivid colour, not the noise of shadows.
     vivid = ImageChops.multiply(saturation, value).point(lambda v: 255 if v > 90 else v)
