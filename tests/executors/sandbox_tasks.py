@@ -5,15 +5,14 @@ from __future__ import annotations
 import ctypes
 import resource
 import socket
+from collections.abc import Callable
 
 _PR_GET_NO_NEW_PRIVS = 39
 
 
-def _outcome(action: str, attempt: object) -> str:
+def _outcome(action: str, attempt: Callable[[], None]) -> str:
     try:
-        attempt_fn = attempt
-        assert callable(attempt_fn)
-        attempt_fn()
+        attempt()
     except PermissionError:
         return "refused"
     except OSError as e:

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from tests import tiffs
+from thumbd.config import ResizeConfig
 from thumbd.executors.local import LocalPool
 from thumbd.executors.worker import render_captured
-from thumbd.config import ResizeConfig
 from thumbd.render.spec import RenderSpec
 
 
