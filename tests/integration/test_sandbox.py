@@ -3,6 +3,7 @@ output arrives as log records, and a kernel without Landlock is said, once."""
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 from pathlib import Path
@@ -30,7 +31,7 @@ def test_jpeg_heic_video_and_raw_render_in_confined_workers(daemon: Daemon, tmp_
     for f in made.iterdir():
         shutil.copy(f, daemon.incoming / f.name)
     for name in ("photo.jpg", "phone.heic", "clip.mp4", "cam.dng"):
-        wait_until(lambda name=name: daemon.done(name), 60, f"{name}'s thumbnails")
+        wait_until(functools.partial(daemon.done, name), 60, f"{name}'s thumbnails")
     status = daemon.recorded(done=4, failed=0)
     assert status["daemon"]["sandbox"].startswith("on (Landlock ABI"), status["daemon"]
     assert "sandbox" not in daemon.read_log()
