@@ -1,0 +1,56 @@
+"""What decoders say in a worker comes back as lines, never raw on fd 2, and a better reason."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests import tiffs
+from thumbd.config import ResizeConfig
+from thumbd.executors.local import LocalPool
+from thumbd.executors.worker import render_captured
+from thumbd.render.spec import RenderSpec
+
+
+def test_libtiff_s_own_words_replace_pillow_s_error_code(tmp_path: Path) -> None:
+    result, said = render_captured(str(tiffs.webp_tiff(tmp_path / "w.tif")), RenderSpec())
+    assert result.failure is not None
+    assert "WEBP compression support is not configured" in result.failure.reason
+    assert "decoder error -2" in result.failure.reason  # kept, after the words
+    assert said == ("WEBP compression support is not configured.",)  # once, name dropped
+
+
+def test_python_warnings_are_lines_too(tmp_path: Path) -> None:
+    _result, said = render_captured(str(tiffs.short_exif_tiff(tmp_path / "s.tif")), RenderSpec())
+    assert any(line.startswith("UserWarning: Corrupt EXIF data") for line in said), said
+
+
+def test_nothing_reaches_fd_2(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    for make in (tiffs.webp_tiff, tiffs.bad_lzw_tiff, tiffs.short_exif_tiff):
+        render_captured(str(make(tmp_path / f"{make.__name__}.tif")), RenderSpec())
+    out, err = capfd.readouterr()
+    assert err == "" and out == ""
+    os.write(2, b"after\n")  # fd 2 is restored
+    assert capfd.readouterr().err == "after\n"
+
+
+@pytest.fixture
+def pool(tmp_path: Path) -> Iterator[LocalPool]:
+    (tmp_path / "in").mkdir()
+    pool = LocalPool(ResizeConfig(workers=1), tmp_path / "in")
+    yield pool
+    pool.shutdown()
+
+
+def test_the_local_pool_logs_each_line_naming_the_source(
+    pool: LocalPool, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    source = tiffs.bad_lzw_tiff(tmp_path / "in" / "bad.tif")
+    result = pool.render(str(source), RenderSpec()).result(timeout=60)
+    assert result.failure is not None and "Using code not yet in table" in result.failure.reason
+    records = [r for r in caplog.records if r.name == "thumbd.worker"]
+    assert records and all(getattr(r, "source", None) == "bad.tif" for r in records)
+    assert any("Using code not yet in table" in r.getMessage() for r in records)
