@@ -18,8 +18,6 @@ import it.
   two let the tests prove the address checks against servers on 127.0.0.x without touching
   /etc/hosts.
 - THUMBD_TEST_BOOT_ID=<text>: stands in for the machine's boot id (a reboot, for the tests).
-- THUMBD_TEST_NO_LANDLOCK=1: the kernel is taken to have no Landlock (the sandbox is off), so
-  that a kernel without it can be tested on one with it.
 """
 
 from __future__ import annotations
@@ -77,8 +75,3 @@ def public_addresses() -> frozenset[ipaddress.IPv4Address | ipaddress.IPv6Addres
 def boot_id() -> str | None:
     """THUMBD_TEST_BOOT_ID: the boot id to use instead of the machine's, or None (unset)."""
     return os.environ.get(BOOT_ID) or None
-
-
-def no_landlock() -> bool:
-    """THUMBD_TEST_NO_LANDLOCK=1: behave as on a kernel without Landlock."""
-    return os.environ.get("THUMBD_TEST_NO_LANDLOCK") == "1"

@@ -271,38 +271,3 @@ def test_a_stale_or_dropped_entry_does_not_hold_up_the_others(tmp_path: Path) ->
     s.touch("b.jpg", 101.0, closed=True)
     s.discard("a.jpg")  # dropped: its entry is still first in the heap
     assert [rel for rel, _ in s.pop_ready(102.0)] == ["b.jpg"]
-
-
-def test_a_file_its_writer_holds_open_waits_for_the_close_past_quiet(tmp_path: Path) -> None:
-    p = tmp_path / "a.jpg"
-    s = Settler(str(tmp_path), settle=0.05, quiet=0.2)
-    with p.open("wb") as f:
-        f.write(b"x" * 100)
-        f.flush()
-        s.touch("a.jpg", time.monotonic(), closed=False, writing=True)
-        assert drain(s, 1.0) == []  # five times quiet_seconds without an event: still held
-        s.touch("a.jpg", time.monotonic(), closed=None)  # chmod: says nothing of the writer
-        assert drain(s, 0.5) == []
-    s.touch("a.jpg", time.monotonic(), closed=True)
-    assert drain(s, 2) == ["a.jpg"]
-
-
-def test_a_writer_that_never_closes_is_waited_for_only_so_long(tmp_path: Path) -> None:
-    p = tmp_path / "a.jpg"
-    p.write_bytes(b"x")
-    now = time.monotonic()
-    s = Settler(str(tmp_path), settle=0.05, quiet=0.1, hold=0.5)
-    s.touch("a.jpg", now, closed=False, writing=True)
-    assert s.pop_ready(now + 0.4) == []
-    assert s.next_due() == pytest.approx(now + 0.5)
-    assert [rel for rel, _ in s.pop_ready(now + 0.5)] == ["a.jpg"]
-
-
-def test_a_write_without_close_events_keeps_the_quiet_rule(tmp_path: Path) -> None:
-    p = tmp_path / "a.jpg"
-    p.write_bytes(b"x")
-    os.utime(p, (time.time() - 60, time.time() - 60))
-    now = time.monotonic()
-    s = Settler(str(tmp_path), settle=0.05, quiet=0.1)
-    s.touch("a.jpg", now, closed=False)  # a polling observer: no close will come
-    assert [rel for rel, _ in s.pop_ready(now + 0.2)] == ["a.jpg"]

@@ -40,7 +40,6 @@ LIVE_KEYS = (
     "pool_restarts",
     "problem",
     "waiting",
-    "sandbox",
 )
 
 
@@ -85,8 +84,6 @@ def _daemon_line(d: dict[str, Any]) -> str:
         + (f", about {_duration(d['eta'])} left" if d.get("eta") else ""),
         f"  this run:  {d['done']} done, {d['failed']} failed",
     ]
-    if d.get("sandbox"):
-        lines.append(f"  sandbox:   {d['sandbox']}")
     return "\n".join(lines)
 
 

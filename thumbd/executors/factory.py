@@ -15,7 +15,7 @@ class PoolUnavailable(Exception):
 def _local(config: Config, once: bool) -> Pool:
     from thumbd.executors.local import LocalPool
 
-    return LocalPool(config.resize, config.paths.incoming)
+    return LocalPool(config.resize)
 
 
 def _dask(config: Config, once: bool) -> Pool:
@@ -40,15 +40,6 @@ POOL_FACTORIES: dict[str, PoolFactory] = {"local": _local, "dask": _dask}
 def make_pool(config: Config, once: bool = False) -> Pool:
     """The pool `[executor] kind` names (config validation keeps it to these keys)."""
     return POOL_FACTORIES[config.executor.kind](config, once)
-
-
-def sandbox_state(config: Config) -> str:
-    """How the configured executor's workers are confined, for `thumbd status`."""
-    if config.executor.kind == "local":
-        from thumbd.executors import sandbox
-
-        return sandbox.status().describe()
-    return "the cluster's own (thumbd does not start Dask's workers)"
 
 
 def pool_settings(config: Config) -> tuple[object, ...]:

@@ -1,18 +1,12 @@
 """The local executor: renders in this machine's supervised process pool (process_pool.py).
 
-Every worker confines itself first (executors/worker.py: memory cap, Pillow's pixel limit,
-the sandbox: read-only below incoming/), each holds at most two tasks, and is recycled after
-`max_tasks_per_child`. What a task's decoders printed or warned comes back with its result and
-is logged here, one record per line, naming the source.
+Every worker confines itself first (executors/worker.py: memory cap, Pillow's pixel limit),
+each holds at most two tasks, and is recycled after `max_tasks_per_child`.
 """
 
 from __future__ import annotations
 
-import logging
-import os
 from concurrent.futures import Future
-from pathlib import Path
-from typing import Any
 
 from thumbd.config import ResizeConfig
 from thumbd.executors.process_pool import ProcessPool
@@ -22,22 +16,13 @@ from thumbd.text import plural
 # Past the pool's own timeouts, how long a pool with work and no result may stay quiet.
 STALL_GRACE = 30.0
 
-said_log = logging.getLogger("thumbd.worker")
-log = logging.getLogger("thumbd.executor")
-_warned_unconfined = False  # the warning is for the first pool, not every reload's
-
 
 class LocalPool:
     """The `Pool` of `[executor] kind = "local"`."""
 
-    def __init__(self, resize: ResizeConfig, incoming: Path | None = None) -> None:
-        """`incoming`: the folder workers may read (confined to it); None: not confined."""
+    def __init__(self, resize: ResizeConfig) -> None:
         from thumbd.executors.worker import init_worker  # Pillow, for the workers only
 
-        self._incoming = None if incoming is None else os.path.abspath(incoming)
-        readable = () if self._incoming is None else (self._incoming,)
-        if readable:
-            _warn_if_unconfined()
         self._size = resize.workers
         self._timeout = resize.timeout
         self._pool = ProcessPool(
@@ -45,41 +30,14 @@ class LocalPool:
             max_tasks_per_child=resize.max_tasks_per_child,
             timeout=resize.timeout,
             initializer=init_worker,
-            initargs=(resize.max_memory_mb * 2**20, resize.max_pixels, readable),
+            initargs=(resize.max_memory_mb * 2**20, resize.max_pixels),
         )
 
     def render(self, path: str, spec: RenderSpec, *, urgent: bool = False) -> Future[RenderResult]:
         # Nothing waits here to overtake: the dispatcher keeps the backlog (two per worker).
-        from thumbd.executors.worker import render_captured  # pickled by reference
+        from thumbd.render.pipeline import render  # pickled by reference: never called here
 
-        inner = self._pool.submit(render_captured, path, spec)
-        outer: Future[RenderResult] = Future()
-        inner.add_done_callback(lambda done: self._settle(done, outer, path))
-        outer.add_done_callback(lambda done: done.cancelled() and inner.cancel())
-        return outer
-
-    def _settle(self, inner: Future[Any], outer: Future[RenderResult], path: str) -> None:
-        """The pool's answer (result, said) -> the result; what was said, logged. Runs on the
-        pool's thread (or at once, for a future already done)."""
-        if outer.done():  # cancelled by its holder: nobody waits for this
-            return
-        if inner.cancelled():
-            outer.cancel()
-            outer.set_running_or_notify_cancel()
-            return
-        if (error := inner.exception()) is not None:
-            outer.set_exception(error)
-            return
-        result, said = inner.result()
-        rel = self._relative(path)
-        for line in said:
-            said_log.warning("%s: %s", rel, line, extra={"source": rel})
-        outer.set_result(result)
-
-    def _relative(self, path: str) -> str:
-        if self._incoming is None:
-            return path
-        return os.path.relpath(path, self._incoming)
+        return self._pool.submit(render, path, spec)
 
     def capacity(self) -> int:
         return self._size * 2  # every worker busy plus one task each in hand
@@ -114,17 +72,3 @@ class LocalPool:
         if quiet > 2 * self._timeout + STALL_GRACE:
             return f"no result from the worker pool for {quiet:.0f} s"
         return None
-
-
-def _warn_if_unconfined() -> None:
-    global _warned_unconfined
-    from thumbd.executors import sandbox
-
-    found = sandbox.status()
-    if found.abi < 4 and not _warned_unconfined:
-        _warned_unconfined = True
-        if found.on:
-            what = "decoders may still open network connections (Landlock network rules: Linux 6.7)"
-        else:
-            what = "decoders run with this user's full access (Landlock: Linux 5.13)"
-        log.warning("worker sandbox %s: %s", found.describe(), what)

@@ -9,16 +9,7 @@ Workers are dedicated processes, so process-wide settings are theirs to make:
   `Image.MAX_IMAGE_PIXELS` and refuses at twice that, inside `Image.open`, before render() can
   look at the size; render() turns the warning into a failure. With its default (89.5 MP) a
   90 MP photo would fail as a "bomb" although max_pixels (100 MP) allows it; one number now
-  decides;
-- the sandbox (executors/sandbox.py): read-only below incoming/ and the code, no writes, no
-  TCP, no core dumps, no new privileges, before the first source is opened.
-
-Each local task is `render_captured`: what decoders print on fd 2 (libtiff, libheif, LibRaw,
-FFmpeg write there from C) and the Python warnings they raise are captured per task, into a
-memory file (a confined worker may create no file), and come back with the result as lines the
-daemon logs as records about that source, never raw bytes on the daemon's stderr (which is the
-JSON log in `[log] format = "json"`). When the decoder's own error says only "decoder error -2",
-the line it printed is the better reason: the failure says that instead.
+  decides.
 
 A Dask worker is not started by thumbd, so `init_worker` never runs there: the cluster's tasks
 are `render_on_cluster` / `render_bytes_on_cluster`, which set Pillow's limit before each render
@@ -30,103 +21,16 @@ STARTED_TOPIC): `[resize] timeout` counts from then, not from a wait in a worker
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
-import os
-import re
-import sys
-import warnings
-from collections.abc import Iterable, Iterator
-
 from PIL import Image
 
-from thumbd.executors import sandbox
 from thumbd.executors.process_pool import set_memory_limit
 from thumbd.render.pipeline import render, render_bytes
 from thumbd.render.spec import RenderResult, RenderSpec, Signature
 
-MAX_LINES = 20  # lines kept of what one task printed: a hostile file can print without end
-MAX_LINE = 300
-_READ_AT_MOST = 1 << 16
-# Reasons that say nothing of why: Pillow's code for "the C decoder failed".
-_UNINFORMATIVE = re.compile(r"decoder error -?\d+|broken data stream")
-# The file name libtiff puts first: Pillow hands it a made-up one.
-_TIFF_NAME = re.compile(r"^tempfile\.tif: ")
 
-
-def init_worker(max_memory_bytes: int, max_pixels: int, readable: tuple[str, ...] = ()) -> None:
-    """Set up a local worker; `readable`: the folders it may read (incoming/), confined to
-    them (and the code) when non-empty."""
+def init_worker(max_memory_bytes: int, max_pixels: int) -> None:
     set_memory_limit(max_memory_bytes)
     Image.MAX_IMAGE_PIXELS = max_pixels
-    if readable:
-        sandbox.confine(readable)
-
-
-def render_captured(path: str, spec: RenderSpec) -> tuple[RenderResult, tuple[str, ...]]:
-    """render() with fd 2 and Python's warnings captured: the result, and what was said."""
-    with _captured() as said:
-        result = render(path, spec)
-    return _better_reason(result, said.printed), said.lines()
-
-
-@dataclasses.dataclass(slots=True)
-class _Said:
-    warned: list[str] = dataclasses.field(default_factory=list)  # Python warnings
-    printed: list[str] = dataclasses.field(default_factory=list)  # what C code wrote on fd 2
-
-    def lines(self) -> tuple[str, ...]:
-        return tuple(_bounded(self.warned + self.printed))
-
-
-@contextlib.contextmanager
-def _captured() -> Iterator[_Said]:
-    """Point fd 2 at a memory file and record warnings for the block; the _Said gets them
-    when the block ends."""
-    said = _Said()
-    sys.stderr.flush()
-    memory = os.memfd_create("thumbd-stderr", os.MFD_CLOEXEC)
-    saved = os.dup(2)
-    os.dup2(memory, 2)
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")  # every task's own, not once per worker
-            yield said
-    finally:
-        sys.stderr.flush()
-        os.dup2(saved, 2)
-        os.close(saved)
-        printed = _read(memory)
-        os.close(memory)
-        said.warned = [f"{w.category.__name__}: {w.message}" for w in caught]
-        said.printed = _bounded(_TIFF_NAME.sub("", line) for line in printed.splitlines())
-
-
-def _read(fd: int) -> str:
-    os.lseek(fd, 0, os.SEEK_SET)
-    return os.read(fd, _READ_AT_MOST).decode("utf-8", "replace")
-
-
-def _bounded(lines: Iterable[str]) -> list[str]:
-    kept: dict[str, None] = {}
-    for line in lines:
-        line = line.strip()
-        if line:
-            kept.setdefault(line[:MAX_LINE], None)
-        if len(kept) == MAX_LINES:
-            break
-    return list(kept)
-
-
-def _better_reason(result: RenderResult, printed: list[str]) -> RenderResult:
-    """A failure whose reason is only Pillow's error code takes the decoder's own words."""
-    failure = result.failure
-    if failure is None or not printed or not _UNINFORMATIVE.search(failure.reason):
-        return result
-    head, sep, code = failure.reason.rpartition(": ")
-    words = printed[0].rstrip(".")
-    reason = f"{head}: {words} ({code})" if sep else f"{words} ({failure.reason})"
-    return dataclasses.replace(result, failure=dataclasses.replace(failure, reason=reason))
 
 
 STARTED_TOPIC = "thumbd-started"  # {"key": task key, "worker": its address} per task started

@@ -4,10 +4,7 @@ An inotify close_write does not prove a file is complete (a killed wget leaves a
 its final name), and a file moved in from outside the tree, or written into a folder created a
 moment ago, may arrive with no close event at all. So a path is taken only once its size, mtime
 and inode have stayed the same for `settle_seconds`, and, when no close or rename was seen, once
-nothing about it has changed for `quiet_seconds` either. A file written since its last
-close-after-write (inotify's IN_MODIFY, no IN_CLOSE_WRITE yet) is held open by its writer: it
-is not taken however long the writer pauses, up to `HOLD_OPEN` after its last write (a writer
-that never closes; then the quiet rule decides). The job re-checks the signature when it
+nothing about it has changed for `quiet_seconds` either. The job re-checks the signature when it
 runs, and the daemon once more before it records the result.
 """
 
@@ -33,9 +30,6 @@ IMAGE_EXTENSIONS = SOURCE_EXTENSIONS  # stills, videos, camera RAW (render/forma
 # OneDrive, editors). Dotfiles cover rsync's `.name.XXXXXX`, Syncthing's `.syncthing.*.tmp` and
 # Nextcloud's `.name.~XXXXXXXX`; every path component is checked, so `.~tmp~/` folders are too.
 TEMP_PATTERNS = ("*.part", "*.partial", "*.crdownload", "*.tmp", "*~")
-
-# How long after its last write a file still held open by its writer waits for the close.
-HOLD_OPEN = 600.0
 
 
 # Folders NAS systems, sync clients and operating systems keep inside a share: their contents
@@ -147,7 +141,6 @@ def signature(path: str) -> Signature | None:
 @dataclass(slots=True)
 class _Pending:
     closed: bool  # a close_write or a rename was seen since the last write
-    writing: bool  # written since the last close_write: its writer holds it open
     last_event: float
     sig: Signature | None
     stable_since: float
@@ -163,11 +156,10 @@ class _Due:
 class Settler:
     """Tracks paths until they are complete. Owned by the daemon's main thread."""
 
-    def __init__(self, root: str, settle: float, quiet: float, hold: float = HOLD_OPEN) -> None:
+    def __init__(self, root: str, settle: float, quiet: float) -> None:
         self.root = root
         self.settle = settle
         self.quiet = quiet
-        self.hold = hold
         self._pending: dict[str, _Pending] = {}
         self._heap: list[_Due] = []
 
@@ -177,18 +169,13 @@ class Settler:
     def __contains__(self, rel: str) -> bool:
         return rel in self._pending
 
-    def touch(self, rel: str, now: float, *, closed: bool | None, writing: bool = False) -> None:
+    def touch(self, rel: str, now: float, *, closed: bool | None) -> None:
         """An event was seen on `rel`: a close or rename (closed=True), a write (False), or a
-        change of attributes (None: what was known about closing stays). `writing`: a write
-        whose close will be reported (inotify), so the file is held until then."""
+        change of attributes (None: what was known about closing stays)."""
         p = self._track(rel, now)
         p.last_event = now
         if closed is not None:
             p.closed = closed
-        if closed:
-            p.writing = False
-        elif writing:
-            p.writing = True
         self._schedule(rel, p, now + self.settle)
 
     def found(self, rel: str, now: float) -> None:
@@ -200,7 +187,7 @@ class Settler:
         p = self._pending.get(rel)
         if p is None:
             sig = signature(os.path.join(self.root, rel))
-            p = _Pending(False, False, -math.inf, sig, now, now + self.settle)
+            p = _Pending(False, -math.inf, sig, now, now + self.settle)
             self._pending[rel] = p
         return p
 
@@ -237,9 +224,6 @@ class Settler:
             self._schedule(rel, p, now + self.settle)
             return None
         wait = p.stable_since + self.settle - now
-        if p.writing:
-            # Its writer holds it open: the close will touch it again. Not for ever, though.
-            wait = max(wait, p.last_event + self.hold - now)
         if not p.closed:
             # No close seen: the writer may still hold it open. Count quiet time from the last
             # event or the file's own mtime, whichever is later.

@@ -103,7 +103,7 @@ class Tracker:
                 self.publisher.forget(e.rel)
             return
         if self._is_work(e.rel) and not scanner.opted_out(self.root, e.rel, self.opted_out):
-            self.settler.touch(e.rel, time.monotonic(), closed=e.closed, writing=e.writing)
+            self.settler.touch(e.rel, time.monotonic(), closed=e.closed)
             self.fresh.add(e.rel)
 
     def on_dir(self, rel: str) -> None:

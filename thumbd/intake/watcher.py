@@ -41,9 +41,6 @@ log = logging.getLogger("thumbd.watcher")
 # inotify for every open and every read-only close, so each source a worker reads and each folder
 # a scan lists would queue two more events: in a flood those alone overflow the kernel queue, and
 # the overflow's rescan refills it. (Watches on new folders do not depend on this list.)
-# No FileOpenedEvent either: inotify's IN_OPEN does not say for writing, and a write (IN_MODIFY)
-# proves a writer has the file open until its IN_CLOSE_WRITE; a writer that opened and has not
-# written yet changed nothing to settle.
 EVENTS: list[type[FileSystemEvent]] = [
     FileCreatedEvent,
     FileModifiedEvent,
@@ -64,7 +61,6 @@ class FsEvent:
     rel: str
     closed: bool | None  # True: closed after writing or renamed into place; False: written
     deleted: bool = False
-    writing: bool = False  # written, and its close will be reported: held until then
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,12 +103,9 @@ class Overflow:
 
 
 class Handler(FileSystemEventHandler):
-    def __init__(self, root: str, inbox: queue.SimpleQueue[Any], *, closes: bool = True) -> None:
-        """`closes`: the observer reports closes (inotify does; polling cannot), so a file
-        written and not closed yet is held open by its writer."""
+    def __init__(self, root: str, inbox: queue.SimpleQueue[Any]) -> None:
         self.root = root
         self.inbox = inbox
-        self.closes = closes
 
     def dispatch(self, event: FileSystemEvent) -> None:
         try:
@@ -148,19 +141,17 @@ class Handler(FileSystemEventHandler):
         elif isinstance(event, FileClosedEvent):
             self._put(str(event.src_path), True)
         elif event.event_type == "modified":
-            self._put(str(event.src_path), False, writing=self.closes)
+            self._put(str(event.src_path), False)
         elif event.event_type in ("created", "attrib"):
             # A path the daemon does not track yet starts as not closed anyway. One it does
             # track as complete got here in a folder moved in: watchdog follows that move with
             # a made-up `created` per file, which must not make the file wait for quiet_seconds.
             self._put(str(event.src_path), None)
 
-    def _put(
-        self, path: str, closed: bool | None, deleted: bool = False, *, writing: bool = False
-    ) -> None:
+    def _put(self, path: str, closed: bool | None, deleted: bool = False) -> None:
         rel = self._rel(path)
         if rel is not None:
-            self.inbox.put(FsEvent(rel, closed, deleted, writing))
+            self.inbox.put(FsEvent(rel, closed, deleted))
 
     def _rel(self, path: str) -> str | None:
         rel = os.path.relpath(path, self.root)
@@ -257,7 +248,7 @@ class Watcher:
         # The folder itself, not a symlink to it: watchdog watches without following links
         # (IN_DONT_FOLLOW), so a watch on the link would see nothing happen inside.
         root = os.path.realpath(self.root)
-        handler = Handler(root, self.inbox, closes=not isinstance(observer, PollingObserver))
+        handler = Handler(root, self.inbox)
         observer.schedule(handler, root, recursive=True, event_filter=EVENTS)
         observer.start()
         return observer

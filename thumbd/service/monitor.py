@@ -49,12 +49,8 @@ class Snapshot:
 
 
 class Monitor:
-    def __init__(
-        self, notifier: Notifier, state_dir: Path | None, sandbox: str | None = None
-    ) -> None:
-        """`sandbox`: how the workers are confined, for `thumbd status`."""
+    def __init__(self, notifier: Notifier, state_dir: Path | None) -> None:
         self.notifier = notifier
-        self.sandbox = sandbox
         self.status_path = state_dir / STATUS_FILE if state_dir is not None else None
         self.started = time.time()
         self.started_mono = time.monotonic()
@@ -174,7 +170,6 @@ class Monitor:
             "eta": self.eta(snap, now),
             "history": list(self.history),
             **asdict(snap),
-            "sandbox": self.sandbox,
         }
         tmp = self.status_path.with_name(STATUS_FILE + ".tmp")
         try:
