@@ -79,6 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     anew.add_argument("paths", nargs="*", metavar="PATH", help="a file or a folder in incoming/")
     anew.add_argument("--all", action="store_true", help="every file")
+    anew.add_argument(
+        "--stale",
+        action="store_true",
+        help="the files whose thumbnails were made with other settings than the configuration's",
+    )
     for p in (again, anew):
         p.add_argument("-v", "--verbose", action="store_true", help="list each file")
     return parser
@@ -133,11 +138,17 @@ def _command(args: argparse.Namespace, config: Config, choice: configfile.Choice
         show(config, as_json=args.json)
         return EXIT_OK
     if args.command in ("retry", "redo"):
-        if bool(args.paths) == args.all:
-            print(f"thumbd: {args.command} needs PATH... or --all (not both)", file=sys.stderr)
+        stale = getattr(args, "stale", False)
+        if [bool(args.paths), args.all, stale].count(True) != 1:
+            also = " or --stale" if args.command == "redo" else ""
+            print(
+                f"thumbd: {args.command} needs PATH... or --all{also} (one of them)",
+                file=sys.stderr,
+            )
             return EXIT_USAGE
-        mark = retry if args.command == "retry" else redo
-        return mark(config, args.paths, args.all, verbose=args.verbose)
+        if args.command == "retry":
+            return retry(config, args.paths, args.all, verbose=args.verbose)
+        return redo(config, args.paths, args.all, verbose=args.verbose, stale=stale)
     if args.command == "start":
         return control.start(config, choice.describe())
     if args.command == "stop":

@@ -1,5 +1,6 @@
 """`thumbd retry [PATH...|--all]`: clear failure records so the failed sources are tried again;
-`thumbd redo [PATH...|--all]`: render done sources again, after a change of settings.
+`thumbd redo [PATH...|--all|--stale]`: render done sources again, after a change of settings
+(`--stale`: only those made with other settings than the configuration's).
 
 A failed source is not retried until it changes (size, mtime or inode), like the freedesktop
 thumbnail spec's fail/ folder. This command clears the records and touches nothing else: no
@@ -16,8 +17,10 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from thumbd.commands.control import running_pid
 from thumbd.config import Config
-from thumbd.store.state import State, StateError, damaged, is_damage
+from thumbd.render.fingerprint import fingerprint
+from thumbd.store.state import SETTINGS_KEY, State, StateError, damaged, is_damage
 from thumbd.text import plural
 
 EXIT_OK, EXIT_FAILED = 0, 1
@@ -40,19 +43,31 @@ def retry(config: Config, paths: list[str], everything: bool, *, verbose: bool =
     )
 
 
-def redo(config: Config, paths: list[str], everything: bool, *, verbose: bool = False) -> int:
+def redo(
+    config: Config,
+    paths: list[str],
+    everything: bool,
+    *,
+    verbose: bool = False,
+    stale: bool = False,
+) -> int:
     """Have the sources of `paths` (files or folders), or every source, rendered again with the
     current settings (new widths, sizes or format); print how many (with `verbose`, which).
 
     Like retry, it only writes to the database: a running daemon picks the sources up within a
     second, otherwise the next `run` or `once` does. Their records stay until the new
     thumbnails are written, so the thumbnails the settings no longer make are removed then.
+    With `stale`, only the sources whose thumbnails were made with other settings than the
+    configuration's (render/fingerprint).
     """
+    current = fingerprint(config.thumbnails)
+    if stale and _daemon_behind(config, current):
+        return EXIT_FAILED
     return _mark(
         config,
         paths,
-        everything,
-        State.mark_for_redo,
+        everything or stale,
+        (lambda state, _: state.mark_stale(current)) if stale else State.mark_for_redo,
         verbose=verbose,
         verb="redo",
         noun="file",
@@ -102,6 +117,28 @@ def _mark(
     for p in missing:
         print(f"thumbd: {unknown} {p}", file=sys.stderr)
     return EXIT_FAILED if missing else EXIT_OK
+
+
+def _daemon_behind(config: Config, current: str) -> bool:
+    """A running daemon that has not read the changed configuration yet would render the stale
+    sources with its older settings again: say to reload it first, and mark nothing."""
+    pid = running_pid(config)
+    if pid is None or not config.state_db.exists():
+        return False
+    state = State(config.state_db, readonly=True)
+    try:
+        running = state.get_meta(SETTINGS_KEY)
+    finally:
+        state.close()
+    if running is None or running == current:
+        return False
+    print(
+        f"thumbd: the running daemon (pid {pid or '?'}) has not read"
+        f" {config.source or 'the configuration'} since its settings changed: reload it first"
+        " (systemctl reload thumbd, or kill -HUP its pid), then redo --stale; nothing marked",
+        file=sys.stderr,
+    )
+    return True
 
 
 def relative(config: Config, arg: str) -> str:

@@ -20,6 +20,7 @@ from typing import Any
 from thumbd.commands.control import running_pid
 from thumbd.config import Config
 from thumbd.intake import scanner
+from thumbd.render.fingerprint import fingerprint
 from thumbd.service.monitor import read_status
 from thumbd.store.state import State, damaged, is_damage
 from thumbd.text import plural
@@ -53,6 +54,11 @@ def show(config: Config, *, as_json: bool) -> None:
     print(f"done:    {report['done']}")
     print(f"failed:  {report['failed']}")
     print(f"pending: {report['pending']}")
+    if report["stale"]:
+        print(
+            f"stale:   {report['stale']} (thumbnails made with older settings:"
+            " `thumbd redo --stale` renders them again)"
+        )
     if report["ignored"]:
         by_ext = report["ignored_by_extension"].items()
         kinds = ", ".join(f"{ext or '(no extension)'} {n}" for ext, n in by_ext)
@@ -114,6 +120,7 @@ def collect(config: Config) -> dict[str, Any]:
     failures: list[dict[str, str]] = []
     manifests: list[dict[str, Any]] = []
     done = failed = bytes_in = bytes_out = 0
+    stale: int | None = 0
     if config.state_db.exists():
         state = State(config.state_db, readonly=True)
         try:
@@ -128,6 +135,7 @@ def collect(config: Config) -> dict[str, Any]:
                 {"source": u.manifest, "url": u.url, "reason": u.reason or ""} for u in url_failures
             ]
             manifests = [asdict(t) for t in state.manifest_totals()]
+            stale = state.stale(fingerprint(config.thumbnails))
         except sqlite3.DatabaseError as e:  # damage in a page the open did not read
             if not is_damage(e):
                 raise
@@ -141,6 +149,7 @@ def collect(config: Config) -> dict[str, Any]:
         "done": done,
         "failed": failed,
         "pending": pending,
+        "stale": stale,  # None: a database a daemon of this version has not opened yet
         "ignored": sum(ignored.values()),
         "ignored_by_extension": dict(sorted(ignored.items(), key=lambda kv: (-kv[1], kv[0]))),
         "failures": failures,

@@ -260,7 +260,8 @@ class Tracker:
         others = shared.state.outputs_near(plain_key(job.rel))
         if len(names.unowned(outputs, others)) < len(outputs):
             return False  # another source's row lists them: they are its thumbnails
-        shared.state.record_done(job.rel, job.signature, outputs, job.signature[0], written)
+        size = job.signature[0]
+        shared.state.record_done(job.rel, job.signature, outputs, size, written, shared.settings)
         log.info(
             "kept %s: its %s already there",
             job.rel,

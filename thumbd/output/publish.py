@@ -141,7 +141,8 @@ class Publisher:
         self._remove_stale(own, chosen.all, near)
         assert result.signature is not None
         size = result.signature[0]
-        state.record_done(job.rel, result.signature, list(chosen.all), size, written)
+        settings = job.settings or self.shared.settings
+        state.record_done(job.rel, result.signature, list(chosen.all), size, written, settings)
         self.changed(job.rel)
         self._count_done(job, result, written)
         self.downloads.on_rendered(job.rel)
@@ -174,7 +175,9 @@ class Publisher:
         """The motion half of a Live Photo: no thumbnails of its own (any it had go)."""
         self._remove_stale(own, (), near)
         assert result.signature is not None
-        self.shared.state.record_done(job.rel, result.signature, [], result.signature[0], 0)
+        self.shared.state.record_done(
+            job.rel, result.signature, [], result.signature[0], 0, self.shared.settings
+        )
         self.changed(job.rel)
         self.shared.stats.done += 1
         log.info(

@@ -153,7 +153,7 @@ class Daemon:
         check_incoming(config.paths.incoming)
         check_owner(config, "once" if once else "run")
         take_lock(self.lock, config)
-        self.shared.state = recovery.open_state(config.state_db, config.paths.outgoing)
+        self.shared.open_state()
         recovery.after_reboot(self.state, config.paths.outgoing)
         self.state.take_retries()  # the start-up scan finds every source without a record
         prepare(self.publisher.writer, config)

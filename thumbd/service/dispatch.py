@@ -117,7 +117,7 @@ class Dispatcher:
         now = time.monotonic()
         if not self.in_flight:
             self.last_progress = now  # the pool's clock starts now
-        job = replace(job, sent=now)
+        job = replace(job, sent=now, settings=self.shared.settings)
         future = self.pool.render(job.path, self.shared.spec, urgent=job.new)
         self.in_flight[job.rel] = job
         future.add_done_callback(functools.partial(self._post, job))

@@ -10,7 +10,6 @@ import logging
 
 from thumbd.service import pidfile
 from thumbd.service.shared import Shared
-from thumbd.store import recovery
 
 log = logging.getLogger("thumbd")
 
@@ -41,7 +40,7 @@ class StateKeeper:
             log.warning("state database %s was removed or replaced; opening it again", db)
             shared.state.commit()
             shared.state.close()
-            shared.state = recovery.open_state(db, shared.config.paths.outgoing)
+            shared.open_state()
             self.reopened = True
         try:
             if self.lock.keep():

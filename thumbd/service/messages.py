@@ -27,6 +27,7 @@ class Job:
     attempt: int = 1
     new: bool = False  # arrived while thumbd runs (an event): ahead of the backlog
     sent: float = 0.0  # monotonic time it was handed to the pool: `seen` to this is waiting
+    settings: str = ""  # the fingerprint of the settings it was handed over with
 
 
 @dataclass(frozen=True, slots=True)

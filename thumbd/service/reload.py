@@ -18,6 +18,7 @@ from thumbd.output.writer import Writer
 from thumbd.render.pipeline import spec_from_config
 from thumbd.service import logs, metrics
 from thumbd.service.startup import StartupError, cannot, check_incoming, prepare
+from thumbd.store.state import SETTINGS_KEY
 
 if TYPE_CHECKING:
     from thumbd.service.daemon import Daemon
@@ -72,6 +73,7 @@ def _apply(d: Daemon, new: Config) -> None:
         log.info("reloaded %s: nothing changed", new.source or "the built-in defaults")
         return
     shared.spec = spec_from_config(new)
+    shared.state.set_meta(SETTINGS_KEY, shared.settings)
     d.tracker.settings_changed()
     if pool_settings(old) != pool_settings(new):
         try:

@@ -11,8 +11,10 @@ import time
 from dataclasses import dataclass, field
 
 from thumbd.config import Config
+from thumbd.render.fingerprint import fingerprint
 from thumbd.render.spec import RenderSpec
 from thumbd.service.messages import Inbox
+from thumbd.store import recovery
 from thumbd.store.state import State
 
 
@@ -37,6 +39,17 @@ class Shared:
     state: State = field(init=False)
     stats: Stats = field(default_factory=Stats)
     stop_reason: str | None = None  # set once the daemon is to stop: no new work from then
+
+    @property
+    def settings(self) -> str:
+        """The fingerprint of the render settings in force (render/fingerprint)."""
+        return fingerprint(self.config.thumbnails)
+
+    def open_state(self) -> None:
+        """Open the state database (again: health found it replaced), rebuilt if damaged;
+        records from before fingerprints count as made with the settings in force."""
+        self.state = recovery.open_state(self.config.state_db, self.config.paths.outgoing)
+        self.state.adopt_settings(self.settings)
 
     @property
     def stopping(self) -> bool:

@@ -24,7 +24,9 @@ CREATE TABLE IF NOT EXISTS sources (
     bytes_in  INTEGER NOT NULL DEFAULT 0,
     bytes_out INTEGER NOT NULL DEFAULT 0,
     attempts  INTEGER NOT NULL DEFAULT 0,
-    updated   REAL NOT NULL
+    updated   REAL NOT NULL,
+    settings  TEXT,  -- render/fingerprint of the settings a done source was rendered with
+    content_id TEXT  -- Apple's content identifier (render/apple.py): a Live Photo's halves
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS sources_status ON sources(status);
 CREATE TABLE IF NOT EXISTS urls (
@@ -42,6 +44,13 @@ CREATE TABLE IF NOT EXISTS retries (path TEXT PRIMARY KEY) WITHOUT ROWID;
 -- Facts about the runs themselves (the boot the last run started in: recovery.after_reboot).
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 """
+
+
+# PRAGMA user_version: 0 is thumbd before versions; 2 adds `settings`, 3 `content_id`. A change
+# of tables raises it and adds a step to `migrate`.
+SCHEMA_VERSION = 3
+# Made once the columns are there (a database being upgraded has no content_id before that).
+INDEXES = "CREATE INDEX IF NOT EXISTS sources_content ON sources(content_id);"
 
 
 class StateError(Exception):
@@ -62,6 +71,39 @@ def is_damage(e: sqlite3.DatabaseError) -> bool:
 def damaged(db: Path, e: sqlite3.DatabaseError) -> StateError:
     """What `thumbd status`, `retry` and `redo` say about a damaged database."""
     return StateError(f"state database {db} is damaged ({e}); {REBUILT}")
+
+
+def migrate(conn: sqlite3.Connection, db: Path) -> None:
+    """Bring a database an older thumbd wrote up to SCHEMA_VERSION, in one transaction;
+    refuse one a newer thumbd wrote (its tables may mean what this thumbd cannot know)."""
+    version = check_version(conn, db)
+    if version == SCHEMA_VERSION:
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        columns = {str(row[1]) for row in conn.execute("PRAGMA table_info(sources)")}
+        if "settings" not in columns:  # 0 -> 2
+            conn.execute("ALTER TABLE sources ADD COLUMN settings TEXT")
+        if "content_id" not in columns:  # 2 -> 3
+            conn.execute("ALTER TABLE sources ADD COLUMN content_id TEXT")
+        conn.execute(INDEXES)
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+def check_version(conn: sqlite3.Connection, db: Path) -> int:
+    """The database's schema version; a StateError for one newer than this thumbd knows."""
+    version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    if version > SCHEMA_VERSION:
+        raise StateError(
+            f"state database {db} was written by a newer thumbd (schema {version}; this one"
+            f" knows up to {SCHEMA_VERSION}): run that thumbd, or move the file aside and this"
+            " one rebuilds it from a scan"
+        )
+    return version
 
 
 def open_readonly(db: Path) -> sqlite3.Connection:

@@ -18,22 +18,33 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 from thumbd.render.spec import Signature
 from thumbd.store.database import (
     SCHEMA,
     StateError,
+    check_version,
     damaged,
     file_id,
     is_damage,
+    migrate,
     open_readonly,
+)
+from thumbd.store.records import (
+    ManifestTotals,
+    Record,
+    Totals,
+    UrlRecord,
+    record,
+    selected,
+    url_record,
 )
 
 DONE = "done"
 FAILED = "failed"
 MANIFEST = "manifest"  # a URL manifest whose every URL has an outcome (not counted as a source)
+SETTINGS_KEY = "settings"  # meta: the fingerprint of the settings the daemon renders with
 REDO = -1  # the mtime_ns of a record `thumbd redo` marked: no file has it, so it is rendered again
 
 __all__ = [
@@ -50,46 +61,6 @@ __all__ = [
     "damaged",
     "is_damage",
 ]
-
-
-@dataclass(frozen=True, slots=True)
-class Record:
-    path: str
-    signature: Signature
-    status: str
-    reason: str | None
-    outputs: tuple[str, ...]
-    bytes_in: int
-    bytes_out: int
-
-
-@dataclass(frozen=True, slots=True)
-class Totals:
-    done: int
-    failed: int
-    bytes_in: int
-    bytes_out: int
-
-
-@dataclass(frozen=True, slots=True)
-class UrlRecord:
-    """The outcome of one URL of one manifest (paths relative to incoming/)."""
-
-    manifest: str
-    url: str
-    status: str
-    reason: str | None
-    file: str | None
-    bytes: int
-
-
-@dataclass(frozen=True, slots=True)
-class ManifestTotals:
-    manifest: str
-    done: int
-    failed: int
-    bytes_downloaded: int
-    bytes_out: int  # thumbnails written for its downloaded files
 
 
 class State:
@@ -110,9 +81,14 @@ class State:
                 self._db = sqlite3.connect(db, timeout=10, isolation_level=None)
                 self._db.execute("PRAGMA journal_mode=WAL")
                 self._db.execute("PRAGMA synchronous=NORMAL")
+                check_version(self._db, db)  # before anything is written to it
                 self._db.executescript(SCHEMA)
+                migrate(self._db, db)
+            check_version(self._db, db)
             self._db.execute("SELECT count(*) FROM sources").fetchone()
             self._has_urls = self._table_exists("urls")
+            columns = self._db.execute("PRAGMA table_info(sources)").fetchall()
+            self._has_settings = any(c[1] == "settings" for c in columns)
         except sqlite3.DatabaseError as e:
             if is_damage(e):
                 raise damaged(db, e) from e
@@ -180,7 +156,7 @@ class State:
             " FROM sources WHERE path = ?",
             (path,),
         ).fetchone()
-        return _record(row) if row else None
+        return record(row) if row else None
 
     def outputs_near(self, key: str) -> dict[str, tuple[str, ...]]:
         """path -> outputs of every row whose path is `key` or `key.*` in the same folder: the
@@ -208,9 +184,18 @@ class State:
         return int(row[0]) if row else 0
 
     def record_done(
-        self, path: str, sig: Signature, outputs: list[str], bytes_in: int, bytes_out: int
+        self,
+        path: str,
+        sig: Signature,
+        outputs: list[str],
+        bytes_in: int,
+        bytes_out: int,
+        settings: str | None = None,
+        content_id: str | None = None,
     ) -> None:
-        self._put(path, sig, DONE, None, outputs, bytes_in, bytes_out)
+        """`path` at `sig` is done: `outputs` made with the settings fingerprinted `settings`
+        (render/fingerprint); `content_id` pairs a Live Photo's halves (render/apple)."""
+        self._put(path, sig, DONE, None, outputs, bytes_in, bytes_out, settings, content_id)
 
     def record_failed(self, path: str, sig: Signature, reason: str, bytes_in: int = 0) -> None:
         """The source at `sig` failed. Thumbnails an earlier version of it left stay listed as
@@ -229,12 +214,24 @@ class State:
         outputs: list[str],
         bytes_in: int,
         bytes_out: int,
+        settings: str | None = None,
+        content_id: str | None = None,
     ) -> None:
         self._db.execute(
-            "INSERT OR REPLACE INTO sources"
-            " (path, size, mtime_ns, inode, status, reason, outputs, bytes_in, bytes_out, updated)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (path, *sig, status, reason, json.dumps(outputs), bytes_in, bytes_out, time.time()),
+            "INSERT OR REPLACE INTO sources (path, size, mtime_ns, inode, status, reason, outputs,"
+            " bytes_in, bytes_out, updated, settings, content_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                path,
+                *sig,
+                status,
+                reason,
+                json.dumps(outputs),
+                bytes_in,
+                bytes_out,
+                time.time(),
+                settings,
+                content_id,
+            ),
         )
 
     def forget(self, path: str) -> Record | None:
@@ -251,14 +248,14 @@ class State:
         with self.transaction():
             failed = self._failed_paths()
             if paths is not None:
-                failed = _selected(failed, paths)
+                failed = selected(failed, paths)
             for path in failed:
                 self.forget_failed_urls(path)
                 self._db.execute("DELETE FROM sources WHERE path = ?", (path,))
                 self._db.execute("INSERT OR IGNORE INTO retries (path) VALUES (?)", (path,))
         return failed
 
-    def mark_for_redo(self, paths: list[str] | None) -> list[str]:
+    def mark_for_redo(self, paths: list[str] | None, *, exact: bool = False) -> list[str]:
         """Make the records of `paths` (each a file or a folder), or of all with None, match no
         file, so that their sources are rendered again with the settings of the moment, and
         leave them for a running daemon in `retries`. Returns what was marked. The records
@@ -267,7 +264,7 @@ class State:
         with self.transaction():
             rows = [str(r[0]) for r in self._db.execute("SELECT path FROM sources ORDER BY 1")]
             if paths is not None:
-                rows = _selected(rows, paths)
+                rows = sorted(set(rows) & set(paths)) if exact else selected(rows, paths)
             self._db.executemany(
                 "UPDATE sources SET mtime_ns = ? WHERE path = ?", [(REDO, r) for r in rows]
             )
@@ -275,6 +272,44 @@ class State:
                 "INSERT OR IGNORE INTO retries (path) VALUES (?)", [(r,) for r in rows]
             )
         return rows
+
+    def mark_stale(self, settings: str) -> list[str]:
+        """mark_for_redo for the done sources made with other settings than `settings`."""
+        return self.mark_for_redo(self._stale_paths(settings), exact=True)
+
+    def stale(self, settings: str) -> int | None:
+        """How many done sources have thumbnails made with other settings than `settings`;
+        None for a database from before fingerprints (a daemon has not opened it since)."""
+        return len(self._stale_paths(settings)) if self._has_settings else None
+
+    def adopt_settings(self, settings: str) -> None:
+        """A daemon renders with `settings` (kept in meta for `thumbd redo --stale`). Records
+        from before fingerprints were kept count as made with them (those of the first start
+        after the upgrade): an upgrade makes nothing stale."""
+        with self.transaction():
+            self._db.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (SETTINGS_KEY, settings)
+            )
+            self._db.execute(
+                "UPDATE sources SET settings = ? WHERE settings IS NULL AND status = ?",
+                (settings, DONE),
+            )
+
+    def content_id(self, path: str) -> str | None:
+        row = self._db.execute("SELECT content_id FROM sources WHERE path = ?", (path,)).fetchone()
+        return None if row is None or row[0] is None else str(row[0])
+
+    def with_content_id(self, content_id: str) -> list[str]:
+        """The sources recorded with `content_id` (a Live Photo's still and motion)."""
+        rows = self._db.execute("SELECT path FROM sources WHERE content_id = ?", (content_id,))
+        return sorted(str(r[0]) for r in rows)
+
+    def _stale_paths(self, settings: str) -> list[str]:
+        rows = self._db.execute(
+            "SELECT path FROM sources WHERE status = ? AND settings != ? ORDER BY 1",
+            (DONE, settings),
+        )
+        return [str(r[0]) for r in rows]
 
     def done_since(self, since: float) -> list[tuple[str, tuple[str, ...]]]:
         """(path, outputs) of the sources recorded done at or after `since` (time.time())."""
@@ -342,7 +377,7 @@ class State:
             " FROM sources WHERE status = ? ORDER BY path",
             (FAILED,),
         )
-        return [_record(r) for r in rows]
+        return [record(r) for r in rows]
 
     def recent_failures(self, limit: int) -> list[tuple[str, str | None, str, float]]:
         """The `limit` latest failures, newest first, sources' and URLs' alike, as (source,
@@ -370,7 +405,7 @@ class State:
 
     def url_records(self, manifest: str) -> dict[str, UrlRecord]:
         rows = self._db.execute(_URL_SELECT + " WHERE manifest = ?", (manifest,))
-        return {r.url: r for r in map(_url_record, rows)}
+        return {r.url: r for r in map(url_record, rows)}
 
     def record_url_done(self, manifest: str, url: str, file: str, size: int) -> None:
         self._put_url(manifest, url, DONE, None, file, size)
@@ -400,7 +435,7 @@ class State:
         if not self._has_urls:
             return []
         rows = self._db.execute(_URL_SELECT + " WHERE status = ? ORDER BY manifest, url", (FAILED,))
-        return [_url_record(r) for r in rows]
+        return [url_record(r) for r in rows]
 
     def manifest_totals(self, manifest: str | None = None) -> list[ManifestTotals]:
         """URL outcomes and bytes per manifest: downloaded, and thumbnails of those files."""
@@ -419,45 +454,3 @@ class State:
 
 
 _URL_SELECT = "SELECT manifest, url, status, reason, file, bytes FROM urls"
-
-
-def _url_record(row: tuple[object, ...]) -> UrlRecord:
-    manifest, url, status, reason, file, size = row
-    return UrlRecord(
-        manifest=str(manifest),
-        url=str(url),
-        status=str(status),
-        reason=None if reason is None else str(reason),
-        file=None if file is None else str(file),
-        bytes=int(size),  # type: ignore[call-overload]
-    )
-
-
-def _selected(rows: list[str], paths: list[str]) -> list[str]:
-    """The `rows` equal to or under one of `paths` (files or folders): a set lookup of each row
-    and its folders, not a pass over `paths` per row (recovery.after_reboot passes thousands)."""
-    wanted = {p.rstrip("/") for p in paths}
-    if wanted & {"", "."}:
-        return rows
-
-    def hit(row: str) -> bool:
-        while row:
-            if row in wanted:
-                return True
-            row = row.rpartition("/")[0]
-        return False
-
-    return [r for r in rows if hit(r)]
-
-
-def _record(row: tuple[object, ...]) -> Record:
-    path, size, mtime, inode, status, reason, outputs, bytes_in, bytes_out = row
-    return Record(
-        path=str(path),
-        signature=(int(size), int(mtime), int(inode)),  # type: ignore[call-overload]
-        status=str(status),
-        reason=None if reason is None else str(reason),
-        outputs=tuple(json.loads(str(outputs))),
-        bytes_in=int(bytes_in),  # type: ignore[call-overload]
-        bytes_out=int(bytes_out),  # type: ignore[call-overload]
-    )
