@@ -26,7 +26,7 @@ from typing import IO, Any
 
 from PIL import Image
 
-from thumbd.render import colour, encode
+from thumbd.render import apple, colour, encode
 from thumbd.render.decoders import Decoded, largest_scale
 from thumbd.render.spec import RenderSpec, Size
 
@@ -89,6 +89,7 @@ def decode(f: IO[bytes], spec: RenderSpec) -> Decoded | None:
         size=size,
         profile=colour.profile_to_convert(picture),
         metadata=encode.kept_metadata(picture, spec.keep_metadata),
+        facts=apple.facts(picture),
     )
 
 

@@ -15,7 +15,7 @@ from typing import IO
 
 from PIL import Image, ImageChops, ImageFile, PngImagePlugin
 
-from thumbd.render import colour, encode
+from thumbd.render import apple, colour, encode
 from thumbd.render.decoders import Animation, Decoded, heif, jpeg
 from thumbd.render.decoders.errors import refusing_input_errors
 from thumbd.render.orientation import exif_orientation, oriented
@@ -103,7 +103,7 @@ def _decode(im: ImageFile.ImageFile, spec: RenderSpec) -> Decoded:
         profile=profile,
         metadata=metadata,
         animation=animation,
-        facts=_motion_photo(im),
+        facts={**_motion_photo(im), **apple.facts(im)},
     )
 
 

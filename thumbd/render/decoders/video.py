@@ -32,7 +32,7 @@ from av.video.reformatter import ColorPrimaries, ColorTrc
 from av.video.stream import VideoStream
 from PIL import Image
 
-from thumbd.render import formats
+from thumbd.render import apple, formats
 from thumbd.render.decoders import Decoded, largest_side
 from thumbd.render.source import Refused
 from thumbd.render.spec import FailKind, Failure, RenderSpec
@@ -486,10 +486,12 @@ def _facts(
     start = stream.start_time or 0
     assert stream.time_base is not None
     at = float((frame.pts - start) * stream.time_base) if frame.pts is not None else 0.0
+    content_id = apple.from_metadata(container.metadata)  # a Live Photo's motion (intake/live)
     return {
         "kind": "video",
         "duration": _duration(container, stream),
         "frame_size": [width, height],
         "poster_time": round(max(at, 0.0), 3),
         "codec": stream.codec_context.name,
+        **({} if content_id is None else {"content_id": content_id}),
     }
