@@ -460,3 +460,23 @@ def make_private_jpeg(path: PathLike, size: tuple[int, int] = (640, 480)) -> Pat
         path, "JPEG", quality=90, exif=exif.tobytes(), comment=b"secret comment", xmp=xmp
     )
     return Path(path)
+
+
+def apple_maker_notes(content_id: str, *, tag: int = 0x0011) -> bytes:
+    """Maker notes laid out as an iPhone writes them: "Apple iOS", version 1, big-endian, then
+    one IFD whose offsets count from the notes' start, holding the content identifier."""
+    import struct
+
+    text = content_id.encode() + b"\x00"
+    header = b"Apple iOS\x00" + b"\x00\x01" + b"MM"
+    offset = len(header) + 2 + 12 + 4  # the count, one entry, the next-IFD offset
+    entry = struct.pack(">HHII", tag, 2, len(text), offset)
+    return header + struct.pack(">H", 1) + entry + b"\x00\x00\x00\x00" + text
+
+
+def make_apple_jpeg(path: PathLike, size: tuple[int, int], content_id: str) -> Path:
+    """A JPEG carrying an iPhone's content identifier in its maker notes (a Live Photo still)."""
+    exif = Image.Exif()
+    exif.get_ifd(0x8769)[0x927C] = apple_maker_notes(content_id)
+    natural(size).save(path, "JPEG", quality=90, exif=exif.tobytes())
+    return Path(path)

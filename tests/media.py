@@ -74,12 +74,17 @@ def clip(
     fps: int = FPS,
     black_until: float = 0,
     keyint: int = FPS,
+    content_id: str | None = None,
 ) -> Path:
     """A test-pattern clip in the container and codec its extension implies, with a key
-    frame every `keyint` frames."""
+    frame every `keyint` frames; `content_id` as an iPhone writes it into a Live Photo's MOV."""
     codec = CONTAINERS[path.suffix.lower()]
     gop = ("-g", str(keyint))
-    ffmpeg(*testsrc(seconds, size, fps, black_until), *codec, *gop, path)
+    tags: tuple[str, ...] = ()
+    if content_id is not None:
+        key = "com.apple.quicktime.content.identifier"
+        tags = ("-metadata", f"{key}={content_id}", "-movflags", "use_metadata_tags")
+    ffmpeg(*testsrc(seconds, size, fps, black_until), *codec, *gop, *tags, path)
     return path
 
 

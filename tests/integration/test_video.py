@@ -153,3 +153,52 @@ def test_a_clip_whose_decode_hangs_times_out_alone(daemon: Daemon, tmp_path: Pat
     status = daemon.recorded(done=1, failed=1)
     assert status["failures"] == [{"source": "stuck.mp4", "reason": "timed out after 2 s"}]
     assert daemon.done("fine.mp4")
+
+
+LIVE_ID = "5A8C3F1E-2B4D-4E6F-8A9B-0C1D2E3F4A5B"
+OTHER_ID = "0B9E7D6C-5A4B-4C3D-9E2F-1A0B9C8D7E6F"
+
+
+@pytest.mark.parametrize("motion_first", [True, False])
+def test_a_live_photo_pairs_by_content_identifier_whatever_the_names(
+    daemon: Daemon, tmp_path: Path, motion_first: bool
+) -> None:
+    # Named by capture time, as some camera uploads do: the halves' stems differ by a second.
+    daemon.write_config({"thumbnails": {"index": True}})
+    mov = media.clip(tmp_path / "2024-05-01 12.00.01.mov", seconds=2, content_id=LIVE_ID)
+    still = images.make_apple_jpeg(tmp_path / "2024-05-01 12.00.00.jpg", (400, 300), LIVE_ID)
+    daemon.start()
+    first, second = (mov, still) if motion_first else (still, mov)
+    shutil.copy(first, daemon.incoming / first.name)
+    wait_until(lambda: daemon.done(first.name), 60, f"{first.name} on its own")
+    shutil.copy(second, daemon.incoming / second.name)
+    log_line = f"{mov.name} is the motion of Live Photo {still.name}"
+    wait_until(lambda: log_line in daemon.read_log(), 60, "the pair")
+    daemon.recorded(done=2, failed=0)
+    names = sorted(p.name for p in daemon.outgoing.iterdir() if p.is_file())
+    stem = "2024-05-01 12.00.00"
+    assert names == [f"{stem}.json", f"{stem}_200.jpg", f"{stem}_32.jpg", f"{stem}_64.jpg"]
+    index = json.loads((daemon.outgoing / f"{stem}.json").read_text())
+    assert index["source"]["motion"] == mov.name
+    assert index["source"]["content_id"] == LIVE_ID
+    # Its still deleted, the clip is a video of its own again.
+    (daemon.incoming / still.name).unlink()
+    wait_until(lambda: daemon.done(mov.name), 60, "the clip's own thumbnails")
+    assert not daemon.thumbs(still.name)[0].exists()
+
+
+def test_a_same_stem_still_and_clip_of_two_photos_are_not_a_pair(
+    daemon: Daemon, tmp_path: Path
+) -> None:
+    # Two phones' IMG_0001: a still and a short clip whose content identifiers differ.
+    mov = media.clip(tmp_path / "IMG_0001.MOV", seconds=2, content_id=OTHER_ID)
+    still = images.make_apple_jpeg(tmp_path / "IMG_0001.JPG", (400, 300), LIVE_ID)
+    daemon.start()
+    shutil.copy(still, daemon.incoming / still.name)
+    wait_until(lambda: daemon.done("IMG_0001.JPG"), 60, "the still")
+    shutil.copy(mov, daemon.incoming / mov.name)
+    # Same stem: the second to be written takes its whole file name (output/names.py).
+    wait_until(lambda: (daemon.outgoing / "IMG_0001.MOV_200.jpg").exists(), 60, "the clip's own")
+    daemon.recorded(done=2, failed=0)
+    assert "is the motion of Live Photo" not in daemon.read_log()
+    assert daemon.done("IMG_0001.JPG")

@@ -105,14 +105,15 @@ class Publisher:
     def write(self, job: Job, result: RenderResult) -> bool:
         """Write and record; False if outgoing/ is full (the result is held)."""
         state = self.shared.state
-        still = self._still_it_moves(job, result)
-        motion = None if still is not None else self._motion_of(job.rel)
+        cid = content_id(result)
+        still = self._still_it_moves(job, result, cid)
+        motion = None if still is not None else self._motion_of(job.rel, cid)
         if motion is not None:
             self._take_back(motion, paired=False)  # it made thumbnails before its still came
         near = state.outputs_near(plain_key(job.rel))  # its row and its same-stem siblings'
         own = near.pop(job.rel, ())
         if still is not None:
-            self._record_motion(job, result, still, own, near)
+            self._record_motion(job, result, still, own, near, cid)
             return True
         if motion is not None and result.index is not None:
             result = replace(result, index=with_motion(result.index, motion.rpartition("/")[2]))
@@ -142,7 +143,8 @@ class Publisher:
         assert result.signature is not None
         size = result.signature[0]
         settings = job.settings or self.shared.settings
-        state.record_done(job.rel, result.signature, list(chosen.all), size, written, settings)
+        outputs = list(chosen.all)
+        state.record_done(job.rel, result.signature, outputs, size, written, settings, cid)
         self.changed(job.rel)
         self._count_done(job, result, written)
         self.downloads.on_rendered(job.rel)
@@ -150,19 +152,36 @@ class Publisher:
 
     # -- Live Photos (intake/live.py) ------------------------------------------------------
 
-    def _motion_of(self, rel: str) -> str | None:
-        if self.shared.config.thumbnails.live_photos != "still":
+    def _motion_of(self, rel: str, cid: str | None) -> str | None:
+        """The motion of the still `rel`: the clip recorded with its content identifier, else
+        a same-stem MOV beside it that carries no other identifier."""
+        if self.shared.config.thumbnails.live_photos != "still" or not live.is_still_name(rel):
             return None
-        return live.motion_of(str(self.shared.config.paths.incoming), rel)
+        root, state = str(self.shared.config.paths.incoming), self.shared.state
+        if cid is not None:
+            found = live.partner(root, rel, state.with_content_id(cid), motion=True)
+            if found is not None:
+                return found
+        motion = live.motion_of(root, rel)
+        return None if motion is None or live.differ(cid, state.content_id(motion)) else motion
 
-    def _still_it_moves(self, job: Job, result: RenderResult) -> str | None:
-        """The still whose motion this clip is, if it is one: short, beside a same-stem still."""
-        if self.shared.config.thumbnails.live_photos != "still":
+    def _still_it_moves(self, job: Job, result: RenderResult, cid: str | None) -> str | None:
+        """The still whose motion this clip is, if it is one: the still recorded with its
+        content identifier, else a same-stem still beside it (that carries no other) when the
+        clip is short."""
+        config = self.shared.config
+        if config.thumbnails.live_photos != "still" or result.facts.get("kind") != "video":
             return None
+        root, state = str(config.paths.incoming), self.shared.state
+        if cid is not None:
+            found = live.partner(root, job.rel, state.with_content_id(cid), motion=False)
+            if found is not None:
+                return found
         duration = result.facts.get("duration")
         if not isinstance(duration, int | float) or duration > live.LIVE_MAX_SECONDS:
             return None
-        return live.still_of(str(self.shared.config.paths.incoming), job.rel)
+        still = live.still_of(root, job.rel)
+        return None if still is None or live.differ(cid, state.content_id(still)) else still
 
     def _record_motion(
         self,
@@ -171,13 +190,13 @@ class Publisher:
         still: str,
         own: tuple[str, ...],
         near: dict[str, tuple[str, ...]],
+        cid: str | None,
     ) -> None:
         """The motion half of a Live Photo: no thumbnails of its own (any it had go)."""
         self._remove_stale(own, (), near)
         assert result.signature is not None
-        self.shared.state.record_done(
-            job.rel, result.signature, [], result.signature[0], 0, self.shared.settings
-        )
+        size, settings = result.signature[0], self.shared.settings
+        self.shared.state.record_done(job.rel, result.signature, [], size, 0, settings, cid)
         self.changed(job.rel)
         self.shared.stats.done += 1
         log.info(
@@ -271,10 +290,11 @@ class Publisher:
         else:
             self.downloads.on_rendered(rel)  # a downloaded image no manifest should wait for
         state = self.shared.state
+        cid = state.content_id(rel)
         record = state.forget(rel)
         if record is None:
             return False
-        motion = self._motion_of(rel)
+        motion = self._motion_of(rel, cid)
         # A Live Photo's still: its motion becomes a video of its own, whose thumbnails take
         # the still's names (kept, they would pass for the motion's own: output/names.py).
         remove = config.thumbnails.on_delete == "remove" or motion is not None
@@ -304,6 +324,12 @@ class Publisher:
                 plural(len(self.unwritten), "file waits", "files wait"),
                 DISK_FULL_RETRY,
             )
+
+
+def content_id(result: RenderResult) -> str | None:
+    """The Live Photo content identifier the render found (render/apple.py), if any."""
+    value = result.facts.get("content_id")
+    return value if isinstance(value, str) else None
 
 
 def thumbnails_fate(config: Config) -> str:

@@ -8,6 +8,9 @@ from dataclasses import dataclass
 
 from thumbd.render.spec import Signature
 
+DONE = "done"
+FAILED = "failed"
+
 
 @dataclass(frozen=True, slots=True)
 class Record:

@@ -32,17 +32,17 @@ from thumbd.store.database import (
     open_readonly,
 )
 from thumbd.store.records import (
+    DONE,
+    FAILED,
     ManifestTotals,
     Record,
     Totals,
     UrlRecord,
     record,
     selected,
-    url_record,
 )
+from thumbd.store.urls import UrlRecords
 
-DONE = "done"
-FAILED = "failed"
 MANIFEST = "manifest"  # a URL manifest whose every URL has an outcome (not counted as a source)
 SETTINGS_KEY = "settings"  # meta: the fingerprint of the settings the daemon renders with
 REDO = -1  # the mtime_ns of a record `thumbd redo` marked: no file has it, so it is rendered again
@@ -63,7 +63,7 @@ __all__ = [
 ]
 
 
-class State:
+class State(UrlRecords):
     """The daemon's record of every source. Owned by one thread; `status` opens its own."""
 
     def __init__(self, db: Path, *, readonly: bool = False) -> None:
@@ -397,60 +397,6 @@ class State:
         ).fetchone()
         return Totals(*(int(v) for v in row))
 
-    # -- URL manifests ---------------------------------------------------------------------
-
     def record_manifest(self, path: str, sig: Signature) -> None:
         """Every URL `path` lists has an outcome: scans need not look at it again."""
         self._put(path, sig, MANIFEST, None, [], 0, 0)
-
-    def url_records(self, manifest: str) -> dict[str, UrlRecord]:
-        rows = self._db.execute(_URL_SELECT + " WHERE manifest = ?", (manifest,))
-        return {r.url: r for r in map(url_record, rows)}
-
-    def record_url_done(self, manifest: str, url: str, file: str, size: int) -> None:
-        self._put_url(manifest, url, DONE, None, file, size)
-
-    def record_url_failed(self, manifest: str, url: str, reason: str) -> None:
-        self._put_url(manifest, url, FAILED, reason, None, 0)
-
-    def _put_url(
-        self, manifest: str, url: str, status: str, reason: str | None, file: str | None, n: int
-    ) -> None:
-        self._db.execute(
-            "INSERT OR REPLACE INTO urls (manifest, url, status, reason, file, bytes, updated)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (manifest, url, status, reason, file, n, time.time()),
-        )
-
-    def forget_failed_urls(self, manifest: str, keep: set[str] | None = None) -> None:
-        """Forget failures of URLs no longer listed (all of them if `keep` is None), so that
-        listing a URL again tries it again."""
-        rows = self._db.execute(
-            "SELECT url FROM urls WHERE manifest = ? AND status = ?", (manifest, FAILED)
-        ).fetchall()
-        gone = [(manifest, url) for (url,) in rows if keep is None or url not in keep]
-        self._db.executemany("DELETE FROM urls WHERE manifest = ? AND url = ?", gone)
-
-    def url_failures(self) -> list[UrlRecord]:
-        if not self._has_urls:
-            return []
-        rows = self._db.execute(_URL_SELECT + " WHERE status = ? ORDER BY manifest, url", (FAILED,))
-        return [url_record(r) for r in rows]
-
-    def manifest_totals(self, manifest: str | None = None) -> list[ManifestTotals]:
-        """URL outcomes and bytes per manifest: downloaded, and thumbnails of those files."""
-        if not self._has_urls:
-            return []
-        where = "" if manifest is None else " WHERE u.manifest = ?"
-        rows = self._db.execute(
-            "SELECT u.manifest, coalesce(sum(u.status = 'done'), 0),"
-            " coalesce(sum(u.status = 'failed'), 0), coalesce(sum(u.bytes), 0),"
-            " coalesce(sum(s.bytes_out), 0)"
-            " FROM urls u LEFT JOIN sources s ON s.path = u.file AND s.status = 'done'"
-            f"{where} GROUP BY u.manifest ORDER BY u.manifest",
-            () if manifest is None else (manifest,),
-        )
-        return [ManifestTotals(str(m), int(d), int(f), int(b), int(o)) for m, d, f, b, o in rows]
-
-
-_URL_SELECT = "SELECT manifest, url, status, reason, file, bytes FROM urls"
