@@ -54,3 +54,18 @@ def test_a_clip_carries_it_in_its_quicktime_metadata() -> None:
     assert apple.from_metadata({apple.QUICKTIME_KEY: ID.lower()}) == ID
     assert apple.from_metadata({apple.QUICKTIME_KEY: "garbage"}) is None
     assert apple.from_metadata({"title": ID}) is None
+
+
+def test_a_heic_still_reports_it_in_the_render_facts(tmp_path: Path) -> None:
+    from thumbd.render.pipeline import render
+    from thumbd.render.spec import RenderSpec
+
+    exif = Image.Exif()
+    exif.get_ifd(0x8769)[0x927C] = images.apple_maker_notes(ID)
+    heic = images.make_heif(
+        tmp_path / "IMG_1.HEIC", images.natural((320, 240)), exif=exif.tobytes()
+    )
+    result = render(str(heic), RenderSpec(widths=(64,)))
+    assert result.failure is None and result.facts.get("content_id") == ID
+    plain = images.make_heif(tmp_path / "IMG_2.HEIC", images.natural((320, 240)))
+    assert "content_id" not in render(str(plain), RenderSpec(widths=(64,))).facts
