@@ -122,6 +122,8 @@ def test_an_address_given_as_the_host_is_named_once() -> None:
 
 def test_a_scope_is_dropped_before_the_address_is_checked() -> None:
     assert resolving("fe80::1%eth0", allow_private=True).addresses("h", 80) == [ip("fe80::1")]
+    odd = resolving("fe80::1%a%b", allow_private=True)  # the scope is all after the first %
+    assert odd.addresses("h", 80) == [ip("fe80::1")]
     failure = stop(resolving("fe80::1%eth0"), "h")
     assert failure == Failure("refused: private address (h is fe80::1, link-local)")
 
@@ -183,6 +185,13 @@ def test_a_connection_is_refused_to_a_private_address(address: str, reason: str 
     assert policy.refusal(address) == (None if reason is None else Failure(reason))
 
 
+def test_a_connection_drops_everything_after_the_first_percent_sign() -> None:
+    policy = AddressPolicy(allow_private=False)
+    assert policy.refusal("fe80::1%a%b") == Failure(
+        "refused: private address (fe80::1, link-local)"
+    )
+
+
 def test_no_connection_is_refused_when_private_addresses_are_allowed() -> None:
     policy = AddressPolicy(allow_private=True)
     assert policy.refusal("127.0.0.1") is None
@@ -212,6 +221,10 @@ def test_the_test_only_overrides_are_read_and_announced(
     assert policy.resolver("b.example", 80) == ["127.0.0.2", "::1"]
     assert policy.resolver("A.EXAMPLE", 80) == ["127.0.0.1"]
     assert policy.resolver("127.0.0.3", 80) == ["127.0.0.3"]  # other names: the system's
+    asked: list[tuple[str, int]] = []
+    monkeypatch.setattr(socket, "getaddrinfo", lambda h, p, **kw: asked.append((h, p)) or [])
+    assert policy.resolver("other.example", 8443) == []
+    assert asked == [("other.example", 8443)]
     assert policy.treat_as_public == frozenset({ip("127.0.0.2")})
 
 
