@@ -24,12 +24,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 # name -> (the module mutated, its unit tests)
-MODULES: dict[str, tuple[str, str]] = {
+MODULES: dict[str, tuple[str, str | tuple[str, ...]]] = {
     "names": ("thumbd/output/names.py", "tests/output/test_names.py"),
     "manifest": ("thumbd/downloads/manifest.py", "tests/downloads/test_manifest.py"),
     "sizing": ("thumbd/render/sizing.py", "tests/render/test_sizing.py"),
     "settle": ("thumbd/intake/settle.py", "tests/intake/test_settle.py"),
-    "config": ("thumbd/config.py", "tests/test_config.py"),
+    "config": ("thumbd/config.py", ("tests/test_config.py", "tests/test_config_values.py")),
+    "writer": ("thumbd/output/writer.py", "tests/output/test_writer.py"),
+    "policy": ("thumbd/downloads/policy.py", "tests/downloads/test_policy.py"),
 }
 
 # A mutant the tests detect by hanging (the timeout) is caught as surely as one they fail.
@@ -39,7 +41,7 @@ CONFIG = """\
 [tool.mutmut]
 source_paths = ["thumbd"]
 only_mutate = [{source!r}]
-pytest_add_cli_args_test_selection = [{tests!r}]
+pytest_add_cli_args_test_selection = {tests!r}
 pytest_add_cli_args = ["-q", "-p", "no:cacheprovider", "-p", "no:xdist"]
 also_copy = {also!r}
 """
@@ -72,7 +74,8 @@ def score(name: str, jobs: int, verbose: bool) -> str:
         shutil.copytree(ROOT / "tests", work / "tests", ignore=ignore)
         shutil.copytree(ROOT / "etc", work / "etc")
         shutil.copy(ROOT / "README.md", work)
-        config = CONFIG.format(source=source, tests=tests, also=ALSO)  # TOML takes 'x'
+        selection = [tests] if isinstance(tests, str) else list(tests)
+        config = CONFIG.format(source=source, tests=selection, also=ALSO)  # TOML takes 'x'
         (work / "pyproject.toml").write_text(config)
         env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # the mutants' thumbd
         mutmut = [sys.executable, "-m", "mutmut"]

@@ -65,7 +65,7 @@ def _height(v: Any) -> str | None:
     return None if 0 <= v <= 10_000 else "an integer from 0 (no limit) to 10000"
 
 
-def _one_of(*choices: str) -> Check:
+def _one_of(*choices: str) -> Check:  # pragma: no mutate block (docs/mutation.md)
     def check(v: Any) -> str | None:
         return None if v in choices else "one of " + ", ".join(f'"{c}"' for c in choices)
 
@@ -73,9 +73,7 @@ def _one_of(*choices: str) -> Check:
 
 
 def _format(v: Any) -> str | None:
-    if v not in FORMATS:
-        return "one of " + ", ".join(f'"{c}"' for c in FORMATS)
-    return None
+    return None if v in FORMATS else "one of " + ", ".join(f'"{c}"' for c in FORMATS)
 
 
 def _size_name(v: Any) -> str | None:
@@ -123,7 +121,9 @@ def _on_delete(v: Any) -> str | None:
     return None if v in ("keep", "remove") else '"keep" or "remove"'
 
 
-def _check(fn: Check, default: Any = dataclasses.MISSING, *, fold: bool = False, **kw: Any) -> Any:
+def _check(
+    fn: Check, default: Any = dataclasses.MISSING, *, fold: bool = False, **kw: Any
+) -> Any:  # pragma: no mutate block
     """A field whose value `fn` checks; `fold`: a word taken in any case ("INFO"), kept lower."""
     metadata = {"check": fn, "fold": fold}
     if default is dataclasses.MISSING:

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import io
-import logging
 import queue
 from pathlib import Path
-
-import pytest
 
 from tests.conftest import wait_until
 from tests.httpserver import Body, Steps, serving, status
@@ -22,7 +19,6 @@ from thumbd.downloads.downloader import (
     backoff,
 )
 from thumbd.downloads.outcomes import Downloaded, Failure
-from thumbd.downloads.policy import policy_from_env
 
 
 def task(host: str, n: int, manifest: str = "m.urls") -> UrlTask:
@@ -99,21 +95,3 @@ def test_a_retry_waits_in_the_scheduler_not_in_a_thread(tmp_path: Path) -> None:
     assert second.task.stem == "later" and isinstance(second.result, Failure)
     assert second.result.reason == "not an image (image/jpeg)"  # the empty body of the retry
     assert server.counts["/later.jpg"] == 2
-
-
-def test_the_test_only_overrides_are_read_and_announced(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    monkeypatch.setenv("THUMBD_TEST_RESOLVE", "a.example=127.0.0.1;B.example=127.0.0.2,::1")
-    monkeypatch.setenv("THUMBD_TEST_PUBLIC", "127.0.0.2")
-    with caplog.at_level(logging.WARNING, logger="thumbd.download"):
-        policy = policy_from_env(allow_private=False)
-    assert "test-only" in caplog.text
-    assert policy.resolver("b.example", 80) == ["127.0.0.2", "::1"]
-    assert policy.resolver("A.EXAMPLE", 80) == ["127.0.0.1"]
-    monkeypatch.delenv("THUMBD_TEST_RESOLVE")
-    monkeypatch.delenv("THUMBD_TEST_PUBLIC")
-    caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="thumbd.download"):
-        plain = policy_from_env(allow_private=False)
-    assert caplog.text == "" and plain.treat_as_public == frozenset()

@@ -26,7 +26,7 @@ from tests.images import natural
 from thumbd.downloads.fetch import Fetcher, HostSlot, retry_after
 from thumbd.downloads.files import Destination, sniff
 from thumbd.downloads.outcomes import Cancelled, Downloaded, Failure, Limits, Result
-from thumbd.downloads.policy import AddressPolicy, system_resolver, why_not_public
+from thumbd.downloads.policy import AddressPolicy, system_resolver
 
 LOOPBACK = ipaddress.ip_address("127.0.0.1")
 STAND_IN = ipaddress.ip_address("127.0.0.2")  # treated as public by these tests' policies
@@ -111,40 +111,6 @@ def allow_all(tmp_path: Path) -> Iterator[Harness]:
 
 
 # -- addresses ------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("address", "kind"),
-    [
-        ("127.0.0.1", "loopback"),
-        ("10.1.2.3", "private"),
-        ("172.16.0.1", "private"),
-        ("192.168.1.1", "private"),
-        ("169.254.169.254", "link-local"),
-        ("100.64.0.1", "not globally routable"),
-        ("0.0.0.0", "unspecified"),
-        ("224.0.0.1", "multicast"),
-        ("240.0.0.1", "reserved"),
-        ("::1", "loopback"),
-        ("fe80::1", "link-local"),
-        ("fc00::1", "private"),
-        ("::ffff:127.0.0.1", "loopback"),  # IPv4-mapped
-        ("2002:7f00:1::", "loopback"),  # 6to4 around 127.0.0.1
-        ("ff02::1", "multicast"),
-        ("8.8.8.8", None),
-        ("2606:4700::1111", None),
-    ],
-)
-def test_address_kinds(address: str, kind: str | None) -> None:
-    assert why_not_public(ipaddress.ip_address(address)) == kind
-
-
-def test_one_private_address_refuses_the_whole_name() -> None:
-    policy = AddressPolicy(allow_private=False, resolver=lambda h, p: ["8.8.8.8", "10.0.0.1"])
-    with pytest.raises(Exception) as e:
-        policy.addresses("mixed.example", 80)
-    result = e.value.args[0]
-    assert isinstance(result, Failure) and "mixed.example is 10.0.0.1" in result.reason
 
 
 def test_dns_rebinding_cannot_swap_the_checked_address(

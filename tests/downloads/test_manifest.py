@@ -19,6 +19,7 @@ from thumbd.downloads.manifest import (
     parse,
     plan_names,
     stem_for,
+    url_hash,
 )
 
 
@@ -196,3 +197,21 @@ def test_a_recorded_downloads_stem_and_a_folder_that_is_no_manifest() -> None:
     assert file_stem("a/b/photo.jpg") == "photo"
     assert file_stem("a/b/photo.tar.gz") == "photo.tar"
     assert folder_for("a/b.jpg") == "a/b.jpg"
+
+
+def test_two_urls_whose_hashes_share_8_hex_digits_get_16() -> None:
+    # sha256 3e3bfd1f2f633db4... and 3e3bfd1f64cd3bd5...: the same stem, the same 8 digits
+    a, b = "http://h/76136/photo.jpg", "http://h/77001/photo.jpg"
+    assert plan_names([a, b]) == {a: "photo-3e3bfd1f", b: "photo-3e3bfd1f64cd3bd5"}
+
+
+def test_the_url_hash_is_8_hex_digits_of_sha256_unless_asked_for_more() -> None:
+    assert url_hash("http://h/photo.jpg") == "6400771d"
+    assert url_hash("http://h/photo.jpg", 16) == "6400771d006e74bd"
+
+
+def test_host_names_are_mapped_as_browsers_map_them() -> None:
+    # UTS 46 mapping: capitals and full-width letters, which IDNA 2008 alone refuses
+    assert host_ascii("Bücher.example") == "xn--bcher-kva.example"
+    assert host_ascii("\uff42ücher.example") == "xn--bcher-kva.example"
+    assert host_ascii("faß.de") == "xn--fa-hia.de"  # IDNA 2003 would make it fass.de

@@ -271,3 +271,13 @@ def test_a_stale_or_dropped_entry_does_not_hold_up_the_others(tmp_path: Path) ->
     s.touch("b.jpg", 101.0, closed=True)
     s.discard("a.jpg")  # dropped: its entry is still first in the heap
     assert [rel for rel, _ in s.pop_ready(102.0)] == ["b.jpg"]
+
+
+def test_a_change_is_looked_at_again_one_settle_later_whatever_the_quiet_wait(
+    tmp_path: Path,
+) -> None:
+    s = settler(tmp_path)  # settle 0.25 s, quiet 30 s
+    s.touch("a.jpg", 100.0, closed=False)
+    (tmp_path / "a.jpg").write_bytes(b"longer")
+    assert s.pop_ready(100.25) == []  # changed since it was first seen
+    assert s.next_due() == 100.5

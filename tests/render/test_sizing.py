@@ -283,7 +283,43 @@ def test_a_large_picture_is_shrunk_by_averaging_before_its_map_is_made() -> None
     for x in range(0, 300, 7):
         draw.line((x, 0, x, 149), fill=(90, 90, 90))
     energy = saliency(stripes)
-    assert energy.size == (96, 48) and ImageStat.Stat(energy).sum == [74890.0]
+    assert energy.size == (96, 48) and ImageStat.Stat(energy).sum == [75072.0]
+    # Stripes from top to bottom: every column of the map is one value, the border rows too.
+    assert all(len(set(energy.crop((x, 0, x + 1, 48)).tobytes())) == 1 for x in range(96))
+
+
+def test_a_line_meeting_the_border_is_measured_there_as_inside() -> None:
+    # Faint lines (their edges are not saturated) across the picture, near one end of each side.
+    across = Image.new("RGB", (40, 30), (128, 128, 128))
+    ImageDraw.Draw(across).line((0, 3, 39, 3), fill=(100, 100, 100))
+    energy = saliency(across)
+    for x in (0, 1, 20, 38, 39):
+        assert [energy.getpixel((x, y)) for y in range(7)] == [0, 14, 14, 28, 14, 14, 0]
+    down = Image.new("RGB", (40, 30), (128, 128, 128))
+    ImageDraw.Draw(down).line((36, 0, 36, 29), fill=(100, 100, 100))
+    energy = saliency(down)
+    for y in (0, 1, 15, 28, 29):
+        assert [energy.getpixel((x, y)) for x in range(33, 40)] == [0, 14, 14, 28, 14, 14, 0]
+
+
+@pytest.mark.parametrize(
+    "turn",
+    [Image.Transpose.FLIP_TOP_BOTTOM, Image.Transpose.FLIP_LEFT_RIGHT, Image.Transpose.ROTATE_180],
+)
+def test_the_map_of_a_turned_picture_is_the_map_turned(turn: Image.Transpose) -> None:
+    rnd = random.Random(7)
+    im = Image.new("RGB", (24, 16))
+    im.putdata([tuple(rnd.randrange(90, 170) for _ in "rgb") for _ in range(24 * 16)])
+    assert saliency(im.transpose(turn)).tobytes() == saliency(im).transpose(turn).tobytes()
+
+
+def test_the_map_is_made_from_the_colours_whatever_the_mode() -> None:
+    rnd = random.Random(3)
+    im = Image.new("RGB", (24, 16))
+    im.putdata([tuple(rnd.randrange(0, 256) for _ in "rgb") for _ in range(24 * 16)])
+    for mode in ("YCbCr", "HSV", "RGBA", "P", "L"):
+        other = im.convert(mode)
+        assert saliency(other).tobytes() == saliency(other.convert("RGB")).tobytes(), mode
 
 
 def test_profiles_average_every_row_or_column() -> None:

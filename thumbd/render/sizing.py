@@ -131,9 +131,7 @@ def saliency(im: Image.Image) -> Image.Image:
     # Pillow leaves a 3x3 filter's outermost pixels unfiltered (the picture itself), and every
     # picture's frame looked busy: filter a copy with its border repeated, keep the inside.
     w, h = luma.size
-    padded = luma.resize((w + 2, h + 2), Image.Resampling.NEAREST)  # keeps the outer pixels
-    padded.paste(luma, (1, 1))
-    edges = padded.filter(ImageFilter.FIND_EDGES).crop((1, 1, w + 1, h + 1))
+    edges = _repeat_border(luma).filter(ImageFilter.FIND_EDGES).crop((1, 1, w + 1, h + 1))
     edges = edges.point(lambda v: min(255, v * 2))
     _, saturation, value = small.convert("HSV").split()
     # Saturated and not dark: vivid colour, not the noise of shadows.
@@ -146,6 +144,20 @@ def saliency(im: Image.Image) -> Image.Image:
     energy = ImageChops.add(ImageChops.add(edges, vivid, scale=2), skin, scale=2)
     # Smooth a little, so one sharp line does not outweigh a whole textured object.
     return energy.filter(ImageFilter.BoxBlur(1))
+
+
+def _repeat_border(im: Image.Image) -> Image.Image:
+    """`im` with one pixel more on every side, each a copy of its neighbour inside: a 3x3 filter
+    sees the picture go on past its edges. (A resize to the padded size is no copy: it shifts
+    the outer rows and columns by up to a pixel, and a line meeting the border made edges.)"""
+    w, h = im.size
+    out = Image.new(im.mode, (w + 2, h + 2))
+    out.paste(im, (1, 1))
+    out.paste(im.crop((0, 0, 1, h)), (0, 1))
+    out.paste(im.crop((w - 1, 0, w, h)), (w + 1, 1))
+    out.paste(out.crop((0, 1, w + 2, 2)), (0, 0))
+    out.paste(out.crop((0, h, w + 2, h + 1)), (0, h + 1))
+    return out
 
 
 def _profile(energy: Image.Image, *, horizontal: bool) -> list[float]:
