@@ -198,7 +198,7 @@ class Publisher:
         size, settings = result.signature[0], self.shared.settings
         self.shared.state.record_done(job.rel, result.signature, [], size, 0, settings, cid)
         self.changed(job.rel)
-        self.shared.stats.done += 1
+        self.shared.stats.finished += 1
         log.info(
             "%s is the motion of Live Photo %s: no thumbnails of its own",
             job.rel,
@@ -238,7 +238,7 @@ class Publisher:
     def _count_done(self, job: Job, result: RenderResult, written: int) -> None:
         size = result.signature[0] if result.signature is not None else 0
         stats = self.shared.stats
-        stats.done += 1
+        stats.finished += 1
         stats.bytes_in += size
         stats.bytes_out += written
         metrics.file_done(size, written, result.cpu_seconds)
@@ -268,7 +268,7 @@ class Publisher:
             return
         reason = self._worded(failure)
         self.shared.state.record_failed(job.rel, sig, reason, sig[0])
-        self.shared.stats.failed += 1
+        self.shared.stats.finished += 1
         metrics.file_failed(reason)
         log.warning("failed %s: %s", job.rel, reason, extra={"source": job.rel, "reason": reason})
         self.downloads.on_rendered(job.rel)
