@@ -15,7 +15,7 @@ class PoolUnavailable(Exception):
 def _local(config: Config, once: bool) -> Pool:
     from thumbd.executors.local import LocalPool
 
-    return LocalPool(config.resize)
+    return LocalPool(config.resize, config.paths.incoming)
 
 
 def _dask(config: Config, once: bool) -> Pool:

@@ -1,12 +1,15 @@
 """The local executor: renders in this machine's supervised process pool (process_pool.py).
 
 Every worker confines itself first (executors/worker.py: memory cap, Pillow's pixel limit),
-each holds at most two tasks, and is recycled after `max_tasks_per_child`.
+each holds at most two tasks, and is recycled after `max_tasks_per_child`. Each task is
+`worker.render_captured`: what its decoders printed or warned comes back in its result.
 """
 
 from __future__ import annotations
 
+import os
 from concurrent.futures import Future
+from pathlib import Path
 
 from thumbd.config import ResizeConfig
 from thumbd.executors.process_pool import ProcessPool
@@ -20,9 +23,11 @@ STALL_GRACE = 30.0
 class LocalPool:
     """The `Pool` of `[executor] kind = "local"`."""
 
-    def __init__(self, resize: ResizeConfig) -> None:
+    def __init__(self, resize: ResizeConfig, incoming: Path | None = None) -> None:
+        """`incoming`: the folder the sources are in."""
         from thumbd.executors.worker import init_worker  # Pillow, for the workers only
 
+        self._incoming = None if incoming is None else os.path.abspath(incoming)
         self._size = resize.workers
         self._timeout = resize.timeout
         self._pool = ProcessPool(
@@ -35,9 +40,9 @@ class LocalPool:
 
     def render(self, path: str, spec: RenderSpec, *, urgent: bool = False) -> Future[RenderResult]:
         # Nothing waits here to overtake: the dispatcher keeps the backlog (two per worker).
-        from thumbd.render.pipeline import render  # pickled by reference: never called here
+        from thumbd.executors.worker import render_captured  # pickled by reference
 
-        return self._pool.submit(render, path, spec)
+        return self._pool.submit(render_captured, path, spec)
 
     def capacity(self) -> int:
         return self._size * 2  # every worker busy plus one task each in hand
