@@ -41,6 +41,7 @@ LIVE_KEYS = (
     "pool_restarts",
     "problem",
     "waiting",
+    "sandbox",
 )
 
 
@@ -90,6 +91,8 @@ def _daemon_line(d: dict[str, Any]) -> str:
         + (f", about {_duration(d['eta'])} left" if d.get("eta") else ""),
         f"  this run:  {d['done']} done, {d['failed']} failed",
     ]
+    if d.get("sandbox"):
+        lines.append(f"  sandbox:   {d['sandbox']}")
     return "\n".join(lines)
 
 

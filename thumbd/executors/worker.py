@@ -9,7 +9,11 @@ Workers are dedicated processes, so process-wide settings are theirs to make:
   `Image.MAX_IMAGE_PIXELS` and refuses at twice that, inside `Image.open`, before render() can
   look at the size; render() turns the warning into a failure. With its default (89.5 MP) a
   90 MP photo would fail as a "bomb" although max_pixels (100 MP) allows it; one number now
-  decides.
+  decides;
+- the sandbox (executors/sandbox.py): read-only access to incoming/ and the code, no writes,
+  no TCP, no core dumps, no new privileges, before the first source is opened. A worker writes
+  nothing at all: thumbnails travel back to the daemon as bytes in the result, and the daemon
+  writes outgoing/ (output/writer.py).
 
 Each local task is `render_captured`: what decoders print on fd 2 (libtiff, libheif, LibRaw and
 FFmpeg write there from C) and the Python warnings they raise are captured per task, in a
@@ -38,6 +42,7 @@ from collections.abc import Iterable, Iterator
 
 from PIL import Image
 
+from thumbd.executors import sandbox
 from thumbd.executors.process_pool import set_memory_limit
 from thumbd.render.pipeline import render, render_bytes
 from thumbd.render.spec import RenderResult, RenderSpec, Signature
@@ -52,9 +57,13 @@ _TIFF_NAME = re.compile(r"^tempfile\.tif: ")
 _WORDS = re.compile(r"[A-Za-z]{3}")
 
 
-def init_worker(max_memory_bytes: int, max_pixels: int) -> None:
+def init_worker(max_memory_bytes: int, max_pixels: int, readable: tuple[str, ...] = ()) -> None:
+    """Set up a local worker; `readable`: the folders it may read (incoming/): when given, it
+    is confined to them (and the code) for good."""
     set_memory_limit(max_memory_bytes)
     Image.MAX_IMAGE_PIXELS = max_pixels
+    if readable:
+        sandbox.confine(readable)
 
 
 def render_captured(path: str, spec: RenderSpec) -> RenderResult:

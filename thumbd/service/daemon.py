@@ -27,7 +27,7 @@ from typing import Protocol
 from thumbd import testhooks
 from thumbd.config import Config
 from thumbd.downloads.stage import Downloads, Fetched
-from thumbd.executors.factory import PoolFactory, PoolUnavailable, make_pool
+from thumbd.executors.factory import PoolFactory, PoolUnavailable, make_pool, sandbox_state
 from thumbd.intake.retries import Retries
 from thumbd.intake.settle import shown
 from thumbd.intake.tracker import Tracker
@@ -113,7 +113,9 @@ class Daemon:
         )
         if notifier is None:
             notifier = Notifier(None) if once else Notifier.from_environment()
-        self.monitor = Monitor(notifier, config.paths.state, shared.stats.run.since)  # `once` too
+        self.monitor = Monitor(  # `once` too: status shows it
+            notifier, config.paths.state, shared.stats.run.since, sandbox_state(config)
+        )
         self.metrics_server: metrics.Server | None = None
         metrics.set_pages(StatusPage(lambda: self.shared.config).respond)  # on its address
 

@@ -51,9 +51,15 @@ class Snapshot:
 
 class Monitor:
     def __init__(
-        self, notifier: Notifier, state_dir: Path | None, started: float | None = None
+        self,
+        notifier: Notifier,
+        state_dir: Path | None,
+        started: float | None = None,
+        sandbox: str | None = None,
     ) -> None:
+        """`sandbox`: how the workers are confined, for `thumbd status`."""
         self.notifier = notifier
+        self.sandbox = sandbox
         self.status_path = state_dir / STATUS_FILE if state_dir is not None else None
         # Unix time; `thumbd status` counts the records made since then as this run's.
         self.started = time.time() if started is None else started
@@ -174,6 +180,7 @@ class Monitor:
             "eta": self.eta(snap, now),
             "history": list(self.history),
             **asdict(snap),
+            "sandbox": self.sandbox,
         }
         tmp = self.status_path.with_name(STATUS_FILE + ".tmp")
         try:
