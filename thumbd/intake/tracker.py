@@ -185,9 +185,8 @@ class Tracker:
     def gone_dir(self, rel: str) -> None:
         """A folder was moved out of incoming/: its sources are gone as if deleted one by one
         (its manifests' downloads stop too)."""
-        self.settler.forget_opens(
-            time.monotonic(), rel
-        )  # its files' later events are not about incoming/
+        # Its files' later events are not about incoming/: their opens count no more.
+        self.settler.forget_opens(time.monotonic(), rel)
         if not storable(rel):
             return  # nothing below it was recorded
         prefix = f"{rel}/"
