@@ -18,18 +18,27 @@ import it.
   two let the tests prove the address checks against servers on 127.0.0.x without touching
   /etc/hosts.
 - THUMBD_TEST_BOOT_ID=<text>: stands in for the machine's boot id (a reboot, for the tests).
+- THUMBD_TEST_NO_LANDLOCK=1: the kernel is taken to have no Landlock (the sandbox is off), so
+  that a kernel without it can be tested on one with it.
+- THUMBD_TEST_ESCAPE_MARKER=<text>: a worker rendering a source that contains
+  `<text> read=<path> write=<path> connect=<port>` tries exactly that (read a file, create one,
+  connect to 127.0.0.1:<port>), as a decoder an exploit took over would, and fails the source
+  with what happened to each try as its reason: the sandbox tested from inside a real worker.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import os
+import socket
 import time
+from collections.abc import Callable
 from typing import IO
 
 # Read once, at import: `trip` runs for every source a worker renders.
 _CRASH = os.environ.get("THUMBD_TEST_CRASH_MARKER", "").encode()
 _HANG = os.environ.get("THUMBD_TEST_HANG_MARKER", "").encode()
+_ESCAPE = os.environ.get("THUMBD_TEST_ESCAPE_MARKER", "").encode()
 
 RESOLVE = "THUMBD_TEST_RESOLVE"
 PUBLIC = "THUMBD_TEST_PUBLIC"
@@ -75,3 +84,38 @@ def public_addresses() -> frozenset[ipaddress.IPv4Address | ipaddress.IPv6Addres
 def boot_id() -> str | None:
     """THUMBD_TEST_BOOT_ID: the boot id to use instead of the machine's, or None (unset)."""
     return os.environ.get(BOOT_ID) or None
+
+
+def no_landlock() -> bool:
+    """THUMBD_TEST_NO_LANDLOCK=1: behave as on a kernel without Landlock."""
+    return os.environ.get("THUMBD_TEST_NO_LANDLOCK") == "1"
+
+
+def escape(f: IO[bytes]) -> str | None:
+    """What became of the tries a source with the escape marker asks for, or None (no marker,
+    or THUMBD_TEST_ESCAPE_MARKER unset: then nothing is read)."""
+    if not _ESCAPE:
+        return None
+    data = f.read()
+    f.seek(0)
+    at = data.find(_ESCAPE)
+    if at < 0:
+        return None
+    asked = dict(word.split(b"=", 1) for word in data[at + len(_ESCAPE) :].split() if b"=" in word)
+    tries: dict[str, Callable[[str], object]] = {
+        "read": lambda path: open(path, "rb").close(),
+        "write": lambda path: open(path, "xb").close(),
+        "connect": lambda port: socket.create_connection(("127.0.0.1", int(port)), 5).close(),
+    }
+    said = []
+    for what, attempt in tries.items():
+        target = asked.get(what.encode(), b"").decode()
+        try:
+            attempt(target)
+        except PermissionError:
+            said.append(f"{what} {target}: refused")
+        except OSError as e:
+            said.append(f"{what} {target}: failed ({e.strerror})")
+        else:
+            said.append(f"{what} {target}: done")
+    return "escape tries: " + "; ".join(said)

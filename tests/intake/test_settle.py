@@ -281,3 +281,84 @@ def test_a_change_is_looked_at_again_one_settle_later_whatever_the_quiet_wait(
     (tmp_path / "a.jpg").write_bytes(b"longer")
     assert s.pop_ready(100.25) == []  # changed since it was first seen
     assert s.next_due() == 100.5
+
+
+# -- a file still open for writing -------------------------------------------------------------
+
+
+def aged(tmp_path: Path) -> Settler:
+    """settler() with files from 2001: the quiet rule counts from the test's events alone
+    (their mtimes, on the monotonic clock, fall long before the test's clock of 100 s)."""
+    s = settler(tmp_path, quiet=30.0)
+    old = 1_000_000_000.0  # 2001: far older than any monotonic clock
+    for name in ("a.jpg", "b.jpg"):
+        os.utime(tmp_path / name, (old, old))
+    return s
+
+
+def test_a_file_written_and_still_open_is_held_until_the_cap(tmp_path: Path) -> None:
+    s = aged(tmp_path)
+    s.count_open("a.jpg", 1, 100.0)
+    s.touch("a.jpg", 100.0, closed=False)  # written; its close not seen
+    assert s.is_held("a.jpg")
+    assert s.pop_ready(130.0) == []  # quiet_seconds are over: still held for its writer
+    assert s.next_due() == 100.0 + s.hold
+    assert s.pop_ready(100.0 + s.hold - 1) == []
+    assert [rel for rel, _ in s.pop_ready(100.0 + s.hold)] == ["a.jpg"]  # then quiet decides
+
+
+def test_the_writers_close_ends_the_hold_and_a_readers_does_not(tmp_path: Path) -> None:
+    s = aged(tmp_path)
+    s.count_open("a.jpg", 1, 100.0)  # the writer
+    s.touch("a.jpg", 100.0, closed=False)
+    s.count_open("a.jpg", 1, 101.0)  # a reader comes and goes: still held
+    s.count_open("a.jpg", -1, 101.5)
+    assert s.is_held("a.jpg") and s.pop_ready(200.0) == []
+    s.count_open("a.jpg", -1, 300.0)  # the writer's close (close_write) ...
+    s.touch("a.jpg", 300.0, closed=True)
+    assert not s.is_held("a.jpg")
+    assert [rel for rel, _ in s.pop_ready(300.25)] == ["a.jpg"]  # ... ready once settled
+
+
+def test_a_file_open_for_reading_only_is_not_held(tmp_path: Path) -> None:
+    s = aged(tmp_path)
+    s.count_open("a.jpg", 1, 100.0)  # a viewer keeps it open, nothing written
+    s.found("a.jpg", 100.0)
+    assert not s.is_held("a.jpg")
+    assert [rel for rel, _ in s.pop_ready(100.25)] == ["a.jpg"]
+    # A writer that closed while a reader still has the file open leaves nothing held.
+    s.count_open("b.jpg", 1, 200.0)
+    s.touch("b.jpg", 200.0, closed=False)
+    s.count_open("b.jpg", 1, 201.0)
+    s.count_open("b.jpg", -1, 202.0)
+    s.touch("b.jpg", 202.0, closed=True)
+    assert not s.is_held("b.jpg")
+    assert [rel for rel, _ in s.pop_ready(202.25)] == ["b.jpg"]
+
+
+def test_closes_seen_without_opens_leave_no_count_behind(tmp_path: Path) -> None:
+    s = aged(tmp_path)
+    s.count_open("a.jpg", -1, 100.0)  # the open came before the watch, or to another observer
+    s.count_open("a.jpg", 1, 101.0)
+    s.touch("a.jpg", 101.0, closed=False)
+    assert s.is_held("a.jpg")  # the count went no lower than none
+
+
+def test_opens_that_may_be_wrong_are_dropped_and_release_their_holds(tmp_path: Path) -> None:
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "x.jpg").write_bytes(b"x")
+    s = aged(tmp_path)
+    old = 1_000_000_000.0  # 2001: far older than any monotonic clock
+    os.utime(tmp_path / "d" / "x.jpg", (old, old))
+    for rel in ("a.jpg", "d/x.jpg"):
+        s.count_open(rel, 1, 100.0)
+        s.touch(rel, 100.0, closed=False)
+    s.forget_opens(110.0, "d")  # d/ was moved away: its files' events tell of elsewhere
+    assert not s.is_held("d/x.jpg") and s.is_held("a.jpg")
+    s.forget_opens(120.0)  # events were lost (an overflow, a new observer)
+    assert not s.is_held("a.jpg")
+    assert sorted(rel for rel, _ in s.pop_ready(130.0)) == ["a.jpg", "d/x.jpg"]
+    s.count_open("b.jpg", 1, 200.0)
+    s.discard("b.jpg")  # deleted or renamed away while open
+    s.touch("b.jpg", 201.0, closed=False)  # a new file of that name, written
+    assert not s.is_held("b.jpg")

@@ -33,7 +33,7 @@ def test_a_written_file_is_seen_closed(tmp_path: Path) -> None:
     w.start()
     try:
         (tmp_path / "sub" / "a.jpg").write_bytes(b"data")
-        collect(inbox, lambda got: FsEvent("sub/a.jpg", True) in got)
+        collect(inbox, lambda got: FsEvent("sub/a.jpg", True, opens=-1) in got)
     finally:
         w.stop()
 
@@ -75,7 +75,7 @@ def test_an_exception_in_the_handler_does_not_kill_the_observer(tmp_path: Path) 
         wait_until(lambda: inbox.failed, 10, "the handler's failure")
         assert w.alive()
         (tmp_path / "second.jpg").write_bytes(b"2")
-        collect(inbox, lambda got: FsEvent("second.jpg", True) in got)
+        collect(inbox, lambda got: FsEvent("second.jpg", True, opens=-1) in got)
     finally:
         w.stop()
 
@@ -117,9 +117,9 @@ def test_watchdogs_overflow_warning_becomes_a_rescan_message(tmp_path: Path) -> 
         w.stop()
 
 
-def test_the_kernel_is_asked_for_no_open_or_read_close_events(tmp_path: Path) -> None:
-    """Each source a worker reads would otherwise queue two events (IN_OPEN, IN_CLOSE_NOWRITE)
-    that thumbd ignores: in a flood they alone overflow the kernel queue."""
+def test_the_kernel_is_asked_for_opens_and_both_closes(tmp_path: Path) -> None:
+    """A file still open for writing is held until its close: that takes IN_OPEN and both
+    IN_CLOSE_WRITE and IN_CLOSE_NOWRITE (a reader's close must not leave it held)."""
     (tmp_path / "sub").mkdir()
     inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
     w = Watcher(str(tmp_path), inbox, polling=False)
@@ -128,8 +128,8 @@ def test_the_kernel_is_asked_for_no_open_or_read_close_events(tmp_path: Path) ->
         masks = inotify_masks()
         assert len(masks) >= 2  # the folder and its sub-folder
         for mask in masks:
-            assert mask & 0x20 == 0, "IN_OPEN"
-            assert mask & 0x10 == 0, "IN_CLOSE_NOWRITE"
+            assert mask & 0x20, "IN_OPEN"
+            assert mask & 0x10, "IN_CLOSE_NOWRITE"
             assert mask & 0x08, "IN_CLOSE_WRITE"
     finally:
         w.stop()
@@ -165,5 +165,19 @@ def test_a_folder_renamed_inside_is_also_gone_under_its_old_name(tmp_path: Path)
         got = collect(inbox, lambda got: DirArrived("b") in got and DirGone("a", True) in got)
         assert got.index(DirGone("a", True)) < got.index(DirArrived("b"))
         assert DirGone("a", False) not in got  # not taken for a folder moved out
+    finally:
+        w.stop()
+
+
+def test_opens_and_a_readers_close_are_reported_with_the_folder_watched(tmp_path: Path) -> None:
+    (tmp_path / "r.jpg").write_bytes(b"x")
+    inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    w = Watcher(str(tmp_path), inbox, polling=False)
+    w.start()
+    try:
+        (tmp_path / "r.jpg").read_bytes()
+        got = collect(inbox, lambda got: FsEvent("r.jpg", None, opens=-1) in got)
+        assert FsEvent("r.jpg", None, opens=1) in got
+        assert {e.root for e in got} == {os.path.realpath(tmp_path)}
     finally:
         w.stop()

@@ -7,9 +7,13 @@ system calls `cp`, `mv`, `rm` and `chmod` make.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
+import signal
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -194,3 +198,134 @@ def test_once_over_a_folder_it_cannot_read_names_it_and_exits_1(tmp_path: Path) 
     assert r.returncode == 1, r.stderr
     assert "images in folders that could not be read (permissions?): private" in r.stderr
     assert d.done("good.jpg")
+
+
+# -- a file still open for writing ------------------------------------------------------------
+
+
+def live_after(daemon: Daemon, since: float) -> dict[str, Any]:
+    """The first status.json the daemon writes after `since` (time.time())."""
+    path = daemon.tmp / ".thumbd" / "status.json"
+
+    def written() -> dict[str, Any] | None:
+        try:
+            live: dict[str, Any] = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+        return live if live.get("updated", 0) > since else None
+
+    found: dict[str, Any] = wait_until(written, 30, "a status written after that")
+    return found
+
+
+def tries(daemon: Daemon, rel: str) -> tuple[int, int]:
+    log = daemon.read_log()
+    return log.count(f"done {rel}:"), log.count(f"failed {rel}:")
+
+
+def test_a_file_its_writer_holds_open_is_taken_only_once_it_is_closed(daemon: Daemon) -> None:
+    # A writer pausing 3.5 s between chunks, longer than quiet_seconds (1 s): the file is
+    # held, not taken half-written, failed and retried.
+    data = jpeg_bytes((900, 600))
+    chunks = [data[i : i + len(data) // 3 + 1] for i in range(0, len(data), len(data) // 3 + 1)]
+    daemon.start()
+    with (daemon.incoming / "slow.jpg").open("wb") as f:
+        for chunk in chunks:
+            f.write(chunk)
+            f.flush()
+            wrote = time.time()
+            time.sleep(3.5)  # the writer's own pace
+            live = live_after(daemon, wrote + 1.5)  # quiet_seconds and settling are over
+            assert (live["settling"], live["ready"], live["in_flight"]) == (1, 0, 0), live
+            assert daemon.record("slow.jpg") is None
+    wait_until(lambda: daemon.done("slow.jpg"), 30, "the file once closed")
+    daemon.recorded(done=1, failed=0)
+    assert tries(daemon, "slow.jpg") == (1, 0)
+
+
+def test_readers_never_hold_a_file_and_a_closed_writer_holds_it_no_longer(
+    daemon: Daemon,
+) -> None:
+    daemon.write_config({"watch": {"quiet_seconds": 30.0}})  # only a close takes it quickly
+    daemon.start()
+    data = jpeg_bytes((300, 200))
+    (daemon.incoming / "read.jpg").write_bytes(data)
+    reader = (daemon.incoming / "read.jpg").open("rb")  # a viewer keeps it open
+    try:
+        wait_until(lambda: daemon.done("read.jpg"), 15, "a file a reader holds open")
+        # Written in place while a reader has it open too: the writer's close is what counts.
+        with (daemon.incoming / "both.jpg").open("wb") as writer:
+            writer.write(data[:100])
+            writer.flush()
+            with (daemon.incoming / "both.jpg").open("rb") as early:
+                writer.write(data[100:])
+                writer.flush()
+                other = (daemon.incoming / "both.jpg").open("rb")
+                early.read()
+        wait_until(lambda: daemon.done("both.jpg"), 15, "a file its writer closed")
+        other.close()
+    finally:
+        reader.close()
+    assert tries(daemon, "both.jpg") == (1, 0)
+    daemon.recorded(done=2, failed=0)
+
+
+def test_writers_open_in_a_folder_moved_away_or_an_old_incoming_hold_nothing(
+    daemon: Daemon,
+) -> None:
+    daemon.write_config({"watch": {"rescan_interval": 1.0}})
+    data = jpeg_bytes((300, 200))
+    (daemon.incoming / "album").mkdir()  # watched from the start: its opens are seen
+    daemon.start()
+    away = (daemon.incoming / "album" / "x.jpg").open("wb")
+    away.write(data[:200])
+    away.flush()
+    (daemon.incoming / "album").rename(daemon.tmp / "archive")  # its writer still at work
+    # The folder comes back under its name after its watches were renewed: its file arrives
+    # complete (a folder moved in), whatever the writer still does to it.
+    wait_until(lambda: "renewing its watches" in daemon.read_log(), 30, "the new observer")
+    away.write(data[200:])
+    away.close()
+    (daemon.tmp / "archive").rename(daemon.incoming / "album")
+    wait_until(lambda: daemon.done("album/x.jpg"), 15, "the file of the folder moved back")
+    # A writer open in incoming/ as a reload moves incoming/ elsewhere.
+    other = daemon.tmp / "elsewhere-in"
+    other.mkdir()
+    old = (daemon.incoming / "y.jpg").open("wb")
+    old.write(data[:200])
+    old.flush()
+    daemon.write_config({"watch": {"quiet_seconds": 30.0}, "paths": {"incoming": str(other)}})
+    daemon.send(signal.SIGHUP)
+    wait_until(lambda: "reloaded" in daemon.read_log(), 30, "the reload")
+    old.write(data[200:])
+    old.close()
+    (other / "y.jpg").write_bytes(data)  # the same name, closed at once
+    wait_until(lambda: daemon.done("y.jpg"), 15, "the file in the new incoming/")
+    daemon.idle()  # nothing left settling: no hold behind
+
+
+def test_a_decode_that_fails_moments_after_a_write_is_tried_again_once_it_settles(
+    daemon: Daemon,
+) -> None:
+    # Polling sees no opens or closes: a writer pausing longer than quiet_seconds has its
+    # file taken half-written. That failure is not recorded; the finished file is rendered.
+    daemon.write_config({"watch": {"polling": True}})
+    data = jpeg_bytes((900, 600))
+    again = "modified moments ago: trying it again once it settles"
+    daemon.start()
+    with (daemon.incoming / "paused.jpg").open("wb") as f:
+        f.write(data[: len(data) // 2])
+        f.flush()
+        wait_until(lambda: "paused.jpg: " in daemon.read_log(), 30, "the half-written decode")
+        assert again in daemon.read_log() and daemon.record("paused.jpg") is None
+        f.write(data[len(data) // 2 :])
+    wait_until(lambda: daemon.done("paused.jpg"), 30, "the finished file")
+    assert tries(daemon, "paused.jpg") == (1, 0)
+    # A file broken for good fails on its second try, once it has not changed for a while.
+    (daemon.incoming / "cut.jpg").write_bytes(data[: len(data) // 2])
+    wait_until(lambda: daemon.record("cut.jpg") == "failed", 40, "the cut file's failure")
+    spared = [
+        line for line in daemon.read_log().splitlines() if "cut.jpg" in line and again in line
+    ]
+    assert len(spared) == 1 and tries(daemon, "cut.jpg") == (0, 1)
+    daemon.recorded(done=1, failed=1)

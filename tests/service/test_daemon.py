@@ -26,6 +26,7 @@ from tests.conftest import wait_until
 from thumbd.config import Config, load_config
 from thumbd.downloads.stage import Downloads
 from thumbd.executors.base import Pool, TaskTimeout, WorkerCrashed
+from thumbd.intake.watcher import FsEvent
 from thumbd.output.publish import Publisher
 from thumbd.output.writer import Writer
 from thumbd.render.pipeline import render, spec_from_config
@@ -341,3 +342,32 @@ def test_a_trickle_of_new_files_cannot_starve_the_backlog(
     dispatcher.tick(time.monotonic())
     lanes = "".join(name[0] for name in pool.started)
     assert lanes == "nnnbnnnbnnnbnbbbbbbb"  # one in BACKLOG_SHARE while both lanes wait
+
+
+def test_opens_an_earlier_watcher_queued_hold_nothing(folders: tuple[Path, Path, Path]) -> None:
+    # Events already in the inbox when a reload moved incoming/ (the old folder's), and opens
+    # an earlier observer saw (their closes may have gone unseen), must not hold a file.
+    incoming, outgoing, cfg = folders
+    old = time.time() - 3600
+    for name in ("x.jpg", "z.jpg"):
+        os.utime(photo(incoming / name), (old, old))
+    daemon, _ = make(cfg, once=False)
+
+    def scenario() -> None:
+        wait_until(lambda: (outgoing / "z_200.jpg").exists(), 10, "the start-up scan's files")
+        wait_until(lambda: (outgoing / "x_200.jpg").exists(), 10, "the start-up scan's files")
+        root, now = os.path.realpath(incoming), daemon.tracker.observer
+        assert now > 0  # the running observer's number
+        for e in (
+            FsEvent("x.jpg", None, opens=1, root="/an/earlier/incoming", observer=now - 1),
+            FsEvent("x.jpg", False, root="/an/earlier/incoming", observer=now - 1),
+            FsEvent("z.jpg", None, opens=1, root=root, observer=now - 1),
+            FsEvent("z.jpg", False, root=root, observer=now),  # written, as far as we know
+        ):
+            daemon.shared.inbox.put(e)
+        photo(incoming / "after.jpg")  # its events come after those
+        wait_until(lambda: (outgoing / "after_200.jpg").exists(), 10, "after.jpg")
+        wait_until(lambda: len(daemon.tracker.settler) == 0, 5, "nothing held")
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    assert drive(daemon, scenario) == 0

@@ -21,6 +21,7 @@ def snap(done: int, problem: str | None = None) -> Snapshot:
         workers=2,
         pool_restarts=0,
         problem=problem,
+        finished=done + 1,
     )
 
 

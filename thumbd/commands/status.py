@@ -41,6 +41,7 @@ LIVE_KEYS = (
     "pool_restarts",
     "problem",
     "waiting",
+    "sandbox",
 )
 
 
@@ -90,6 +91,8 @@ def _daemon_line(d: dict[str, Any]) -> str:
         + (f", about {_duration(d['eta'])} left" if d.get("eta") else ""),
         f"  this run:  {d['done']} done, {d['failed']} failed",
     ]
+    if d.get("sandbox"):
+        lines.append(f"  sandbox:   {d['sandbox']}")
     return "\n".join(lines)
 
 
@@ -121,12 +124,16 @@ def collect(config: Config) -> dict[str, Any]:
     manifests: list[dict[str, Any]] = []
     done = failed = bytes_in = bytes_out = 0
     stale: int | None = 0
+    daemon = daemon_status(config)
+    since = daemon.get("started")  # Unix time: a running daemon's records since count as its
     if config.state_db.exists():
         state = State(config.state_db, readonly=True)
         try:
             recorded = state.signatures()
-            totals = state.totals()
+            totals, done_since, failed_since = state.totals_since(since)
             done, failed = totals.done, totals.failed
+            if since is not None:  # in the same read as the totals: the two always agree
+                daemon["done"], daemon["failed"] = done_since, failed_since
             bytes_in, bytes_out = totals.bytes_in, totals.bytes_out
             failures = [{"source": r.path, "reason": r.reason or ""} for r in state.failures()]
             url_failures = state.url_failures()
@@ -155,7 +162,7 @@ def collect(config: Config) -> dict[str, Any]:
         "failures": failures,
         "bytes_in": bytes_in,
         "bytes_out": bytes_out,
-        "daemon": daemon_status(config),
+        "daemon": daemon,
         "bytes_downloaded": sum(m["bytes_downloaded"] for m in manifests),
         "manifests": manifests,
     }

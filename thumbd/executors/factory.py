@@ -15,7 +15,7 @@ class PoolUnavailable(Exception):
 def _local(config: Config, once: bool) -> Pool:
     from thumbd.executors.local import LocalPool
 
-    return LocalPool(config.resize)
+    return LocalPool(config.resize, config.paths.incoming)
 
 
 def _dask(config: Config, once: bool) -> Pool:
@@ -43,8 +43,10 @@ def make_pool(config: Config, once: bool = False) -> Pool:
 
 
 def pool_settings(config: Config) -> tuple[object, ...]:
-    """What a pool is made with: a reload that changes any of it needs a new pool."""
+    """What a pool is made with: a reload that changes any of it needs a new pool. Local
+    workers are confined to incoming/: a new incoming/ needs new workers."""
     r = config.resize
+    local = config.paths.incoming if config.executor.kind == "local" else None
     return (
         r.workers,
         r.max_tasks_per_child,
@@ -52,4 +54,14 @@ def pool_settings(config: Config) -> tuple[object, ...]:
         r.max_memory_mb,
         r.max_pixels,
         config.executor,
+        local,
     )
+
+
+def sandbox_state(config: Config) -> str:
+    """How the configured executor's workers are confined, for `thumbd status`."""
+    if config.executor.kind == "local":
+        from thumbd.executors import sandbox
+
+        return sandbox.status().describe()
+    return "the cluster's own (thumbd does not start Dask's workers)"

@@ -31,6 +31,7 @@ class Retries:
         state = self.shared.state
         if not state.changed_elsewhere():
             return
+        state.recount_run()  # `thumbd retry` took failures of this run away
         rels = state.take_retries()
         if rels:
             log.info("looking again at %s (thumbd retry or redo)", plural(len(rels), "file"))

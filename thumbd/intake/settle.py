@@ -6,6 +6,15 @@ moment ago, may arrive with no close event at all. So a path is taken only once 
 and inode have stayed the same for `settle_seconds`, and, when no close or rename was seen, once
 nothing about it has changed for `quiet_seconds` either. The job re-checks the signature when it
 runs, and the daemon once more before it records the result.
+
+A file still open for writing is not taken at all: inotify reports opens and both kinds of close
+(after writing, after reading only), and the settler counts, per path, the opens it saw less the
+closes. A path written since its last close-after-write while that count is above zero is held
+until the close, up to `HOLD_OPEN` after its last event (a writer that never closes; then the
+quiet rule decides). A reader's open and close (a worker decoding it, a viewer) leave the count
+where it was. The counts only ever hold a file back, so they are dropped whenever they may be
+wrong: for a path deleted or renamed away, under a folder moved away, after lost events (an
+overflow), for a new incoming/. Polling sees no opens or closes: the quiet rule alone.
 """
 
 from __future__ import annotations
@@ -30,6 +39,9 @@ IMAGE_EXTENSIONS = SOURCE_EXTENSIONS  # stills, videos, camera RAW (render/forma
 # OneDrive, editors). Dotfiles cover rsync's `.name.XXXXXX`, Syncthing's `.syncthing.*.tmp` and
 # Nextcloud's `.name.~XXXXXXXX`; every path component is checked, so `.~tmp~/` folders are too.
 TEMP_PATTERNS = ("*.part", "*.partial", "*.crdownload", "*.tmp", "*~")
+
+# How long after its last event a file its writer holds open waits for the close.
+HOLD_OPEN = 600.0
 
 
 # Folders NAS systems, sync clients and operating systems keep inside a share: their contents
@@ -141,10 +153,12 @@ def signature(path: str) -> Signature | None:
 @dataclass(slots=True)
 class _Pending:
     closed: bool  # a close_write or a rename was seen since the last write
+    wrote: bool  # a write was seen (inotify) and no close_write since
     last_event: float
     sig: Signature | None
     stable_since: float
     due: float
+    quiet: float = 0.0  # more quiet than quiet_seconds this one needs (see Settler.touch)
 
 
 @dataclass(order=True, slots=True)
@@ -156,12 +170,14 @@ class _Due:
 class Settler:
     """Tracks paths until they are complete. Owned by the daemon's main thread."""
 
-    def __init__(self, root: str, settle: float, quiet: float) -> None:
+    def __init__(self, root: str, settle: float, quiet: float, hold: float = HOLD_OPEN) -> None:
         self.root = root
         self.settle = settle
         self.quiet = quiet
+        self.hold = hold
         self._pending: dict[str, _Pending] = {}
         self._heap: list[_Due] = []
+        self._opens: dict[str, int] = {}  # opens seen less closes seen, where above zero
 
     def __len__(self) -> int:
         return len(self._pending)
@@ -169,14 +185,49 @@ class Settler:
     def __contains__(self, rel: str) -> bool:
         return rel in self._pending
 
-    def touch(self, rel: str, now: float, *, closed: bool | None) -> None:
+    def touch(self, rel: str, now: float, *, closed: bool | None, quiet: float = 0.0) -> None:
         """An event was seen on `rel`: a close or rename (closed=True), a write (False), or a
-        change of attributes (None: what was known about closing stays)."""
+        change of attributes (None: what was known about closing stays). `quiet`: no event,
+        but a decode failed moments after a write: it must be quiet that long (at least
+        quiet_seconds) before it is tried again; the next event ends that."""
         p = self._track(rel, now)
         p.last_event = now
+        p.quiet = quiet
         if closed is not None:
             p.closed = closed
+            p.wrote = not closed and not quiet
         self._schedule(rel, p, now + self.settle)
+
+    def count_open(self, rel: str, change: int, now: float) -> None:
+        """An open (+1) or a close (-1, after writing or not) of `rel` was seen."""
+        n = self._opens.get(rel, 0) + change
+        if n > 0:
+            self._opens[rel] = n
+            return
+        self._opens.pop(rel, None)
+        p = self._pending.get(rel)
+        if p is not None and p.wrote:  # held until now: the quiet rule decides from here
+            self._schedule(rel, p, now)
+
+    def is_held(self, rel: str) -> bool:
+        """Whether `rel` is written and, as far as the events tell, still open."""
+        p = self._pending.get(rel)
+        return p is not None and p.wrote and self._opens.get(rel, 0) > 0
+
+    def forget_opens(self, now: float, under: str | None = None) -> None:
+        """Drop the open counts of every path (events were lost), or of those below the
+        folder `under` (moved away: its files' later events do not tell of incoming/)."""
+        if under is None:
+            dropped = list(self._opens)
+            self._opens.clear()
+        else:
+            prefix = under + "/"
+            dropped = [rel for rel in self._opens if rel.startswith(prefix)]
+            for rel in dropped:
+                del self._opens[rel]
+        for rel in dropped:
+            if (p := self._pending.get(rel)) is not None:
+                self._schedule(rel, p, now)
 
     def found(self, rel: str, now: float) -> None:
         """A scan found `rel` with no event: its mtime alone tells how long it has been quiet."""
@@ -187,12 +238,14 @@ class Settler:
         p = self._pending.get(rel)
         if p is None:
             sig = signature(os.path.join(self.root, rel))
-            p = _Pending(False, -math.inf, sig, now, now + self.settle)
+            p = _Pending(False, False, -math.inf, sig, now, now + self.settle)
             self._pending[rel] = p
         return p
 
     def discard(self, rel: str) -> None:
+        """`rel` is gone (deleted, renamed away): no longer tracked, nor its opens."""
         self._pending.pop(rel, None)
+        self._opens.pop(rel, None)
 
     def next_due(self) -> float | None:
         while self._heap and self._heap[0].rel not in self._pending:
@@ -218,17 +271,21 @@ class Settler:
         sig = signature(os.path.join(self.root, rel))
         if sig is None:
             del self._pending[rel]  # deleted, or not a regular file: nothing to do
+            self._opens.pop(rel, None)
             return None
         if sig != p.sig:
             p.sig, p.stable_since = sig, now
             self._schedule(rel, p, now + self.settle)
             return None
         wait = p.stable_since + self.settle - now
+        if p.wrote and self._opens.get(rel, 0) > 0:
+            # Its writer holds it open: the close will touch it again. Not for ever, though.
+            wait = max(wait, p.last_event + self.hold - now)
         if not p.closed:
             # No close seen: the writer may still hold it open. Count quiet time from the last
             # event or the file's own mtime, whichever is later.
             last = max(p.last_event, sig[1] / 1e9 - offset)
-            wait = max(wait, last + self.quiet - now)
+            wait = max(wait, last + max(self.quiet, p.quiet) - now)
         if wait > 0:
             self._schedule(rel, p, now + wait)
             return None

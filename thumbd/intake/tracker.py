@@ -57,6 +57,7 @@ class Tracker:
         self.arrivals = 0  # paths scans, downloads and retries handed in: `once`'s total
         self.ignored_said: set[str] = set()  # extensions passed over and logged this run
         self.fresh: set[str] = set()  # sources an event brought: they go ahead of the backlog
+        self.observer = 0  # the running observer's number: only its opens are counted
 
     def __len__(self) -> int:
         return len(self.settler)
@@ -72,6 +73,12 @@ class Tracker:
         self.settler.settle = watch.settle_seconds
         self.settler.quiet = watch.quiet_seconds
 
+    def observing(self, observer: int) -> None:
+        """A new observer runs: what the last one saw open may close unseen."""
+        if observer != self.observer:
+            self.observer = observer
+            self.settler.forget_opens(time.monotonic())
+
     def reroot(self) -> None:
         """incoming/ is another folder now: what was tracked under the old one stays there."""
         self.root = str(self.shared.config.paths.incoming)
@@ -82,6 +89,12 @@ class Tracker:
     # -- paths in --------------------------------------------------------------------------
 
     def on_event(self, e: FsEvent) -> None:
+        if e.root and e.root != self.real_root:
+            return  # queued by the watcher of an earlier incoming/ (a reload moved it)
+        if e.opens and e.observer == self.observer and self._is_work(e.rel):
+            self.settler.count_open(e.rel, e.opens, time.monotonic())
+        if e.opens and e.closed is None:
+            return  # an open, or a reader's close: nothing changed
         if not storable(e.rel):  # never recorded: nothing to take or forget
             if e.closed and self._is_work(shown(e.rel)):
                 self.unnamed(e.rel)
@@ -137,9 +150,13 @@ class Tracker:
         self.fresh.add(rel)
         self.arrivals += 1
 
-    def resettle(self, rel: str) -> None:
-        """It changed while it rendered or waited: settle it again."""
-        self.settler.touch(rel, time.monotonic(), closed=None)
+    def resettle(self, rel: str, *, quiet: float = 0.0) -> None:
+        """It changed while it rendered or waited: settle it again. With `quiet`: it failed to
+        decode moments after it was written: it must stay unchanged that long first."""
+        if quiet:
+            self.settler.touch(rel, time.monotonic(), closed=False, quiet=quiet)
+        else:
+            self.settler.touch(rel, time.monotonic(), closed=None)
 
     def passed_over(self, counts: dict[str, int]) -> None:
         """Files of a type thumbd does not take: said once per extension per run, so that a
@@ -168,6 +185,8 @@ class Tracker:
     def gone_dir(self, rel: str) -> None:
         """A folder was moved out of incoming/: its sources are gone as if deleted one by one
         (its manifests' downloads stop too)."""
+        # Its files' later events are not about incoming/: their opens count no more.
+        self.settler.forget_opens(time.monotonic(), rel)
         if not storable(rel):
             return  # nothing below it was recorded
         prefix = f"{rel}/"

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import itertools
 import logging
 import os
 import queue
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from watchdog.events import (
@@ -23,10 +24,12 @@ from watchdog.events import (
     DirMovedEvent,
     FileAttribEvent,
     FileClosedEvent,
+    FileClosedNoWriteEvent,
     FileCreatedEvent,
     FileDeletedEvent,
     FileModifiedEvent,
     FileMovedEvent,
+    FileOpenedEvent,
     FileSystemEvent,
     FileSystemEventHandler,
 )
@@ -37,21 +40,26 @@ from thumbd.intake.scanner import listable
 
 log = logging.getLogger("thumbd.watcher")
 
-# The events Handler acts on. Asking for these alone matters: by default watchdog also asks
-# inotify for every open and every read-only close, so each source a worker reads and each folder
-# a scan lists would queue two more events: in a flood those alone overflow the kernel queue, and
-# the overflow's rescan refills it. (Watches on new folders do not depend on this list.)
+# The events Handler acts on (watches on new folders do not depend on this list). Opens and
+# read-only closes are asked for so that a file still open for writing is not taken (settle.py):
+# they cost two more events in the kernel's queue for each file a worker reads and each folder a
+# scan lists (watchdog drops the folders' own).
 EVENTS: list[type[FileSystemEvent]] = [
     FileCreatedEvent,
     FileModifiedEvent,
     FileAttribEvent,
+    FileOpenedEvent,
     FileClosedEvent,
+    FileClosedNoWriteEvent,
     FileMovedEvent,
     FileDeletedEvent,
     DirMovedEvent,
     DirCreatedEvent,
     DirAttribEvent,
 ]
+
+
+OBSERVERS = itertools.count(1)  # each observer started numbers its events
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +69,11 @@ class FsEvent:
     rel: str
     closed: bool | None  # True: closed after writing or renamed into place; False: written
     deleted: bool = False
+    opens: int = 0  # +1 opened, -1 closed (after writing, with closed=True, or reading only)
+    # The folder watched, and which observer saw it: events queued by the watcher of an earlier
+    # incoming/ are stale, and an earlier observer's opens may never see their close.
+    root: str = field(default="", compare=False)
+    observer: int = field(default=0, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,9 +116,10 @@ class Overflow:
 
 
 class Handler(FileSystemEventHandler):
-    def __init__(self, root: str, inbox: queue.SimpleQueue[Any]) -> None:
+    def __init__(self, root: str, inbox: queue.SimpleQueue[Any], observer: int = 0) -> None:
         self.root = root
         self.inbox = inbox
+        self.observer = observer
 
     def dispatch(self, event: FileSystemEvent) -> None:
         try:
@@ -139,7 +153,11 @@ class Handler(FileSystemEventHandler):
         elif isinstance(event, FileDeletedEvent):
             self._put(str(event.src_path), None, deleted=True)
         elif isinstance(event, FileClosedEvent):
-            self._put(str(event.src_path), True)
+            self._put(str(event.src_path), True, opens=-1)
+        elif isinstance(event, FileOpenedEvent):
+            self._put(str(event.src_path), None, opens=1)
+        elif isinstance(event, FileClosedNoWriteEvent):
+            self._put(str(event.src_path), None, opens=-1)
         elif event.event_type == "modified":
             self._put(str(event.src_path), False)
         elif event.event_type in ("created", "attrib"):
@@ -148,10 +166,12 @@ class Handler(FileSystemEventHandler):
             # a made-up `created` per file, which must not make the file wait for quiet_seconds.
             self._put(str(event.src_path), None)
 
-    def _put(self, path: str, closed: bool | None, deleted: bool = False) -> None:
+    def _put(
+        self, path: str, closed: bool | None, deleted: bool = False, *, opens: int = 0
+    ) -> None:
         rel = self._rel(path)
         if rel is not None:
-            self.inbox.put(FsEvent(rel, closed, deleted))
+            self.inbox.put(FsEvent(rel, closed, deleted, opens, self.root, self.observer))
 
     def _rel(self, path: str) -> str | None:
         rel = os.path.relpath(path, self.root)
@@ -181,6 +201,7 @@ class Watcher:
         self.inbox = inbox
         self.polling = polling
         self.observer: BaseObserver | None = None
+        self.generation = 0  # of the observer running: one of this process's OBSERVERS
         self._filter = _OverflowFilter(inbox)
         self._loggers = [
             logging.getLogger("watchdog.observers.inotify_c"),
@@ -248,7 +269,8 @@ class Watcher:
         # The folder itself, not a symlink to it: watchdog watches without following links
         # (IN_DONT_FOLLOW), so a watch on the link would see nothing happen inside.
         root = os.path.realpath(self.root)
-        handler = Handler(root, self.inbox)
+        self.generation = next(OBSERVERS)
+        handler = Handler(root, self.inbox, self.generation)
         observer.schedule(handler, root, recursive=True, event_filter=EVENTS)
         observer.start()
         return observer

@@ -49,6 +49,7 @@ class Watching:
         if not self.shared.once:
             self.watcher = self._new_watcher()
             self.watcher.start()
+            self._observing()
         self.start_scan()
 
     def stop(self) -> None:
@@ -98,6 +99,7 @@ class Watching:
                 self._rescan_soon(time.monotonic())
 
     def on_overflow(self) -> None:
+        self.tracker.settler.forget_opens(time.monotonic())  # closes may be among what was lost
         if not self.rescan_wanted:  # once per scan, not once per overflow: floods repeat
             log.warning("inotify queue overflowed: events were lost; rescanning %s", self.root)
         self.start_scan()
@@ -164,6 +166,7 @@ class Watching:
             return
         if self.watcher is not None:
             self.watcher.check_limits()  # new folders may have reached the watch limit
+            self._observing()
         if self.stale_watches and self.watcher is not None:
             # Folders moved out of incoming/ took their watches along (watchdog keeps
             # them): a new observer watches only what is here. Then the rescan as usual.
@@ -184,12 +187,17 @@ class Watching:
             self.watcher.start()
         except Exception as e:
             log.error("cannot watch %s: %s", self.root, e)  # tick() retries
+        self._observing()
         self.start_scan()
 
     def settings_changed(self, old_interval: float) -> None:
         interval = self.shared.config.watch.rescan_interval
         if interval != old_interval:
             self.next_rescan = time.monotonic() + interval
+
+    def _observing(self) -> None:
+        if self.watcher is not None:
+            self.tracker.observing(self.watcher.generation)
 
     def _new_watcher(self) -> Watcher:
         return Watcher(self.root, self.shared.inbox, polling=self.shared.config.watch.polling)
@@ -212,6 +220,7 @@ class Watching:
             )
             return
         self.observer_backoff = 0.0
+        self._observing()
         self.start_scan()
 
     def kill_observer(self) -> None:

@@ -32,6 +32,10 @@ from thumbd.text import plural
 log = logging.getLogger("thumbd")
 
 DISK_FULL_RETRY = 5.0  # seconds between tries to write while outgoing/ is full
+# A decode that fails on a file modified this recently was most likely reading it while it was
+# still being written: the file settles again and is tried once more before it counts as failed.
+STILL_WRITTEN = 10.0
+_UNREADABLE_YET = (FailKind.EMPTY, FailKind.TRUNCATED, FailKind.UNDECODABLE, FailKind.UNIDENTIFIED)
 
 
 class Publisher:
@@ -39,7 +43,8 @@ class Publisher:
 
     # A source changed while it rendered or waited: settle it again (the tracker's; the
     # daemon binds it, since the tracker in turn hands its failures and deletions here).
-    resettle: Callable[[str], None]
+    # With `quiet`, it must also stay unchanged that long first (a file still being written).
+    resettle: Callable[..., None]
 
     def __init__(self, shared: Shared, writer: Writer, downloads: Downloads) -> None:
         self.shared = shared
@@ -48,6 +53,7 @@ class Publisher:
         self.unwritten: deque[tuple[Job, RenderResult]] = deque()
         self.disk_full_until = 0.0
         self.disk_full_logged = 0.0
+        self.spared: dict[str, Signature] = {}  # failed while fresh: tried again at this signature
         # Told the source whose thumbnails were written or removed (the gallery's).
         self.changed: Callable[[str], None] = lambda rel: None
 
@@ -87,10 +93,28 @@ class Publisher:
         if result.signature != job.signature or now_sig != result.signature:
             self.resettle(job.rel)
             return
-        if result.failure is not None:
-            self.fail(job, now_sig, result.failure)
-        else:
+        if result.failure is None:
             self.write(job, result)
+        elif self._still_written(job.rel, now_sig, result.failure):
+            log.info(
+                "%s: %s, but it was modified moments ago: trying it again once it settles",
+                job.rel,
+                result.failure.reason,
+                extra={"source": job.rel},
+            )
+            self.resettle(job.rel, quiet=STILL_WRITTEN)
+        else:
+            self.fail(job, now_sig, result.failure)
+
+    def _still_written(self, rel: str, sig: Signature, failure: Failure) -> bool:
+        """Whether to take a failed decode of `rel` for one of a file still being written:
+        once per signature, for a file modified within STILL_WRITTEN seconds."""
+        if failure.kind not in _UNREADABLE_YET or self.spared.get(rel) == sig:
+            return False
+        if time.time() - sig[1] / 1e9 >= STILL_WRITTEN:
+            return False
+        self.spared[rel] = sig
+        return True
 
     def _still_the_same(self, job: Job, result: RenderResult) -> bool:
         now_sig = signature(job.path)
@@ -145,6 +169,7 @@ class Publisher:
         settings = job.settings or self.shared.settings
         outputs = list(chosen.all)
         state.record_done(job.rel, result.signature, outputs, size, written, settings, cid)
+        self.spared.pop(job.rel, None)
         self.changed(job.rel)
         self._count_done(job, result, written)
         self.downloads.on_rendered(job.rel)
@@ -198,7 +223,7 @@ class Publisher:
         size, settings = result.signature[0], self.shared.settings
         self.shared.state.record_done(job.rel, result.signature, [], size, 0, settings, cid)
         self.changed(job.rel)
-        self.shared.stats.done += 1
+        self.shared.stats.finished += 1
         log.info(
             "%s is the motion of Live Photo %s: no thumbnails of its own",
             job.rel,
@@ -238,7 +263,7 @@ class Publisher:
     def _count_done(self, job: Job, result: RenderResult, written: int) -> None:
         size = result.signature[0] if result.signature is not None else 0
         stats = self.shared.stats
-        stats.done += 1
+        stats.finished += 1
         stats.bytes_in += size
         stats.bytes_out += written
         metrics.file_done(size, written, result.cpu_seconds)
@@ -263,12 +288,13 @@ class Publisher:
             self.writer.remove(old)
 
     def fail(self, job: Job, sig: Signature, failure: Failure) -> None:
+        self.spared.pop(job.rel, None)
         if signature(job.path) is None:
             self.forget(job.rel)  # deleted while it hung or crashed: skipped, not failed
             return
         reason = self._worded(failure)
         self.shared.state.record_failed(job.rel, sig, reason, sig[0])
-        self.shared.stats.failed += 1
+        self.shared.stats.finished += 1
         metrics.file_failed(reason)
         log.warning("failed %s: %s", job.rel, reason, extra={"source": job.rel, "reason": reason})
         self.downloads.on_rendered(job.rel)
@@ -284,6 +310,7 @@ class Publisher:
     def forget(self, rel: str, *, log_each: bool = True) -> bool:
         """A source is gone: forget its record; `[thumbnails] on_delete` says what happens to
         its thumbnails. A source never processed has no record: nothing to say."""
+        self.spared.pop(rel, None)
         config = self.shared.config
         if classify(rel, config.watch.ignore) is Kind.MANIFEST:
             self.downloads.on_deleted(rel)  # drop its queued URLs, forget its failures

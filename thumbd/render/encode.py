@@ -4,20 +4,19 @@ Thumbnails carry no metadata by default (no EXIF, GPS, XMP, comments or ICC prof
 sRGB, see colour.py). `keep_metadata` names what to carry over, each where the output format can
 hold it: EXIF-based items in JPEG, PNG, WebP and AVIF; `xmp` in JPEG, WebP and AVIF; `comment`
 in JPEG and GIF. The orientation is never carried over, in EXIF or XMP: thumbnails are upright.
-Kept XMP also loses its GPS coordinates unless `gps` is kept.
+Kept XMP also loses its GPS coordinates unless `gps` is kept (render/xmp.py).
 """
 
 from __future__ import annotations
 
 import io
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from xml.etree import ElementTree
 
 from PIL import ExifTags, Image, features
 
 from thumbd.render.spec import EXIF_ITEMS
+from thumbd.render.xmp import cleaned as cleaned_xmp
 
 # keep_metadata items -> EXIF tags, by the IFD they live in (0: the main IFD).
 _EXIF_IFD = ExifTags.IFD.Exif
@@ -99,7 +98,7 @@ def kept_metadata(im: Image.Image, keep: Sequence[str]) -> Metadata:
     exif = _kept_exif(im, keep)
     xmp = im.info.get("xmp") if "xmp" in keep else None
     if isinstance(xmp, bytes) and xmp:
-        xmp = _cleaned_xmp(xmp, keep_gps="gps" in keep)
+        xmp = cleaned_xmp(xmp, keep_gps="gps" in keep)
     comment = im.info.get("comment") if "comment" in keep else None
     return Metadata(
         exif=exif,
@@ -124,58 +123,6 @@ def _kept_exif(im: Image.Image, keep: Sequence[str]) -> bytes | None:
         return out.tobytes() if (len(out) or out.get_ifd(_EXIF_IFD)) else None
     except Exception:  # a damaged EXIF block loses the metadata, never the thumbnail
         return None
-
-
-# XMP repeats EXIF: tiff:Orientation (which Pillow, exiftool-based tools and photo managers
-# apply to an upright thumbnail a second time) and exif:GPS* (the location `gps` may withhold).
-_TIFF_NS = "http://ns.adobe.com/tiff/1.0/"
-_EXIF_NS = ("http://ns.adobe.com/exif/1.0/", "http://cipa.jp/exif/1.0/")
-_NS_DECLARATION = re.compile(r"""xmlns:([\w.-]+)\s*=\s*["']([^"']*)["']""")
-
-
-def _cleaned_xmp(xmp: bytes, *, keep_gps: bool) -> bytes | None:
-    """The XMP packet without its orientation and, unless `keep_gps`, without its location.
-
-    The properties are cut out of the text, so the rest of the packet stays as it was; the
-    result is then parsed to prove none is left. XMP that cannot be parsed is dropped whole.
-    """
-    try:
-        text = xmp.decode("utf-8").strip("\x00")  # some writers end the packet with a NUL
-    except UnicodeDecodeError:
-        return None
-    for prefix, uri in set(_NS_DECLARATION.findall(text)):
-        if uri == _TIFF_NS:
-            text = _without_property(text, prefix, "Orientation")
-        elif uri in _EXIF_NS and not keep_gps:
-            text = _without_property(text, prefix, r"GPS[\w.-]*")
-    return text.encode("utf-8") if _is_clean_xmp(text, keep_gps=keep_gps) else None
-
-
-def _without_property(text: str, prefix: str, name: str) -> str:
-    """`text` without the property `prefix:name` (a regex), as an attribute or an element."""
-    qname = re.escape(prefix) + ":(?:" + name + ")"
-    text = re.sub(r"""\s""" + qname + r"""\s*=\s*(?:"[^"]*"|'[^']*')""", "", text)
-    text = re.sub(r"<(" + qname + r")\b[^>]*/>", "", text)
-    return re.sub(r"<(" + qname + r")\b[^>]*>.*?</\1\s*>", "", text, flags=re.DOTALL)
-
-
-def _is_clean_xmp(text: str, *, keep_gps: bool) -> bool:
-    try:
-        root = ElementTree.fromstring(text)
-    except (ElementTree.ParseError, ValueError):
-        return False
-
-    def withheld(qualified: str) -> bool:
-        uri, _, local = qualified[1:].partition("}") if qualified.startswith("{") else ("", "", "")
-        if uri == _TIFF_NS and local == "Orientation":
-            return True
-        return uri in _EXIF_NS and local.startswith("GPS") and not keep_gps
-
-    return not any(
-        withheld(element.tag) or any(withheld(name) for name in element.attrib)
-        for element in root.iter()
-        if isinstance(element.tag, str)
-    )
 
 
 def output_format(has_alpha: bool, options: Options) -> str:
@@ -269,11 +216,16 @@ def _params(fmt: str, options: Options, meta: Metadata) -> dict[str, object]:
     return params
 
 
+_JPEG_XMP = 65533 - len(b"http://ns.adobe.com/xap/1.0/\x00")  # 65,504
+
+
 def _metadata_params(fmt: str, meta: Metadata) -> Mapping[str, object]:
     params: dict[str, object] = {}
     if meta.exif and fmt in ("JPEG", "PNG", "WEBP", "AVIF"):
         params["exif"] = meta.exif
-    if meta.xmp and fmt in ("JPEG", "WEBP", "AVIF"):
+    # A JPEG holds XMP in one APP1 marker (at most 65,504 bytes of packet); a larger packet
+    # is left out rather than failing the thumbnail (WebP and AVIF have no such limit).
+    if meta.xmp and (fmt in ("WEBP", "AVIF") or (fmt == "JPEG" and len(meta.xmp) <= _JPEG_XMP)):
         params["xmp"] = meta.xmp
     if meta.comment and fmt in ("JPEG", "GIF"):
         params["comment"] = meta.comment

@@ -132,6 +132,8 @@ def render(path: str, spec: RenderSpec) -> RenderResult:
 
     def make(f: IO[bytes], signature: Signature, started: float) -> RenderResult:
         testhooks.trip(f)
+        if (escaped := testhooks.escape(f)) is not None:  # tests only: the sandbox's proof
+            raise Refused(FailKind.UNREADABLE, escaped)
         return _render_source(f, spec, os.path.basename(path), signature, started)
 
     return with_source(path, make)

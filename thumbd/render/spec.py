@@ -107,6 +107,9 @@ class RenderResult:
     # What the decoder learnt that the daemon or the index needs: {"kind": "video",
     # "duration": 2.9, ...} for a clip, {"kind": "raw", ...}, {"motion_photo": True}.
     facts: Mapping[str, object] = field(default_factory=dict)
+    # What the decoders printed on fd 2 or warned while rendering (a local worker captures
+    # them, executors/worker.py), one line each: the daemon logs them as records of the source.
+    said: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:

@@ -27,7 +27,7 @@ from typing import Protocol
 from thumbd import testhooks
 from thumbd.config import Config
 from thumbd.downloads.stage import Downloads, Fetched
-from thumbd.executors.factory import PoolFactory, PoolUnavailable, make_pool
+from thumbd.executors.factory import PoolFactory, PoolUnavailable, make_pool, sandbox_state
 from thumbd.intake.retries import Retries
 from thumbd.intake.settle import shown
 from thumbd.intake.tracker import Tracker
@@ -113,7 +113,9 @@ class Daemon:
         )
         if notifier is None:
             notifier = Notifier(None) if once else Notifier.from_environment()
-        self.monitor = Monitor(notifier, config.paths.state)  # `once` too: status shows it
+        self.monitor = Monitor(  # `once` too: status shows it
+            notifier, config.paths.state, shared.stats.run.since, sandbox_state(config)
+        )
         self.metrics_server: metrics.Server | None = None
         metrics.set_pages(StatusPage(lambda: self.shared.config).respond)  # on its address
 
@@ -239,19 +241,7 @@ class Daemon:
         self.state.close()
         if self.progress is not None:
             self.progress.end()
-        s = self.shared.stats
-        downloaded = self.downloads.bytes_downloaded
-        log.info(
-            "stopped (%s) ◆ %d done ◆ %d failed ◆ %d left ◆ %sread %s, wrote %s in %.1f s",
-            self.shared.stop_reason,
-            s.done,
-            s.failed,
-            left,
-            f"downloaded {size_text(downloaded)}, " if downloaded else "",
-            size_text(s.bytes_in),
-            size_text(s.bytes_out),
-            time.monotonic() - s.started,
-        )
+        _summary(self.shared, left, self.downloads.bytes_downloaded)
 
     def exit_code(self) -> int:
         if not self.shared.once:
@@ -411,6 +401,7 @@ class Daemon:
             in_flight=len(self.dispatcher.in_flight),
             done=s.done,
             failed=s.failed,
+            finished=s.finished,
             bytes_in=s.bytes_in,
             bytes_out=s.bytes_out,
             workers=pool.workers() if pool is not None else 0,
@@ -427,8 +418,24 @@ class Daemon:
         d = self.dispatcher
         waiting = len(self.tracker) + d.ready() + len(d.in_flight) + len(self.publisher.unwritten)
         s = self.shared.stats
-        total = max(self.tracker.arrivals, s.done + s.failed + waiting)
+        total = max(self.tracker.arrivals, s.finished + waiting)
         self.progress.update(total - waiting, total, s.failed)
+
+
+def _summary(shared: Shared, left: int, downloaded: int) -> None:
+    """The last log line: what this run did."""
+    s = shared.stats
+    log.info(
+        "stopped (%s) ◆ %d done ◆ %d failed ◆ %d left ◆ %sread %s, wrote %s in %.1f s",
+        shared.stop_reason,
+        s.done,
+        s.failed,
+        left,
+        f"downloaded {size_text(downloaded)}, " if downloaded else "",
+        size_text(s.bytes_in),
+        size_text(s.bytes_out),
+        time.monotonic() - s.started,
+    )
 
 
 def _any_failed(config: Config) -> bool:

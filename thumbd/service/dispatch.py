@@ -30,6 +30,7 @@ from thumbd.service.shared import Shared
 from thumbd.text import plural
 
 log = logging.getLogger("thumbd")
+said_log = logging.getLogger("thumbd.worker")  # what decoders printed, per source
 
 BACKLOG_SHARE = 4  # while new files wait, one hand-over in this many still goes to the backlog
 CRASH_ATTEMPTS = 2  # a source that kills its worker this many times is recorded as failed
@@ -130,6 +131,8 @@ class Dispatcher:
         self.in_flight.pop(job.rel, None)
         self.last_progress = time.monotonic()
         result = outcome(message.future)
+        for line in () if result is None else result.said:  # a decoder's own words
+            said_log.warning("%s: %s", job.rel, line, extra={"source": job.rel})
         failure = None if result is None else result.failure
         if result is None:
             self.shared.stats.dropped += 1  # shutting down: the source stays pending

@@ -46,13 +46,23 @@ class Snapshot:
     pool_restarts: int
     problem: str | None  # why the daemon is unhealthy, or None
     waiting: str | None = None  # what it waits for without being unhealthy (a Dask scheduler)
+    finished: int = 0  # renders recorded, done or failed (a file failed then done: two)
 
 
 class Monitor:
-    def __init__(self, notifier: Notifier, state_dir: Path | None) -> None:
+    def __init__(
+        self,
+        notifier: Notifier,
+        state_dir: Path | None,
+        started: float | None = None,
+        sandbox: str | None = None,
+    ) -> None:
+        """`sandbox`: how the workers are confined, for `thumbd status`."""
         self.notifier = notifier
+        self.sandbox = sandbox
         self.status_path = state_dir / STATUS_FILE if state_dir is not None else None
-        self.started = time.time()
+        # Unix time; `thumbd status` counts the records made since then as this run's.
+        self.started = time.time() if started is None else started
         self.started_mono = time.monotonic()
         self.next_status = 0.0
         self.next_ping = 0.0
@@ -100,7 +110,7 @@ class Monitor:
         self._health(snap.problem)
         if now >= self.next_status:
             self.next_status = now + STATUS_INTERVAL
-            self._sample(now, snap.done + snap.failed)
+            self._sample(now, snap.finished)
             self.notifier.status(self.status_text(snap, now))
             self.write_status(snap, now)
         interval = self.notifier.watchdog_interval
@@ -170,6 +180,7 @@ class Monitor:
             "eta": self.eta(snap, now),
             "history": list(self.history),
             **asdict(snap),
+            "sandbox": self.sandbox,
         }
         tmp = self.status_path.with_name(STATUS_FILE + ".tmp")
         try:

@@ -15,19 +15,31 @@ from thumbd.render.fingerprint import fingerprint
 from thumbd.render.spec import RenderSpec
 from thumbd.service.messages import Inbox
 from thumbd.store import recovery
+from thumbd.store.runs import RunCounts
 from thumbd.store.state import State
 
 
 @dataclass(slots=True)
 class Stats:
-    """What this run did, for the summary line at exit and the live figures."""
+    """What this run did, for the summary line at exit and the live figures. `done` and
+    `failed` are the run's sources by their record now (the state keeps `run` true, see
+    store/runs.py), so they agree with the totals; `finished` counts renders recorded, for
+    the rate."""
 
-    done: int = 0
-    failed: int = 0
+    run: RunCounts = field(default_factory=lambda: RunCounts(time.time()))
+    finished: int = 0
     bytes_in: int = 0
     bytes_out: int = 0
     dropped: int = 0  # jobs left on disk by a shutdown: no longer queued, still pending
     started: float = field(default_factory=time.monotonic)
+
+    @property
+    def done(self) -> int:
+        return self.run.done
+
+    @property
+    def failed(self) -> int:
+        return self.run.failed
 
 
 @dataclass(slots=True)
@@ -50,6 +62,7 @@ class Shared:
         records from before fingerprints count as made with the settings in force."""
         self.state = recovery.open_state(self.config.state_db, self.config.paths.outgoing)
         self.state.adopt_settings(self.settings)
+        self.state.count_run(self.stats.run)
 
     @property
     def stopping(self) -> bool:

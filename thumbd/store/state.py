@@ -41,6 +41,7 @@ from thumbd.store.records import (
     record,
     selected,
 )
+from thumbd.store.runs import RunRecords
 from thumbd.store.urls import UrlRecords
 
 MANIFEST = "manifest"  # a URL manifest whose every URL has an outcome (not counted as a source)
@@ -63,7 +64,7 @@ __all__ = [
 ]
 
 
-class State(UrlRecords):
+class State(UrlRecords, RunRecords):
     """The daemon's record of every source. Owned by one thread; `status` opens its own."""
 
     def __init__(self, db: Path, *, readonly: bool = False) -> None:
@@ -217,6 +218,8 @@ class State(UrlRecords):
         settings: str | None = None,
         content_id: str | None = None,
     ) -> None:
+        self._unrun(path)
+        now = time.time()
         self._db.execute(
             "INSERT OR REPLACE INTO sources (path, size, mtime_ns, inode, status, reason, outputs,"
             " bytes_in, bytes_out, updated, settings, content_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
@@ -228,15 +231,17 @@ class State(UrlRecords):
                 json.dumps(outputs),
                 bytes_in,
                 bytes_out,
-                time.time(),
+                now,
                 settings,
                 content_id,
             ),
         )
+        self._ran(status, now)
 
     def forget(self, path: str) -> Record | None:
         record = self.get(path)
         if record is not None:
+            self._unrun(path)
             self._db.execute("DELETE FROM sources WHERE path = ?", (path,))
         return record
 

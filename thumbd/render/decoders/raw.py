@@ -29,7 +29,6 @@ import io
 import os
 import struct
 import sys
-import tempfile
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -167,8 +166,9 @@ def _libraw_quiet() -> Iterator[IO[bytes]]:
 
     A process-wide redirect, which is fine in a worker that renders one file at a time. Python's
     own sys.stderr writes go there too for the moment, and are flushed first so none are lost.
+    A memory file, not one in /tmp: a confined worker may create no file.
     """
-    with tempfile.TemporaryFile() as said:
+    with os.fdopen(os.memfd_create("libraw-stderr", os.MFD_CLOEXEC), "w+b") as said:
         sys.stderr.flush()
         saved = os.dup(2)
         try:
