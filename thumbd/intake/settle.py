@@ -194,6 +194,23 @@ class Settler:
     def discard(self, rel: str) -> None:
         self._pending.pop(rel, None)
 
+    def move(self, src: str, dest: str, now: float) -> list[str]:
+        """`src` (a file, or a folder with everything below it) was renamed to `dest`: what is
+        tracked there is tracked under the new name, a write still going on included (it goes
+        on waiting for its close or quiet time). Returns the new paths of what was tracked."""
+        prefix = f"{src}/"
+        olds = [r for r in self._pending if r == src or r.startswith(prefix)]
+        moved = []
+        for old in olds:
+            new = dest + old[len(src) :]
+            p = self._pending.pop(old)
+            p.sig = signature(os.path.join(self.root, new))
+            p.stable_since = now
+            self._pending[new] = p
+            self._schedule(new, p, now + self.settle)
+            moved.append(new)
+        return moved
+
     def next_due(self) -> float | None:
         while self._heap and self._heap[0].rel not in self._pending:
             heapq.heappop(self._heap)

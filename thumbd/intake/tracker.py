@@ -17,9 +17,18 @@ from typing import TYPE_CHECKING
 
 from thumbd.downloads.stage import Downloads
 from thumbd.intake import scanner
-from thumbd.intake.settle import Kind, Settler, classify, ignored_extension, shown, storable
-from thumbd.intake.watcher import FsEvent
+from thumbd.intake.settle import (
+    Kind,
+    Settler,
+    classify,
+    ignored_extension,
+    shown,
+    signature,
+    storable,
+)
+from thumbd.intake.watcher import FsEvent, Moved
 from thumbd.output import names
+from thumbd.output.moves import Mover
 from thumbd.output.publish import thumbnails_fate
 from thumbd.output.writer import plain_key
 from thumbd.render import formats
@@ -57,6 +66,8 @@ class Tracker:
         self.arrivals = 0  # paths scans, downloads and retries handed in: `once`'s total
         self.ignored_said: set[str] = set()  # extensions passed over and logged this run
         self.fresh: set[str] = set()  # sources an event brought: they go ahead of the backlog
+        self.mover = Mover(shared, lambda: publisher.writer)
+        self.mover.changed = lambda rel: publisher.changed(rel)
 
     def __len__(self) -> int:
         return len(self.settler)
@@ -105,6 +116,73 @@ class Tracker:
         if self._is_work(e.rel) and not scanner.opted_out(self.root, e.rel, self.opted_out):
             self.settler.touch(e.rel, time.monotonic(), closed=e.closed)
             self.fresh.add(e.rel)
+
+    def on_moved(self, m: Moved) -> None:
+        """A file or folder renamed within incoming/: its thumbnails and rows follow it (no
+        render), unless one of the names is not work (then it is a deletion, or an arrival)."""
+        src_work = self._movable(m.src, m.folder)
+        dest_work = self._movable(m.dest, m.folder)
+        if not (src_work and dest_work):
+            if m.folder:
+                if src_work:
+                    self.gone_dir(m.src)
+                if storable(m.dest):
+                    self.on_dir(m.dest)
+            else:
+                if src_work:
+                    self.on_event(FsEvent(m.src, None, deleted=True))
+                self.on_event(FsEvent(m.dest, True))
+            return
+        now = time.monotonic()
+        tracked = set(self.settler.move(m.src, m.dest, now))
+        for rel in tracked:
+            self.fresh.add(rel)
+        if m.folder:
+            self._moved_folder(m.src, m.dest, tracked, now)
+            return
+        renamed = self.mover.move_file(m.src, m.dest, replace=self._replaced)
+        if renamed is not None and not renamed.complete:
+            self.shared.state.invalidate(m.dest)  # some were missing: rendered again
+        if m.dest not in tracked:
+            self.settler.touch(m.dest, now, closed=True)  # unchanged since its row: nothing
+            self.fresh.add(m.dest)
+        if renamed is not None:
+            self.shared.stats.moved += 1
+            rendered = 0 if renamed.complete else 1
+            log.info("moved %s -> %s: 1 source, %d rendered", m.src, m.dest, rendered)
+
+    def _moved_folder(self, src: str, dest: str, tracked: set[str], now: float) -> None:
+        moved = self.mover.move_folder(src, dest)
+        state = self.shared.state
+        rendered = 0
+        for sub, _ in scanner.walk(os.path.join(self.root, dest), self.shared.config.watch.ignore):
+            rel = f"{dest}/{sub}"
+            if rel in tracked:
+                continue  # being written still, or settling: it goes on as it was
+            record = state.get(rel)
+            if record is not None and record.signature == signature(os.path.join(self.root, rel)):
+                continue
+            rendered += record is None or record.status != "manifest"
+            self.settler.touch(rel, now, closed=True)
+            self.fresh.add(rel)
+        self.shared.stats.moved += len(moved)
+        log.info(
+            "moved %s -> %s: %s, %d rendered", src, dest, plural(len(moved), "source"), rendered
+        )
+
+    def _movable(self, rel: str, folder: bool) -> bool:
+        """Whether a move's end is a path thumbd takes images at (a folder: one it takes the
+        images in). A manifest is not moved: it is deleted and read anew."""
+        probe = f"{rel}/x.jpg" if folder else rel
+        ignore = self.shared.config.watch.ignore
+        if not storable(rel) or classify(probe, ignore) is not Kind.IMAGE:
+            return False
+        return not scanner.opted_out(self.root, probe, self.opted_out)
+
+    def _replaced(self, rel: str) -> None:
+        self.settler.discard(rel)
+        self.publisher.forget(rel, log_each=False, replaced=True)
+        log.info("%s was replaced by a move: its thumbnails go", rel, extra={"source": rel})
 
     def on_dir(self, rel: str) -> None:
         """A folder moved in from outside: its files are complete as they are."""

@@ -281,9 +281,10 @@ class Publisher:
 
     # -- deleted sources -------------------------------------------------------------------
 
-    def forget(self, rel: str, *, log_each: bool = True) -> bool:
+    def forget(self, rel: str, *, log_each: bool = True, replaced: bool = False) -> bool:
         """A source is gone: forget its record; `[thumbnails] on_delete` says what happens to
-        its thumbnails. A source never processed has no record: nothing to say."""
+        its thumbnails (`replaced`: another source was moved onto its path, and they go). A
+        source never processed has no record: nothing to say."""
         config = self.shared.config
         if classify(rel, config.watch.ignore) is Kind.MANIFEST:
             self.downloads.on_deleted(rel)  # drop its queued URLs, forget its failures
@@ -297,7 +298,7 @@ class Publisher:
         motion = self._motion_of(rel, cid)
         # A Live Photo's still: its motion becomes a video of its own, whose thumbnails take
         # the still's names (kept, they would pass for the motion's own: output/names.py).
-        remove = config.thumbnails.on_delete == "remove" or motion is not None
+        remove = config.thumbnails.on_delete == "remove" or motion is not None or replaced
         if remove:  # not the names a sibling's row lists too (a state from before names.py)
             for name in names.unowned(record.outputs, state.outputs_near(plain_key(rel))):
                 self.writer.remove(name, prune=True)

@@ -31,7 +31,15 @@ from thumbd.executors.factory import PoolFactory, PoolUnavailable, make_pool
 from thumbd.intake.retries import Retries
 from thumbd.intake.settle import shown
 from thumbd.intake.tracker import Tracker
-from thumbd.intake.watcher import DirArrived, DirChanged, DirGone, FsEvent, Overflow, Unlisted
+from thumbd.intake.watcher import (
+    DirArrived,
+    DirChanged,
+    DirGone,
+    FsEvent,
+    Moved,
+    Overflow,
+    Unlisted,
+)
 from thumbd.intake.watching import Watching
 from thumbd.output.gallery import Gallery
 from thumbd.output.publish import Publisher, size_text
@@ -362,9 +370,10 @@ class Daemon:
                 self.tracker.gone_scanned(rels)
             case DirArrived(rel=rel):
                 self.tracker.on_dir(rel)
-            case DirGone(rel=rel, within=within):
-                if not within:  # a folder renamed inside keeps valid watches
-                    self.watching.on_dir_gone()
+            case Moved():
+                self.tracker.on_moved(message)
+            case DirGone(rel=rel):
+                self.watching.on_dir_gone()
                 self.tracker.gone_dir(rel)
             case Unlisted(rel=rel):
                 self.tracker.unlisted.add(rel)

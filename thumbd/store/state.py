@@ -240,6 +240,40 @@ class State(UrlRecords):
             self._db.execute("DELETE FROM sources WHERE path = ?", (path,))
         return record
 
+    def move(self, src: str, dest: str, outputs: list[str]) -> None:
+        """The source recorded at `src` is at `dest` now, its outputs renamed to `outputs`; a
+        row `dest` had is replaced (that source was overwritten by the move)."""
+        self._db.execute("DELETE FROM sources WHERE path = ?", (dest,))
+        self._db.execute(
+            "UPDATE sources SET path = ?, outputs = ? WHERE path = ?",
+            (dest, json.dumps(outputs), src),
+        )
+
+    def invalidate(self, path: str) -> None:
+        """Make `path`'s row match no file (as `redo` does): it is rendered again, and its
+        outputs are what the new render replaces."""
+        self._db.execute("UPDATE sources SET mtime_ns = ? WHERE path = ?", (REDO, path))
+
+    def move_under(self, src: str, dest: str) -> list[tuple[str, str]]:
+        """Every row below the folder `src` moves below `dest` (relative paths and outputs
+        keep their place in it); rows below `dest` before are dropped (nothing can be there:
+        a folder is renamed only onto an empty one). Returns (old, new) of the rows moved."""
+        old = len(src)
+        rows = self._db.execute(
+            "SELECT path, outputs FROM sources WHERE path > ?1 || '/' AND path < ?1 || '0'",
+            (src,),
+        ).fetchall()
+        self._db.execute("DELETE FROM sources WHERE path > ?1 || '/' AND path < ?1 || '0'", (dest,))
+        moved = []
+        updates = []
+        for path, outputs in rows:
+            new = dest + str(path)[old:]
+            names = [dest + n[old:] if n.startswith(src + "/") else n for n in json.loads(outputs)]
+            moved.append((str(path), new))
+            updates.append((new, json.dumps(names), path))
+        self._db.executemany("UPDATE sources SET path = ?, outputs = ? WHERE path = ?", updates)
+        return moved
+
     def clear_failed(self, paths: list[str] | None) -> list[str]:
         """Forget the failure records of `paths` (each a file or a folder), or of all with None,
         and leave them for a running daemon in `retries`. Returns what was cleared. A manifest

@@ -1,0 +1,196 @@
+"""Moves and renames inside incoming/: the thumbnails follow their sources, nothing is rendered.
+
+Each test runs the real daemon on real folders and moves files the way `mv` does (one rename).
+A thumbnail that was moved keeps its inode; one rendered again has a new one: the inodes tell
+which happened.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Daemon, made, wait_until
+from tests.integration.test_robustness import drop, jpeg_bytes
+
+
+def inodes(paths: list[Path]) -> list[tuple[int, int]]:
+    """Each file's inode and mtime: a rename keeps both, a new render (which may be given an
+    inode freed a moment ago) not the mtime."""
+    return [(p.stat().st_ino, p.stat().st_mtime_ns) for p in paths]
+
+
+def rendered(daemon: Daemon, rel: str) -> int:
+    """How often the log says `rel` was rendered."""
+    return len(re.findall(rf"done {re.escape(rel)}: ", daemon.read_log()))
+
+
+def thumbs_under(daemon: Daemon, folder: str) -> list[str]:
+    root = daemon.outgoing / folder
+    return sorted(
+        p.relative_to(daemon.outgoing).as_posix()
+        for p in made(daemon.outgoing)
+        if root in p.parents
+    )
+
+
+@pytest.mark.parametrize("on_delete", ["keep", "remove"])
+def test_a_renamed_file_takes_its_thumbnails_and_index_along(
+    daemon: Daemon, on_delete: str
+) -> None:
+    daemon.write_config({"thumbnails": {"on_delete": on_delete, "index": True}})
+    daemon.start()
+    drop(daemon.incoming / "a", ["x.jpg"], jpeg_bytes((300, 200)))
+    wait_until(lambda: daemon.done("a/x.jpg"), 30, "x's thumbnails")
+    daemon.recorded(done=1)
+    before = inodes(daemon.thumbs("a/x.jpg"))
+    os.rename(daemon.incoming / "a" / "x.jpg", daemon.incoming / "a" / "y.jpg")
+    wait_until(lambda: daemon.done("a/y.jpg"), 30, "the thumbnails under the new name")
+    daemon.looked()
+    assert inodes(daemon.thumbs("a/y.jpg")) == before  # moved, not rendered
+    assert not any(p.exists() for p in daemon.thumbs("a/x.jpg"))
+    assert not (daemon.outgoing / "a" / "x.json").exists()
+    index = json.loads((daemon.outgoing / "a" / "y.json").read_text())
+    assert index["source"]["file"] == "y.jpg"
+    assert [t["file"] for t in index["thumbnails"]] == ["y_200.jpg", "y_64.jpg", "y_32.jpg"]
+    assert rendered(daemon, "a/y.jpg") == 0
+    assert "moved a/x.jpg -> a/y.jpg: 1 source, 0 rendered" in daemon.read_log()
+    assert daemon.record("a/x.jpg") is None and daemon.record("a/y.jpg") == "done"
+    assert daemon.stop() == 0
+
+
+@pytest.mark.parametrize("on_delete", ["keep", "remove"])
+def test_a_renamed_folder_is_one_rename_in_outgoing_and_renders_nothing(
+    daemon: Daemon, on_delete: str
+) -> None:
+    daemon.write_config({"thumbnails": {"on_delete": on_delete, "gallery": True}})
+    daemon.start()
+    names = [f"p{i}.jpg" for i in range(20)]
+    drop(daemon.incoming / "album" / "day 1", names[:10], jpeg_bytes((120, 90), seed=1))
+    drop(daemon.incoming / "album", names[10:], jpeg_bytes((120, 90), seed=2))
+    daemon.recorded(done=20)
+    folder_inode = (daemon.outgoing / "album").stat().st_ino
+    before = {n: inodes(daemon.thumbs(f"album/{n}")) for n in names[10:]}
+    os.rename(daemon.incoming / "album", daemon.incoming / "2024 Lisbon")
+    wait_until(lambda: "moved album -> 2024 Lisbon" in daemon.read_log(), 30, "the move")
+    daemon.looked()
+    assert "moved album -> 2024 Lisbon: 20 sources, 0 rendered" in daemon.read_log()
+    assert not (daemon.outgoing / "album").exists()
+    assert (daemon.outgoing / "2024 Lisbon").stat().st_ino == folder_inode  # one rename
+    for n in names[10:]:
+        assert inodes(daemon.thumbs(f"2024 Lisbon/{n}")) == before[n]
+    for n in names[:10]:
+        assert daemon.done(f"2024 Lisbon/day 1/{n}")
+    assert "done 2024 Lisbon/" not in daemon.read_log()
+    daemon.recorded(done=21, pending=0)  # and the sentinel
+    assert daemon.record("album/p10.jpg") is None
+    assert daemon.record("2024 Lisbon/day 1/p0.jpg") == "done"
+    wait_until(lambda: (daemon.outgoing / "2024 Lisbon" / "index.html").exists(), 30, "the gallery")
+    assert daemon.stop() == 0
+
+
+def test_a_move_onto_a_taken_stem_follows_the_same_stem_rules_and_says_so(
+    daemon: Daemon,
+) -> None:
+    daemon.start()
+    drop(daemon.incoming, ["x.jpg"], jpeg_bytes((120, 90), seed=1))
+    drop(daemon.incoming, ["y.jpg"], jpeg_bytes((120, 90), seed=2))
+    daemon.recorded(done=2)
+    before = inodes(daemon.thumbs("y.jpg"))
+    os.rename(daemon.incoming / "y.jpg", daemon.incoming / "x.jpeg")
+    moved = [daemon.outgoing / f"x.jpeg_{w}.jpg" for w in (200, 64, 32)]
+    wait_until(lambda: all(p.exists() for p in moved), 30, "x.jpeg's own names")
+    daemon.looked()
+    assert inodes(moved) == before
+    assert daemon.done("x.jpg")  # x.jpg keeps the plain names
+    assert not any(p.exists() for p in daemon.thumbs("y.jpg"))
+    assert "x.jpeg: x_200.jpg already belongs to x.jpg; writing x.jpeg_200.jpg" in (
+        daemon.read_log()
+    )
+    assert rendered(daemon, "x.jpeg") == 0
+    assert daemon.stop() == 0
+
+
+def test_a_move_onto_another_source_replaces_it(daemon: Daemon) -> None:
+    daemon.start()
+    drop(daemon.incoming, ["a.jpg"], jpeg_bytes((120, 90), seed=1))
+    drop(daemon.incoming, ["b.jpg"], jpeg_bytes((160, 90), seed=2))
+    daemon.recorded(done=2)
+    a_thumbs = inodes(daemon.thumbs("a.jpg"))
+    os.rename(daemon.incoming / "a.jpg", daemon.incoming / "b.jpg")
+    wait_until(lambda: "moved a.jpg -> b.jpg" in daemon.read_log(), 30, "the move")
+    daemon.looked()
+    assert inodes(daemon.thumbs("b.jpg")) == a_thumbs  # a's thumbnails, b's gone
+    assert not any(p.exists() for p in daemon.thumbs("a.jpg"))
+    assert rendered(daemon, "b.jpg") == 1  # its first render only
+    assert "b.jpg was replaced by a move: its thumbnails go" in daemon.read_log()
+    assert daemon.recorded(done=2, pending=0)["done"] == 2  # b and the sentinel
+    assert daemon.stop() == 0
+
+
+def test_a_rename_cycle_and_a_swap_by_name_move_only_thumbnails(daemon: Daemon) -> None:
+    daemon.start()
+    drop(daemon.incoming, ["a.jpg"], jpeg_bytes((120, 90), seed=1))
+    drop(daemon.incoming, ["b.jpg"], jpeg_bytes((160, 90), seed=2))
+    daemon.recorded(done=2)
+    a, b = inodes(daemon.thumbs("a.jpg")), inodes(daemon.thumbs("b.jpg"))
+    inc = daemon.incoming
+    os.rename(inc / "a.jpg", inc / "c.jpg")  # a -> c, c -> a within a second
+    os.rename(inc / "c.jpg", inc / "a.jpg")
+    daemon.looked()
+    assert inodes(daemon.thumbs("a.jpg")) == a
+    assert not any(p.exists() for p in daemon.thumbs("c.jpg"))
+    os.rename(inc / "a.jpg", inc / "t.jpg")  # swap a and b by name
+    os.rename(inc / "b.jpg", inc / "a.jpg")
+    os.rename(inc / "t.jpg", inc / "b.jpg")
+    daemon.looked()
+    assert inodes(daemon.thumbs("a.jpg")) == b
+    assert inodes(daemon.thumbs("b.jpg")) == a
+    assert not any(p.exists() for p in daemon.thumbs("t.jpg"))
+    assert rendered(daemon, "a.jpg") == 1 and rendered(daemon, "b.jpg") == 1
+    daemon.recorded(done=4, pending=0)  # and two sentinels
+    assert daemon.stop() == 0
+
+
+def test_a_folder_moved_while_a_file_in_it_is_written_takes_that_file_once_complete(
+    daemon: Daemon,
+) -> None:
+    daemon.write_config({"watch": {"settle_seconds": 0.1, "quiet_seconds": 30}})
+    daemon.start()
+    drop(daemon.incoming / "album", ["done.jpg"], jpeg_bytes((120, 90), seed=1))
+    daemon.recorded(done=1)
+    data = jpeg_bytes((400, 300), seed=3)
+    with (daemon.incoming / "album" / "late.jpg").open("wb") as f:
+        f.write(data[:1000])
+        f.flush()
+        os.rename(daemon.incoming / "album", daemon.incoming / "moved")
+        wait_until(lambda: "moved album -> moved" in daemon.read_log(), 30, "the move")
+        f.write(data[1000:])
+    wait_until(lambda: daemon.done("moved/late.jpg"), 30, "the file written on after the move")
+    daemon.looked()
+    assert rendered(daemon, "moved/late.jpg") == 1
+    assert "failed" not in daemon.read_log()
+    assert thumbs_under(daemon, "album") == []
+    assert daemon.done("moved/done.jpg") and rendered(daemon, "moved/done.jpg") == 0
+    assert daemon.stop() == 0
+
+
+def test_a_file_edited_right_after_its_move_is_rendered_again_once(daemon: Daemon) -> None:
+    daemon.start()
+    drop(daemon.incoming, ["a.jpg"], jpeg_bytes((120, 90), seed=1))
+    daemon.recorded(done=1)
+    before = inodes(daemon.thumbs("a.jpg"))
+    os.rename(daemon.incoming / "a.jpg", daemon.incoming / "b.jpg")
+    (daemon.incoming / "b.jpg").write_bytes(jpeg_bytes((200, 90), seed=5))
+    wait_until(lambda: rendered(daemon, "b.jpg") == 1, 30, "the edited file's render")
+    daemon.looked()
+    assert rendered(daemon, "b.jpg") == 1
+    after = inodes(daemon.thumbs("b.jpg"))
+    assert not set(after) & set(before)
+    assert not any(p.exists() for p in daemon.thumbs("a.jpg"))
+    daemon.recorded(done=2, pending=0)
+    assert daemon.stop() == 0

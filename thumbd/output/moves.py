@@ -1,0 +1,162 @@
+"""Moves: a source renamed or moved inside incoming/ takes its thumbnails along.
+
+A file's thumbnails and index JSON are renamed to the names its new path gives (the same-stem
+rules of output/names.py hold at the destination, and a note says when a name is taken there);
+a folder's outgoing counterpart is renamed in one rename when nothing is in the way, and its
+rows move in the same transaction. Nothing is rendered. A source moved onto the path of another
+replaces it: that one's thumbnails go.
+
+Crash safety: the files are renamed first and the rows follow, so a kill in between leaves
+thumbnails under the new names with rows under the old paths. The next start finds the source
+at its new path with no row and the row of a path that is gone with the same (size, mtime,
+inode): the same source, moved (`Mover.follow`), whose outputs are then already where they
+belong; a rename that was not made yet is made then. Runs on the main loop only.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from thumbd.output import names
+from thumbd.output.writer import UnsafePath, Writer, plain_key
+from thumbd.render.placeholder import with_files
+from thumbd.service.shared import Shared
+from thumbd.store.state import Record
+
+log = logging.getLogger("thumbd")
+
+
+@dataclass(frozen=True, slots=True)
+class Renamed:
+    """The outcome of one source's move: its outputs now, and whether all were there."""
+
+    outputs: list[str]
+    complete: bool  # every output it listed is under its new name now
+
+
+class Mover:
+    """Renames the outputs of moved sources and moves their rows."""
+
+    def __init__(self, shared: Shared, writer: Callable[[], Writer]) -> None:
+        self.shared = shared
+        self.writer = writer  # the publisher's, whichever a reload made
+        # Told the source whose thumbnails moved (the gallery's, bound by the daemon).
+        self.changed: Callable[[str], None] = lambda rel: None
+
+    def move_file(self, src: str, dest: str, *, replace: Callable[[str], None]) -> Renamed | None:
+        """`src` was renamed to `dest`: its outputs follow, its row moves. None when `src` has
+        no row (nothing to move). `replace(dest)` drops a source recorded at `dest` first (its
+        thumbnails go: the move overwrote it)."""
+        state = self.shared.state
+        record = state.get(src)
+        if record is None:
+            return None
+        if state.get(dest) is not None:
+            replace(dest)
+        renamed = self._rename(record, dest)
+        state.move(src, dest, renamed.outputs)
+        self.changed(src)
+        self.changed(dest)
+        return renamed
+
+    def _rename(self, record: Record, dest: str) -> Renamed:
+        """Rename `record`'s outputs to those `dest` takes; an output already under its new
+        name (a move a kill interrupted) counts as moved."""
+        src = record.path
+        parsed = _parse(src, record.outputs)
+        if parsed is None:
+            return Renamed(list(record.outputs), not record.outputs)
+        labels, index = parsed
+        near = self.shared.state.outputs_near(plain_key(dest))
+        near.pop(dest, None)
+        near.pop(src, None)
+        try:
+            chosen = names.choose(dest, labels, index is not None, (), near)
+        except names.NamesTaken as e:
+            log.info("%s -> %s: %s; rendering it again", src, dest, e, extra={"source": dest})
+            return Renamed([], False)
+        if chosen.note is not None:
+            log.info("%s", chosen.note, extra={"source": dest})
+        writer = self.writer()
+        complete = True
+        old_thumbs = [n for n in record.outputs if n != index]
+        for old, new in zip(old_thumbs, chosen.thumbnails, strict=True):
+            complete &= self._one(writer, old, new)
+        if index is not None and chosen.index is not None:
+            complete &= self._index(writer, index, chosen.index, dest, chosen.thumbnails)
+        return Renamed(list(chosen.all), complete)
+
+    def _one(self, writer: Writer, old: str, new: str) -> bool:
+        if old == new:
+            return writer.exists(new)
+        try:
+            return writer.rename(old, new, prune=True) or writer.exists(new)
+        except (UnsafePath, OSError) as e:
+            log.warning("cannot move %s to %s: %s", old, new, e)
+            return False
+
+    def _index(
+        self, writer: Writer, old: str, new: str, dest: str, thumbs: tuple[str, ...]
+    ) -> bool:
+        """The index names the source and its thumbnails: written anew under `new`."""
+        try:
+            data = (writer.root / old).read_bytes() if writer.exists(old) else None
+            if data is None:
+                return writer.exists(new)
+            doc = json.loads(data)
+            doc["source"]["file"] = dest.rpartition("/")[2]
+            data = with_files(json.dumps(doc).encode(), [t.rpartition("/")[2] for t in thumbs])
+            writer.write(new, data)
+            if new != old:
+                writer.remove(old, prune=True)
+        except (OSError, ValueError, KeyError, TypeError, UnsafePath) as e:
+            log.warning("cannot move the index %s to %s: %s", old, new, e)
+            return False
+        return True
+
+    def move_folder(self, src: str, dest: str) -> list[tuple[str, str]]:
+        """The folder `src` was renamed to `dest`: its outgoing counterpart is renamed in one
+        rename (file by file when a folder is in the way there), its rows move. Returns the
+        (old, new) paths of the sources moved."""
+        state = self.shared.state
+        rows = {r: state.get(r) for r in state.paths_under(src)}
+        writer = self.writer()
+        whole = False
+        try:
+            whole = writer.rename_folder(src, dest)
+        except (UnsafePath, OSError) as e:
+            log.warning("cannot move %s to %s in %s: %s", src, dest, writer.root, e)
+        moved = state.move_under(src, dest)
+        if not whole:  # something in the way (kept thumbnails of sources deleted there)
+            for old, _ in moved:
+                record = rows.get(old)
+                for name in record.outputs if record is not None else ():
+                    if name.startswith(f"{src}/"):
+                        self._one(writer, name, dest + name[len(src) :])
+        for old, new in moved:
+            self.changed(old)
+            self.changed(new)
+        return moved
+
+
+def _parse(src: str, outputs: tuple[str, ...]) -> tuple[list[tuple[str, str]], str | None] | None:
+    """(label, extension) of each thumbnail `outputs` lists, in order, and the index among
+    them; None when they were not all made from one key of `src` (a hand-edited row)."""
+    for key in names.keys(src):
+        index = f"{key}.json"
+        labels = []
+        for name in outputs:
+            if name == index:
+                continue
+            rest = name[len(key) + 1 :] if name.startswith(f"{key}_") else ""
+            label, dot, ext = rest.rpartition(".")
+            if not dot or not label or "/" in rest or "." in label:
+                break
+            labels.append((label, ext))
+        else:
+            if outputs:
+                return labels, index if index in outputs else None
+    return None
