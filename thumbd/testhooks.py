@@ -18,6 +18,8 @@ import it.
   two let the tests prove the address checks against servers on 127.0.0.x without touching
   /etc/hosts.
 - THUMBD_TEST_BOOT_ID=<text>: stands in for the machine's boot id (a reboot, for the tests).
+- THUMBD_TEST_REUSE_WINDOW=<seconds>: how long a deleted source's thumbnails stay candidates
+  for a new file (output/reuse.py), instead of minutes: the tests see the window close.
 """
 
 from __future__ import annotations
@@ -75,3 +77,9 @@ def public_addresses() -> frozenset[ipaddress.IPv4Address | ipaddress.IPv6Addres
 def boot_id() -> str | None:
     """THUMBD_TEST_BOOT_ID: the boot id to use instead of the machine's, or None (unset)."""
     return os.environ.get(BOOT_ID) or None
+
+
+def reuse_window(default: float) -> float:
+    """THUMBD_TEST_REUSE_WINDOW: the reuse window in seconds, or `default` when unset."""
+    value = os.environ.get("THUMBD_TEST_REUSE_WINDOW")
+    return float(value) if value else default

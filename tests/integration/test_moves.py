@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 from pathlib import Path
 
 import pytest
@@ -193,4 +194,168 @@ def test_a_file_edited_right_after_its_move_is_rendered_again_once(daemon: Daemo
     assert not set(after) & set(before)
     assert not any(p.exists() for p in daemon.thumbs("a.jpg"))
     daemon.recorded(done=2, pending=0)
+    assert daemon.stop() == 0
+
+
+def since_start(daemon: Daemon) -> str:
+    """The log of the last start on."""
+    log = daemon.read_log()
+    return log[log.rindex("thumbd started") :]
+
+
+@pytest.mark.parametrize("on_delete", ["keep", "remove"])
+def test_a_folder_renamed_while_thumbd_was_stopped_is_moved_at_start_not_rendered(
+    daemon: Daemon, on_delete: str
+) -> None:
+    daemon.write_config({"thumbnails": {"on_delete": on_delete}})
+    daemon.start()
+    names = [f"p{i}.jpg" for i in range(12)]
+    drop(daemon.incoming / "album", names, jpeg_bytes((120, 90), seed=1))
+    drop(daemon.incoming / "loose", ["x.jpg"], jpeg_bytes((120, 90), seed=2))
+    daemon.recorded(done=13)
+    before = {n: inodes(daemon.thumbs(f"album/{n}")) for n in names}
+    x = inodes(daemon.thumbs("loose/x.jpg"))
+    assert daemon.stop() == 0
+    os.rename(daemon.incoming / "album", daemon.incoming / "2024 Lisbon")
+    (daemon.incoming / "elsewhere").mkdir()
+    os.rename(daemon.incoming / "loose" / "x.jpg", daemon.incoming / "elsewhere" / "y.jpg")
+    daemon.start()
+    daemon.looked()
+    log = since_start(daemon)
+    assert "done " not in log.replace("done looked/", ""), log
+    for n in names:
+        assert inodes(daemon.thumbs(f"2024 Lisbon/{n}")) == before[n]
+    assert inodes(daemon.thumbs("elsewhere/y.jpg")) == x
+    assert thumbs_under(daemon, "album") == [] and thumbs_under(daemon, "loose") == []
+    assert "moved loose/x.jpg -> elsewhere/y.jpg" in log
+    daemon.recorded(done=14, pending=0)
+    assert daemon.stop() == 0
+
+
+def test_a_kill_in_the_middle_of_a_folder_move_loses_no_thumbnails(daemon: Daemon) -> None:
+    """A kill -9 right after a folder's rename (whatever the daemon had done of the move by
+    then), and the states a kill between its steps leaves: outgoing/ renamed but the rows not,
+    and only some thumbnails renamed. The next start renders none of them."""
+    daemon.start()
+    names = [f"p{i}.jpg" for i in range(40)]
+    drop(daemon.incoming / "a", names, jpeg_bytes((120, 90), seed=1))
+    daemon.recorded(done=40)
+    before = {n: inodes(daemon.thumbs(f"a/{n}")) for n in names}
+    os.rename(daemon.incoming / "a", daemon.incoming / "b")
+    daemon.stop(signal.SIGKILL)
+    daemon.start()
+    daemon.looked()
+    assert "done b/" not in since_start(daemon)
+    assert all(inodes(daemon.thumbs(f"b/{n}")) == before[n] for n in names)
+    assert daemon.stop() == 0
+    # What a kill between the rename in outgoing/ and the commit of the rows leaves.
+    os.rename(daemon.incoming / "b", daemon.incoming / "c")
+    os.rename(daemon.outgoing / "b", daemon.outgoing / "c")
+    daemon.start()
+    daemon.looked()
+    assert "done c/" not in since_start(daemon)
+    assert all(inodes(daemon.thumbs(f"c/{n}")) == before[n] for n in names)
+    assert daemon.stop() == 0
+    # And one in the middle of file-by-file renames: half the thumbnails moved.
+    os.rename(daemon.incoming / "c", daemon.incoming / "d")
+    for n in names[:20]:
+        for t, u in zip(daemon.thumbs(f"c/{n}"), daemon.thumbs(f"d/{n}"), strict=True):
+            u.parent.mkdir(exist_ok=True)
+            os.rename(t, u)
+    daemon.start()
+    daemon.looked()
+    assert "done d/" not in since_start(daemon)
+    assert all(inodes(daemon.thumbs(f"d/{n}")) == before[n] for n in names)
+    assert thumbs_under(daemon, "c") == []
+    daemon.recorded(done=43, pending=0)  # and three sentinels
+    assert daemon.stop() == 0
+
+
+def test_a_copy_reuses_the_thumbnails_of_a_done_source_with_the_same_content(
+    daemon: Daemon,
+) -> None:
+    daemon.start()
+    data = jpeg_bytes((300, 200), seed=4, comment=b"AAAA")
+    drop(daemon.incoming / "phone 1", ["IMG_1.jpg"], data)
+    daemon.recorded(done=1)
+    drop(daemon.incoming / "phone 2", ["IMG_1.jpg"], data)  # a second import
+    os.link(daemon.incoming / "phone 1" / "IMG_1.jpg", daemon.incoming / "linked.jpg")
+    other = jpeg_bytes((300, 200), seed=4, comment=b"BBBB")
+    assert len(other) == len(data) and other != data
+    drop(daemon.incoming, ["other.jpg"], other)  # the same size, other bytes
+    wait_until(lambda: daemon.done("other.jpg"), 30, "the other file")
+    daemon.looked()
+    original = inodes(daemon.thumbs("phone 1/IMG_1.jpg"))
+    assert inodes(daemon.thumbs("phone 2/IMG_1.jpg")) == original  # hard links: no render
+    assert inodes(daemon.thumbs("linked.jpg")) == original
+    assert rendered(daemon, "phone 2/IMG_1.jpg") == 0 and rendered(daemon, "linked.jpg") == 0
+    assert rendered(daemon, "other.jpg") == 1
+    assert "reused phone 2/IMG_1.jpg: the same content as phone 1/IMG_1.jpg" in daemon.read_log()
+    daemon.recorded(done=5, pending=0)
+    assert daemon.stop() == 0
+
+
+def test_copies_arriving_together_are_rendered_once_and_all_end_done(daemon: Daemon) -> None:
+    daemon.start()
+    data = jpeg_bytes((300, 200), seed=6)
+    names = [f"c{i}.jpg" for i in range(8)]
+    drop(daemon.incoming / "burst", names, data)
+    daemon.recorded(done=8, pending=0)
+    daemon.looked()
+    renders = sum(rendered(daemon, f"burst/{n}") for n in names)
+    assert renders == 1, daemon.read_log()
+    first = inodes(daemon.thumbs(f"burst/{names[0]}"))
+    assert all(inodes(daemon.thumbs(f"burst/{n}")) for n in names)
+    assert len({tuple(inodes(daemon.thumbs(f"burst/{n}"))) for n in names}) == 1, first
+    assert daemon.stop() == 0
+    assert " 0 left " in daemon.read_log().splitlines()[-1]
+
+
+@pytest.mark.parametrize("on_delete", ["keep", "remove"])
+def test_delete_then_create_elsewhere_within_the_window_moves_the_thumbnails(
+    daemon: Daemon, on_delete: str
+) -> None:
+    """A move across filesystems (or a sync client's replay of a move) is a deletion and then
+    a new file with the same bytes and a new inode."""
+    daemon.write_config({"thumbnails": {"on_delete": on_delete}})
+    daemon.start()
+    data = jpeg_bytes((300, 200), seed=7)
+    drop(daemon.incoming / "a", ["x.jpg"], data)
+    daemon.recorded(done=1)
+    before = inodes(daemon.thumbs("a/x.jpg"))
+    (daemon.incoming / "a" / "x.jpg").unlink()
+    wait_until(lambda: daemon.record("a/x.jpg") is None, 30, "the deletion")
+    drop(daemon.incoming / "b", ["y.jpg"], data)
+    wait_until(lambda: daemon.done("b/y.jpg"), 30, "the new file's thumbnails")
+    daemon.looked()
+    assert inodes(daemon.thumbs("b/y.jpg")) == before
+    assert not any(p.exists() for p in daemon.thumbs("a/x.jpg"))  # a move, not a deletion
+    assert rendered(daemon, "b/y.jpg") == 0
+    assert "moved a/x.jpg -> b/y.jpg (deleted and made again): 1 source, 0 rendered" in (
+        daemon.read_log()
+    )
+    assert daemon.stop() == 0
+
+
+def test_a_folder_moved_out_and_back_in_reuses_within_the_window_and_renders_after(
+    daemon: Daemon,
+) -> None:
+    daemon.write_config({"thumbnails": {"on_delete": "remove"}})
+    daemon.start(env={"THUMBD_TEST_REUSE_WINDOW": "3"})
+    drop(daemon.incoming / "album", ["p.jpg"], jpeg_bytes((120, 90), seed=8))
+    daemon.recorded(done=1)
+    before = inodes(daemon.thumbs("album/p.jpg"))
+    os.rename(daemon.incoming / "album", daemon.tmp / "album")  # out
+    wait_until(lambda: daemon.record("album/p.jpg") is None, 30, "the folder to be gone")
+    assert not daemon.done("album/p.jpg")  # removed, as on_delete says
+    os.rename(daemon.tmp / "album", daemon.incoming / "album")  # and back in
+    wait_until(lambda: daemon.done("album/p.jpg"), 30, "its thumbnails back")
+    daemon.looked()
+    assert inodes(daemon.thumbs("album/p.jpg")) == before
+    assert rendered(daemon, "album/p.jpg") == 1  # its first render only
+    os.rename(daemon.incoming / "album", daemon.tmp / "album")
+    wait_until(lambda: daemon.record("album/p.jpg") is None, 30, "the folder to be gone")
+    wait_until(lambda: "the reuse window closed" in daemon.read_log(), 30, "the window to close")
+    os.rename(daemon.tmp / "album", daemon.incoming / "album")
+    wait_until(lambda: rendered(daemon, "album/p.jpg") == 2, 30, "a new render")
     assert daemon.stop() == 0

@@ -30,9 +30,11 @@ from thumbd.intake.watcher import FsEvent, Moved
 from thumbd.output import names
 from thumbd.output.moves import Mover
 from thumbd.output.publish import thumbnails_fate
+from thumbd.output.reuse import Reuse
 from thumbd.output.writer import plain_key
 from thumbd.render import formats
 from thumbd.render.spec import FailKind, Failure
+from thumbd.service import metrics
 from thumbd.service.messages import Job
 from thumbd.service.shared import Shared
 from thumbd.store import recovery
@@ -68,15 +70,18 @@ class Tracker:
         self.fresh: set[str] = set()  # sources an event brought: they go ahead of the backlog
         self.mover = Mover(shared, lambda: publisher.writer)
         self.mover.changed = lambda rel: publisher.changed(rel)
+        self.reuse = Reuse(shared, self.mover, dispatcher.holds, dispatcher.enqueue)
+        publisher.hold = self.reuse.hold
 
     def __len__(self) -> int:
-        return len(self.settler)
+        return len(self.settler) + len(self.reuse)  # and copies waiting for their twins
 
     def next_due(self) -> float | None:
-        return self.settler.next_due()
+        dues = [d for d in (self.settler.next_due(), self.reuse.next_due()) if d is not None]
+        return min(dues, default=None)
 
     def busy(self) -> bool:
-        return bool(self.settler)
+        return bool(self.settler) or self.reuse.busy()
 
     def settings_changed(self) -> None:
         watch = self.shared.config.watch
@@ -88,6 +93,7 @@ class Tracker:
         self.root = str(self.shared.config.paths.incoming)
         self.real_root = os.path.realpath(self.root)
         self.settler = Settler(self.root, self.settler.settle, self.settler.quiet)
+        self.reuse.clear()
         self.dispatcher.drop_ready()
 
     # -- paths in --------------------------------------------------------------------------
@@ -142,12 +148,13 @@ class Tracker:
             return
         renamed = self.mover.move_file(m.src, m.dest, replace=self._replaced)
         if renamed is not None and not renamed.complete:
-            self.shared.state.invalidate(m.dest)  # some were missing: rendered again
+            self.shared.state.places.invalidate(m.dest)  # some were missing: rendered again
         if m.dest not in tracked:
             self.settler.touch(m.dest, now, closed=True)  # unchanged since its row: nothing
             self.fresh.add(m.dest)
         if renamed is not None:
             self.shared.stats.moved += 1
+            metrics.source_moved()
             rendered = 0 if renamed.complete else 1
             log.info("moved %s -> %s: 1 source, %d rendered", m.src, m.dest, rendered)
 
@@ -166,6 +173,7 @@ class Tracker:
             self.settler.touch(rel, now, closed=True)
             self.fresh.add(rel)
         self.shared.stats.moved += len(moved)
+        metrics.source_moved(len(moved))
         log.info(
             "moved %s -> %s: %s, %d rendered", src, dest, plural(len(moved), "source"), rendered
         )
@@ -299,9 +307,12 @@ class Tracker:
                 self.downloads.take(rel, sig)  # its URLs go to the downloader
                 continue
             job = Job(rel, os.path.join(self.root, rel), sig, now, new=new)
-            if self._refused(job) or (record is None and self._adopted(job)):
+            if self._refused(job):
                 continue
+            if record is None and (self.reuse.take(job) or self._adopted(job)):
+                continue  # moved, a copy, or its thumbnails already there
             self.dispatcher.enqueue(job)
+        self.reuse.tick(now)
 
     def _refused(self, job: Job) -> bool:
         """Sources not worth a worker: too big, or reached through a symlinked folder."""

@@ -57,7 +57,7 @@ class Mover:
         if state.get(dest) is not None:
             replace(dest)
         renamed = self._rename(record, dest)
-        state.move(src, dest, renamed.outputs)
+        state.places.move(src, dest, renamed.outputs)
         self.changed(src)
         self.changed(dest)
         return renamed
@@ -65,14 +65,30 @@ class Mover:
     def _rename(self, record: Record, dest: str) -> Renamed:
         """Rename `record`'s outputs to those `dest` takes; an output already under its new
         name (a move a kill interrupted) counts as moved."""
-        src = record.path
-        parsed = _parse(src, record.outputs)
+        if not record.outputs:
+            return Renamed([], True)
+        return self.place(record.path, record.outputs, record.outputs, dest, others=(record.path,))
+
+    def place(
+        self,
+        src: str,
+        outputs: tuple[str, ...],
+        files: tuple[str, ...],
+        dest: str,
+        *,
+        link: bool = False,
+        others: tuple[str, ...] = (),
+    ) -> Renamed:
+        """Give `dest` the outputs `src` had (`outputs`, named from `src`), whose files are at
+        `files` now: renamed, or with `link` hard-linked (copied where links fail), under the
+        names `dest` takes beside its neighbours (not counting the rows of `others`)."""
+        parsed = _parse(src, outputs)
         if parsed is None:
-            return Renamed(list(record.outputs), not record.outputs)
+            return Renamed([], False)
         labels, index = parsed
         near = self.shared.state.outputs_near(plain_key(dest))
-        near.pop(dest, None)
-        near.pop(src, None)
+        for rel in (dest, *others):
+            near.pop(rel, None)
         try:
             chosen = names.choose(dest, labels, index is not None, (), near)
         except names.NamesTaken as e:
@@ -81,12 +97,15 @@ class Mover:
         if chosen.note is not None:
             log.info("%s", chosen.note, extra={"source": dest})
         writer = self.writer()
+        where = dict(zip(outputs, files, strict=True))
+        thumbs = [where[n] for n in outputs if n != index]
         complete = True
-        old_thumbs = [n for n in record.outputs if n != index]
-        for old, new in zip(old_thumbs, chosen.thumbnails, strict=True):
-            complete &= self._one(writer, old, new)
+        for old, new in zip(thumbs, chosen.thumbnails, strict=True):
+            complete &= self._link(writer, old, new) if link else self._one(writer, old, new)
         if index is not None and chosen.index is not None:
-            complete &= self._index(writer, index, chosen.index, dest, chosen.thumbnails)
+            complete &= self._index(writer, where[index], chosen.index, dest, chosen.thumbnails)
+            if not link and where[index] != chosen.index:
+                writer.remove(where[index], prune=True)
         return Renamed(list(chosen.all), complete)
 
     def _one(self, writer: Writer, old: str, new: str) -> bool:
@@ -96,6 +115,13 @@ class Mover:
             return writer.rename(old, new, prune=True) or writer.exists(new)
         except (UnsafePath, OSError) as e:
             log.warning("cannot move %s to %s: %s", old, new, e)
+            return False
+
+    def _link(self, writer: Writer, old: str, new: str) -> bool:
+        try:
+            return writer.link(old, new)
+        except (UnsafePath, OSError) as e:
+            log.warning("cannot link %s to %s: %s", old, new, e)
             return False
 
     def _index(
@@ -110,8 +136,6 @@ class Mover:
             doc["source"]["file"] = dest.rpartition("/")[2]
             data = with_files(json.dumps(doc).encode(), [t.rpartition("/")[2] for t in thumbs])
             writer.write(new, data)
-            if new != old:
-                writer.remove(old, prune=True)
         except (OSError, ValueError, KeyError, TypeError, UnsafePath) as e:
             log.warning("cannot move the index %s to %s: %s", old, new, e)
             return False
@@ -129,7 +153,7 @@ class Mover:
             whole = writer.rename_folder(src, dest)
         except (UnsafePath, OSError) as e:
             log.warning("cannot move %s to %s in %s: %s", src, dest, writer.root, e)
-        moved = state.move_under(src, dest)
+        moved = state.places.move_under(src, dest)
         if not whole:  # something in the way (kept thumbnails of sources deleted there)
             for old, _ in moved:
                 record = rows.get(old)

@@ -142,6 +142,50 @@ class Writer:
                 self._prune(root_fd, old_folders)
         return True
 
+    def link(self, old: str, new: str) -> bool:
+        """Give root/new the content of root/old atomically: a hard link made in the temporary
+        folder and renamed into place (a copy where the filesystem refuses links). False when
+        root/old is not there."""
+        *old_folders, old_name = plain_parts(old)
+        *new_folders, new_name = plain_parts(new)
+        tmp_name = f"{os.getpid()}.{next(self._seq)}.tmp"
+        with self._root() as root_fd, self._folder(root_fd, [TMP_DIR]) as tmp_fd:
+            try:
+                src_fd = self._open_existing(root_fd, old_folders)
+            except FileNotFoundError:
+                return False
+            try:
+                try:
+                    os.link(
+                        old_name,
+                        tmp_name,
+                        src_dir_fd=src_fd,
+                        dst_dir_fd=tmp_fd,
+                        follow_symlinks=False,
+                    )
+                except FileNotFoundError:
+                    return False
+                except OSError as e:
+                    if e.errno not in (errno.EPERM, errno.EMLINK, errno.EXDEV, errno.EOPNOTSUPP):
+                        raise
+                    fd = os.open(
+                        old_name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=src_fd
+                    )
+                    with os.fdopen(fd, "rb") as f:
+                        data = f.read()
+                    fd = os.open(tmp_name, _FILE_FLAGS, 0o666, dir_fd=tmp_fd)
+                    with os.fdopen(fd, "wb") as f:
+                        f.write(data)
+                with self._folder(root_fd, new_folders) as dst_fd:
+                    os.replace(tmp_name, new_name, src_dir_fd=tmp_fd, dst_dir_fd=dst_fd)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp_name, dir_fd=tmp_fd)
+                raise
+            finally:
+                os.close(src_fd)
+        return True
+
     def rename_folder(self, old: str, new: str) -> bool:
         """Move the folder root/old to root/new in one rename, if root/new is not there (or
         empty): False otherwise, and when root/old is not there."""

@@ -107,6 +107,7 @@ class RenderResult:
     # What the decoder learnt that the daemon or the index needs: {"kind": "video",
     # "duration": 2.9, ...} for a clip, {"kind": "raw", ...}, {"motion_photo": True}.
     facts: Mapping[str, object] = field(default_factory=dict)
+    digest: str | None = None  # BLAKE3 of the source's bytes (render/digest.py), or None
 
     @property
     def ok(self) -> bool:

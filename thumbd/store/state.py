@@ -31,6 +31,7 @@ from thumbd.store.database import (
     migrate,
     open_readonly,
 )
+from thumbd.store.places import Places
 from thumbd.store.records import (
     DONE,
     FAILED,
@@ -93,6 +94,7 @@ class State(UrlRecords):
             if is_damage(e):
                 raise damaged(db, e) from e
             raise StateError(f"{db}: {e}") from e
+        self.places = Places(self._db)  # moves and reuse: where a source's thumbnails go
         self._in_tx = False
         self._tx_since = 0.0
         self._data_version = self._version()
@@ -192,10 +194,14 @@ class State(UrlRecords):
         bytes_out: int,
         settings: str | None = None,
         content_id: str | None = None,
+        digest: str | None = None,
     ) -> None:
         """`path` at `sig` is done: `outputs` made with the settings fingerprinted `settings`
-        (render/fingerprint); `content_id` pairs a Live Photo's halves (render/apple)."""
+        (render/fingerprint); `content_id` pairs a Live Photo's halves (render/apple);
+        `digest` is the content's (render/digest), for copies to find it."""
         self._put(path, sig, DONE, None, outputs, bytes_in, bytes_out, settings, content_id)
+        if digest is not None:
+            self.places.set_digest(path, digest)
 
     def record_failed(self, path: str, sig: Signature, reason: str, bytes_in: int = 0) -> None:
         """The source at `sig` failed. Thumbnails an earlier version of it left stay listed as
@@ -248,31 +254,6 @@ class State(UrlRecords):
             "UPDATE sources SET path = ?, outputs = ? WHERE path = ?",
             (dest, json.dumps(outputs), src),
         )
-
-    def invalidate(self, path: str) -> None:
-        """Make `path`'s row match no file (as `redo` does): it is rendered again, and its
-        outputs are what the new render replaces."""
-        self._db.execute("UPDATE sources SET mtime_ns = ? WHERE path = ?", (REDO, path))
-
-    def move_under(self, src: str, dest: str) -> list[tuple[str, str]]:
-        """Every row below the folder `src` moves below `dest` (relative paths and outputs
-        keep their place in it); rows below `dest` before are dropped (nothing can be there:
-        a folder is renamed only onto an empty one). Returns (old, new) of the rows moved."""
-        old = len(src)
-        rows = self._db.execute(
-            "SELECT path, outputs FROM sources WHERE path > ?1 || '/' AND path < ?1 || '0'",
-            (src,),
-        ).fetchall()
-        self._db.execute("DELETE FROM sources WHERE path > ?1 || '/' AND path < ?1 || '0'", (dest,))
-        moved = []
-        updates = []
-        for path, outputs in rows:
-            new = dest + str(path)[old:]
-            names = [dest + n[old:] if n.startswith(src + "/") else n for n in json.loads(outputs)]
-            moved.append((str(path), new))
-            updates.append((new, json.dumps(names), path))
-        self._db.executemany("UPDATE sources SET path = ?, outputs = ? WHERE path = ?", updates)
-        return moved
 
     def clear_failed(self, paths: list[str] | None) -> list[str]:
         """Forget the failure records of `paths` (each a file or a folder), or of all with None,
