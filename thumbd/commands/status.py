@@ -41,6 +41,8 @@ LIVE_KEYS = (
     "pool_restarts",
     "problem",
     "waiting",
+    "moved",
+    "reused",
 )
 
 
@@ -88,7 +90,8 @@ def _daemon_line(d: dict[str, Any]) -> str:
         f"  in flight: {d['in_flight']}",
         f"  rate:      {d['rate']:.1f} files/s over the last minute"
         + (f", about {_duration(d['eta'])} left" if d.get("eta") else ""),
-        f"  this run:  {d['done']} done, {d['failed']} failed",
+        f"  this run:  {d['done']} done, {d['failed']} failed"
+        + (f" ({d['moved']} moved, {d['reused']} reused, not rendered)" if "moved" in d else ""),
     ]
     return "\n".join(lines)
 

@@ -98,7 +98,10 @@ class Tracker:
 
     # -- paths in --------------------------------------------------------------------------
 
-    def on_event(self, e: FsEvent) -> None:
+    def on_event(self, e: FsEvent | Moved) -> None:
+        if isinstance(e, Moved):
+            self.on_moved(e)
+            return
         if not storable(e.rel):  # never recorded: nothing to take or forget
             if e.closed and self._is_work(shown(e.rel)):
                 self.unnamed(e.rel)

@@ -26,6 +26,7 @@ import itertools
 import logging
 import os
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -74,7 +75,10 @@ class Reuse:
         self.holds = holds  # the dispatcher's: a job for this path is queued or in flight
         self.enqueue = enqueue  # the dispatcher's
         self.window = testhooks.reuse_window(WINDOW)
-        self.held: dict[int, Held] = {}
+        self.held: dict[int, Held] = {}  # in the order they were held: the oldest first
+        self.held_by_identity: dict[Signature, int] = {}
+        self.held_by_digest: dict[tuple[int, str], int] = {}  # (size, digest)
+        self.held_sizes: Counter[int] = Counter()
         self._ids = itertools.count()
         self.rendering: dict[int, set[str]] = {}  # size -> new sources sent to render
         self.waiting: dict[str, Job] = {}  # a copy -> its job, until its twin is through
@@ -88,7 +92,7 @@ class Reuse:
     def next_due(self) -> float | None:
         if self.waiting:
             return self.due
-        return min((h.until for h in self.held.values()), default=None)
+        return next((h.until for h in self.held.values()), None)
 
     def busy(self) -> bool:
         return bool(self.waiting)
@@ -111,8 +115,7 @@ class Reuse:
         twins = [r for r in self.rendering.get(size, ()) if r != job.rel and self.holds(r)]
         self.rendering[size] = set(twins)
         candidates = self.shared.state.places.same_size(size, job.rel)
-        held = any(h.signature[0] == size and h.digest for h in self.held.values())
-        if not (candidates or held or twins):
+        if not (candidates or self.held_sizes[size] or twins):
             self.rendering[size].add(job.rel)
             return False
         mine = self._digest(job.path)
@@ -222,33 +225,47 @@ class Reuse:
                 return False
             files.append(kept)
         until = time.monotonic() + self.window
-        self.held[n] = Held(rel, c.signature, c.digest, c.settings, c.outputs, tuple(files), until)
+        h = Held(rel, c.signature, c.digest, c.settings, c.outputs, tuple(files), until)
+        self.held[n] = h
+        self.held_by_identity[h.signature] = n
+        if h.digest is not None:
+            self.held_by_digest[(h.signature[0], h.digest)] = n
+            self.held_sizes[h.signature[0]] += 1
         return remove
 
     def _taken_back(self, job: Job, *, by_identity: bool, digest_: str | None = None) -> bool:
-        for n, h in list(self.held.items()):
-            if by_identity:
-                if h.signature != job.signature:
-                    continue
-            elif h.digest != digest_ or h.settings != self.shared.settings:
-                continue
-            if h.signature[0] != job.signature[0]:
-                continue
-            del self.held[n]
-            renamed = self.mover.place(h.path, h.outputs, h.files, job.rel)
-            if not renamed.complete:
-                self._discard(h)
-                return False
-            self._record(job, renamed.outputs, h.digest, h.settings, moved=True)
-            self._drop_kept(h)
-            log.info(
-                "moved %s -> %s (deleted and made again): 1 source, 0 rendered",
-                h.path,
-                job.rel,
-                extra={"source": job.rel},
-            )
-            return True
-        return False
+        """A held source with this file's identity, or its size, digest and settings."""
+        if by_identity:
+            n = self.held_by_identity.get(job.signature)
+        else:
+            n = self.held_by_digest.get((job.signature[0], digest_ or ""))
+        h = self.held.get(n) if n is not None else None
+        if n is None or h is None or (not by_identity and h.settings != self.shared.settings):
+            return False
+        self._unhold(n)
+        renamed = self.mover.place(h.path, h.outputs, h.files, job.rel)
+        if not renamed.complete:
+            self._discard(h)
+            return False
+        self._record(job, renamed.outputs, h.digest, h.settings, moved=True)
+        self._drop_kept(h)
+        log.info(
+            "moved %s -> %s (deleted and made again): 1 source, 0 rendered",
+            h.path,
+            job.rel,
+            extra={"source": job.rel},
+        )
+        return True
+
+    def _unhold(self, n: int) -> Held:
+        h = self.held.pop(n)
+        if self.held_by_identity.get(h.signature) == n:
+            del self.held_by_identity[h.signature]
+        if h.digest is not None:
+            if self.held_by_digest.get((h.signature[0], h.digest)) == n:
+                del self.held_by_digest[(h.signature[0], h.digest)]
+            self.held_sizes[h.signature[0]] -= 1
+        return h
 
     def _drop_kept(self, h: Held) -> None:
         """A move is not a deletion: the thumbnails kept under the old names go too, unless
@@ -265,9 +282,9 @@ class Reuse:
     # -- the clock -------------------------------------------------------------------------
 
     def tick(self, now: float) -> None:
-        expired = [n for n, h in self.held.items() if h.until <= now]
+        expired = list(itertools.takewhile(lambda n: self.held[n].until <= now, self.held))
         for n in expired:
-            self._discard(self.held.pop(n))
+            self._discard(self._unhold(n))
         if expired:
             log.info(
                 "the reuse window closed for %s: their thumbnails are no longer kept",

@@ -358,7 +358,7 @@ class Daemon:
 
     def handle(self, message: Message) -> None:
         match message:
-            case FsEvent():
+            case FsEvent() | Moved():
                 self.tracker.on_event(message)
             case Completed():
                 self.dispatcher.on_completed(message)
@@ -370,8 +370,6 @@ class Daemon:
                 self.tracker.gone_scanned(rels)
             case DirArrived(rel=rel):
                 self.tracker.on_dir(rel)
-            case Moved():
-                self.tracker.on_moved(message)
             case DirGone(rel=rel):
                 self.watching.on_dir_gone()
                 self.tracker.gone_dir(rel)
@@ -426,6 +424,7 @@ class Daemon:
             pool_restarts=self.dispatcher.restarts(),
             problem=self.health_problem(),
             waiting=pool.waiting() if pool is not None else None,
+            **{"moved": s.moved, "reused": s.reused},
         )
 
     def show_progress(self) -> None:

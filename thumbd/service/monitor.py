@@ -46,6 +46,8 @@ class Snapshot:
     pool_restarts: int
     problem: str | None  # why the daemon is unhealthy, or None
     waiting: str | None = None  # what it waits for without being unhealthy (a Dask scheduler)
+    moved: int = 0  # sources whose thumbnails followed them (output/moves, output/reuse)
+    reused: int = 0  # copies given a done source's thumbnails, not rendered
 
 
 class Monitor:

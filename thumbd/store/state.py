@@ -246,15 +246,6 @@ class State(UrlRecords):
             self._db.execute("DELETE FROM sources WHERE path = ?", (path,))
         return record
 
-    def move(self, src: str, dest: str, outputs: list[str]) -> None:
-        """The source recorded at `src` is at `dest` now, its outputs renamed to `outputs`; a
-        row `dest` had is replaced (that source was overwritten by the move)."""
-        self._db.execute("DELETE FROM sources WHERE path = ?", (dest,))
-        self._db.execute(
-            "UPDATE sources SET path = ?, outputs = ? WHERE path = ?",
-            (dest, json.dumps(outputs), src),
-        )
-
     def clear_failed(self, paths: list[str] | None) -> list[str]:
         """Forget the failure records of `paths` (each a file or a folder), or of all with None,
         and leave them for a running daemon in `retries`. Returns what was cleared. A manifest
