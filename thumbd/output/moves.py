@@ -103,7 +103,9 @@ class Mover:
         for old, new in zip(thumbs, chosen.thumbnails, strict=True):
             complete &= self._link(writer, old, new) if link else self._one(writer, old, new)
         if index is not None and chosen.index is not None:
-            complete &= self._index(writer, where[index], chosen.index, dest, chosen.thumbnails)
+            complete &= self._index(
+                writer, where[index], chosen.index, dest, chosen.thumbnails, copy=link
+            )
             if not link and where[index] != chosen.index:
                 writer.remove(where[index], prune=True)
         return Renamed(list(chosen.all), complete)
@@ -125,15 +127,18 @@ class Mover:
             return False
 
     def _index(
-        self, writer: Writer, old: str, new: str, dest: str, thumbs: tuple[str, ...]
+        self, writer: Writer, old: str, new: str, dest: str, thumbs: tuple[str, ...], *, copy: bool
     ) -> bool:
-        """The index names the source and its thumbnails: written anew under `new`."""
+        """The index names the source and its thumbnails: written anew under `new` (for a
+        copy without the twin's Live Photo motion, which is not beside the copy)."""
         try:
             data = (writer.root / old).read_bytes() if writer.exists(old) else None
             if data is None:
                 return writer.exists(new)
             doc = json.loads(data)
             doc["source"]["file"] = dest.rpartition("/")[2]
+            if copy:
+                doc["source"].pop("motion", None)
             data = with_files(json.dumps(doc).encode(), [t.rpartition("/")[2] for t in thumbs])
             writer.write(new, data)
         except (OSError, ValueError, KeyError, TypeError, UnsafePath) as e:

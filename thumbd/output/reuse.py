@@ -122,7 +122,8 @@ class Reuse:
         if mine is not None:
             settings = self.shared.settings
             for c in candidates:
-                if c.digest == mine and c.settings == settings and self._copied(job, c, mine):
+                same = c.digest == mine and c.settings == settings and c.content_id is None
+                if same and self._copied(job, c, mine):
                     return True
             if self._taken_back(job, by_identity=False, digest_=mine):
                 return True

@@ -27,6 +27,7 @@ class Candidate:
     outputs: tuple[str, ...]
     settings: str | None
     digest: str | None
+    content_id: str | None = None  # a Live Photo's half: not given to a copy elsewhere
 
 
 class Places:
@@ -83,11 +84,11 @@ class Places:
 
     def _select(self, where: str, params: tuple[object, ...]) -> list[Candidate]:
         rows = self._db.execute(
-            "SELECT path, size, mtime_ns, inode, outputs, settings, hash FROM sources"
+            "SELECT path, size, mtime_ns, inode, outputs, settings, hash, content_id FROM sources"
             f" WHERE {where} LIMIT 16",
             params,
         )
         return [
-            Candidate(str(p), (int(s), int(m), int(i)), tuple(json.loads(o)), st, h)
-            for p, s, m, i, o, st, h in rows
+            Candidate(str(p), (int(s), int(m), int(i)), tuple(json.loads(o)), st, h, c)
+            for p, s, m, i, o, st, h, c in rows
         ]
