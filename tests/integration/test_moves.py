@@ -359,3 +359,31 @@ def test_a_folder_moved_out_and_back_in_reuses_within_the_window_and_renders_aft
     os.rename(daemon.tmp / "album", daemon.incoming / "album")
     wait_until(lambda: rendered(daemon, "album/p.jpg") == 2, 30, "a new render")
     assert daemon.stop() == 0
+
+
+def test_copies_waiting_for_their_twin_at_a_sigterm_stay_pending_and_are_done_next_start(
+    daemon: Daemon,
+) -> None:
+    daemon.write_config({"resize": {"workers": 1}, "daemon": {"shutdown_timeout": 1}})
+    daemon.start(env={"THUMBD_TEST_HANG_MARKER": "HANG-HERE"})  # the first render never ends
+    slow = jpeg_bytes((240, 180), seed=9, comment=b"HANG-HERE")
+    names = [f"c{i:02d}.jpg" for i in range(30)]
+    drop(daemon.incoming / "burst", names, slow)
+
+    def taken() -> bool:  # every copy seen: in flight, or waiting (as settling)
+        try:
+            live = json.loads((daemon.tmp / ".thumbd" / "status.json").read_text())
+        except (OSError, ValueError):
+            return False
+        return bool(live["settling"] + live["ready"] + live["in_flight"] + live["done"] == 30)
+
+    wait_until(taken, 30, "all 30 taken")
+    assert daemon.stop(signal.SIGTERM) == 0
+    assert not any(daemon.done(f"burst/{n}") for n in names)
+    summary = daemon.read_log().splitlines()[-1]
+    assert "◆ 30 left ◆" in summary, summary  # the copies waiting too: none dropped in silence
+    daemon.start()  # without the marker's hang
+    wait_until(lambda: all(daemon.done(f"burst/{n}") for n in names), 60, "every copy")
+    daemon.recorded(done=30, pending=0)
+    assert sum(rendered(daemon, f"burst/{n}") for n in names) == 1
+    assert daemon.stop() == 0

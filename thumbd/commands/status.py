@@ -43,6 +43,7 @@ LIVE_KEYS = (
     "waiting",
     "moved",
     "reused",
+    "hashed",
 )
 
 

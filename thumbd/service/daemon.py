@@ -239,7 +239,7 @@ class Daemon:
         self.gallery.flush()
         self.publisher.writer.cleanup()
         left = (
-            len(self.tracker.settler)
+            len(self.tracker)  # settling, and copies waiting for their twins
             + len(self.dispatcher.in_flight)
             + len(self.publisher.unwritten)
             + self.shared.stats.dropped
@@ -413,7 +413,7 @@ class Daemon:
     def snapshot(self) -> Snapshot:
         s, pool = self.shared.stats, self.dispatcher.pool
         return Snapshot(
-            settling=len(self.tracker.settler),
+            settling=len(self.tracker),  # and copies waiting for their twins
             ready=self.dispatcher.ready(),
             in_flight=len(self.dispatcher.in_flight),
             done=s.done,
@@ -424,7 +424,7 @@ class Daemon:
             pool_restarts=self.dispatcher.restarts(),
             problem=self.health_problem(),
             waiting=pool.waiting() if pool is not None else None,
-            **{"moved": s.moved, "reused": s.reused},
+            **{"moved": s.moved, "reused": s.reused, "hashed": self.tracker.reuse.hashed},
         )
 
     def show_progress(self) -> None:

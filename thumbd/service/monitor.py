@@ -48,6 +48,7 @@ class Snapshot:
     waiting: str | None = None  # what it waits for without being unhealthy (a Dask scheduler)
     moved: int = 0  # sources whose thumbnails followed them (output/moves, output/reuse)
     reused: int = 0  # copies given a done source's thumbnails, not rendered
+    hashed: int = 0  # digests the main loop took of new files (output/reuse)
 
 
 class Monitor:
