@@ -194,6 +194,11 @@ class Settler:
     def discard(self, rel: str) -> None:
         self._pending.pop(rel, None)
 
+    def identities(self) -> dict[Signature, str]:
+        """signature -> path of what is tracked (as first seen): a recorded source gone from
+        its path that is here under another one has moved."""
+        return {p.sig: rel for rel, p in self._pending.items() if p.sig is not None}
+
     def move(self, src: str, dest: str, now: float) -> list[str]:
         """`src` (a file, or a folder with everything below it) was renamed to `dest`: what is
         tracked there is tracked under the new name, a write still going on included (it goes

@@ -275,14 +275,18 @@ class Tracker:
             log.info("%s moved away: forgot its %s (%s)", rel, what, fate)
 
     def gone_scanned(self, rels: list[str]) -> None:
-        """Recorded sources a complete scan did not find."""
-        with self.shared.state.transaction():
+        """Recorded sources a complete scan did not find (those whose file the scan found
+        under another path stay: taking that path moves them, output/reuse.py)."""
+        state = self.shared.state
+        moved = self.settler.identities()
+        with state.transaction():
             forgotten = sum(
                 self.publisher.forget(rel, log_each=False)
                 for rel in rels
                 if not self.dispatcher.holds(rel)
                 and rel not in self.settler
                 and not os.path.lexists(os.path.join(self.root, rel))
+                and not ((r := state.get(rel)) is not None and r.signature in moved)
             )
         if forgotten:
             fate = thumbnails_fate(self.shared.config)

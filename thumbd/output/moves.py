@@ -151,7 +151,6 @@ class Mover:
         rename (file by file when a folder is in the way there), its rows move. Returns the
         (old, new) paths of the sources moved."""
         state = self.shared.state
-        rows = {r: state.get(r) for r in state.paths_under(src)}
         writer = self.writer()
         whole = False
         try:
@@ -160,11 +159,11 @@ class Mover:
             log.warning("cannot move %s to %s in %s: %s", src, dest, writer.root, e)
         moved = state.places.move_under(src, dest)
         if not whole:  # something in the way (kept thumbnails of sources deleted there)
-            for old, _ in moved:
-                record = rows.get(old)
+            for _, new in moved:
+                record = state.get(new)  # its outputs under the new folder already
                 for name in record.outputs if record is not None else ():
-                    if name.startswith(f"{src}/"):
-                        self._one(writer, name, dest + name[len(src) :])
+                    if name.startswith(f"{dest}/"):
+                        self._one(writer, src + name[len(dest) :], name)
         for old, new in moved:
             self.changed(old)
             self.changed(new)

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 from thumbd import testhooks
 from thumbd.output import names
-from thumbd.output.moves import Mover, Renamed
+from thumbd.output.moves import Mover
 from thumbd.output.writer import TMP_DIR, plain_key
 from thumbd.render import digest
 from thumbd.render.spec import Signature
@@ -85,14 +85,19 @@ class Reuse:
         self.twin_of: dict[str, str] = {}
         self.due: float | None = None
         self.hashed = 0  # digests the main loop took (status, bench)
+        self.found = [0, 0]  # moves found by identity since the last line: moved, rendered
+        self.said = 0.0
 
     def __len__(self) -> int:
         return len(self.waiting)
 
     def next_due(self) -> float | None:
-        if self.waiting:
-            return self.due
-        return next((h.until for h in self.held.values()), None)
+        dues = [
+            self.said + 1.0 if self.found[0] else None,
+            self.due if self.waiting else None,
+            next((h.until for h in self.held.values()), None),
+        ]
+        return min((d for d in dues if d is not None), default=None)
 
     def busy(self) -> bool:
         return bool(self.waiting)
@@ -149,18 +154,29 @@ class Reuse:
             if os.path.lexists(old) and _identity(old) == c.signature:
                 continue  # a hard link: the same file at two paths (a copy, below)
             renamed = self.mover.move_file(c.path, job.rel, replace=lambda rel: None)
-            self._after(job, renamed, f"moved {c.path} -> {job.rel} (found by a scan)")
+            rendered = renamed is None or not renamed.complete
+            if rendered:  # some of its thumbnails were missing
+                self.shared.state.places.invalidate(job.rel)
+                self.enqueue(job)
+            log.debug("moved %s -> %s (found by a scan)", c.path, job.rel)
+            self.found[0] += 1
+            self.found[1] += rendered
             self.shared.stats.moved += 1
             metrics.source_moved()
             return True
         return False
 
-    def _after(self, job: Job, renamed: Renamed | None, said: str) -> None:
-        rendered = renamed is None or not renamed.complete
-        if rendered:
-            self.shared.state.places.invalidate(job.rel)
-            self.enqueue(job)
-        log.info("%s: 1 source, %d rendered", said, int(rendered), extra={"source": job.rel})
+    def _say_found(self, now: float) -> None:
+        """One line a second at most for the moves found by identity (a tree renamed while
+        thumbd was stopped is thousands of them)."""
+        moved, rendered = self.found
+        if moved and now >= self.said + 1.0:
+            self.said, self.found = now, [0, 0]
+            log.info(
+                "found %s moved while thumbd was not looking: thumbnails moved along, %d rendered",
+                plural(moved, "source"),
+                rendered,
+            )
 
     def _copied(self, job: Job, c: Candidate, mine: str) -> bool:
         incoming = str(self.shared.config.paths.incoming)
@@ -283,6 +299,7 @@ class Reuse:
     # -- the clock -------------------------------------------------------------------------
 
     def tick(self, now: float) -> None:
+        self._say_found(now)
         expired = list(itertools.takewhile(lambda n: self.held[n].until <= now, self.held))
         for n in expired:
             self._discard(self._unhold(n))
