@@ -316,8 +316,9 @@ class Tracker:
             job = Job(rel, os.path.join(self.root, rel), sig, now, new=new)
             if self._refused(job):
                 continue
-            if record is None and (self.reuse.take(job) or self._adopted(job)):
-                continue  # moved, a copy, or its thumbnails already there
+            reuse = self.reuse
+            if record is None and (reuse.moved(job) or self._adopted(job) or reuse.take(job)):
+                continue  # moved, its thumbnails already there, or a copy
             self.dispatcher.enqueue(job)
         self.reuse.tick(now)
 

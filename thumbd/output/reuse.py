@@ -110,12 +110,14 @@ class Reuse:
 
     # -- a new source ----------------------------------------------------------------------
 
-    def take(self, job: Job) -> bool:
-        """True when `job` needs no render (moved, taken back, a copy, or waiting for its
-        twin); False: render it."""
+    def moved(self, job: Job) -> bool:
+        """True when `job` is a recorded or held source that moved here (asked first)."""
         self._drop_waiting(job.rel)
-        if self._moved(job) or self._taken_back(job, by_identity=True):
-            return True
+        return self._moved(job) or self._taken_back(job, by_identity=True)
+
+    def take(self, job: Job) -> bool:
+        """True when `job` needs no render: a copy, or waiting for its twin (asked after
+        moved() and after the thumbnails already there); False: render it."""
         size = job.signature[0]
         twins = [r for r in self.rendering.get(size, ()) if r != job.rel and self.holds(r)]
         self.rendering[size] = set(twins)
@@ -319,7 +321,7 @@ class Reuse:
             self._drop_waiting(rel)
             record = state.get(twin)
             done = record is not None and record.status == "done"
-            if not (done and self.take(job)):
+            if not (done and (self.moved(job) or self.take(job))):
                 self.enqueue(job)  # the twin failed, changed or went: rendered after all
         if not self.waiting:
             self.due = None

@@ -367,7 +367,7 @@ class Daemon:
             case ScanBatch():
                 self.watching.on_scan(message)
             case Gone(rels=rels):
-                self.tracker.gone_scanned(rels)
+                self.watching.on_gone(rels)
             case DirArrived(rel=rel):
                 self.tracker.on_dir(rel)
             case DirGone(rel=rel):
