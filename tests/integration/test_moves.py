@@ -412,3 +412,25 @@ def test_a_folder_renamed_onto_a_name_with_kept_thumbnails_moves_file_by_file(
     assert inodes(daemon.thumbs("b/old.jpg")) == kept  # kept, as on_delete = "keep" says
     assert not (daemon.outgoing / "a").exists()
     assert daemon.stop() == 0
+
+
+def test_a_move_across_filesystems_while_thumbd_was_stopped_reuses_by_content(
+    daemon: Daemon,
+) -> None:
+    """Deleted here and written anew there (another inode) while thumbd was stopped: the
+    start-up scan's deletion holds the thumbnails, the new file's bytes take them."""
+    daemon.start()
+    data = jpeg_bytes((300, 200), seed=11)
+    drop(daemon.incoming / "a", ["x.jpg"], data)
+    daemon.recorded(done=1)
+    before = inodes(daemon.thumbs("a/x.jpg"))
+    assert daemon.stop() == 0
+    (daemon.incoming / "a" / "x.jpg").unlink()
+    (daemon.incoming / "b").mkdir()
+    (daemon.incoming / "b" / "y.jpg").write_bytes(data)
+    daemon.start()
+    daemon.looked()
+    assert inodes(daemon.thumbs("b/y.jpg")) == before
+    assert not any(p.exists() for p in daemon.thumbs("a/x.jpg"))
+    assert "done b/y.jpg" not in daemon.read_log()
+    assert daemon.stop() == 0

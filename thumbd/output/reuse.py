@@ -47,6 +47,7 @@ log = logging.getLogger("thumbd")
 WINDOW = 600.0  # seconds a deleted source's thumbnails stay candidates
 HELD = f"{TMP_DIR}/held"
 RELEASE_EVERY = 0.25  # seconds between looks at the twins copies wait for
+PRUNE_EVERY = 5.0  # seconds between clean-ups of the sizes of sources being rendered
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +88,7 @@ class Reuse:
         self.hashed = 0  # digests the main loop took (status, bench)
         self.found = [0, 0]  # moves found by identity since the last line: moved, rendered
         self.said = 0.0
+        self.pruned = 0.0
 
     def __len__(self) -> int:
         return len(self.waiting)
@@ -310,6 +312,12 @@ class Reuse:
                 "the reuse window closed for %s: their thumbnails are no longer kept",
                 plural(len(expired), "deleted source"),
             )
+        if now >= self.pruned + PRUNE_EVERY:  # new sources no longer rendering
+            self.pruned = now
+            kept = {
+                size: {r for r in rels if self.holds(r)} for size, rels in self.rendering.items()
+            }
+            self.rendering = {size: rels for size, rels in kept.items() if rels}
         if not self.waiting or (self.due is not None and now < self.due):
             return
         self.due = now + RELEASE_EVERY
