@@ -434,3 +434,29 @@ def test_a_move_across_filesystems_while_thumbd_was_stopped_reuses_by_content(
     assert not any(p.exists() for p in daemon.thumbs("a/x.jpg"))
     assert "done b/y.jpg" not in daemon.read_log()
     assert daemon.stop() == 0
+
+
+def test_status_and_metrics_count_moves_and_reuses(daemon: Daemon) -> None:
+    from tests.conftest import thumbd
+    from tests.integration.test_service import scrape
+
+    daemon.write_config({"metrics": {"listen": "127.0.0.1:0"}})
+    daemon.start()
+    port = int(re.search(r"metrics on http://127\.0\.0\.1:(\d+)/metrics", daemon.read_log())[1])
+    data = jpeg_bytes((300, 200), seed=12)
+    drop(daemon.incoming / "album", ["a.jpg"], jpeg_bytes((300, 200), seed=13))
+    drop(daemon.incoming / "album", ["b.jpg"], jpeg_bytes((300, 200), seed=14))
+    drop(daemon.incoming, ["x.jpg"], data)
+    daemon.recorded(done=3)
+    drop(daemon.incoming, ["copy.jpg"], data)
+    os.rename(daemon.incoming / "album", daemon.incoming / "renamed")
+    daemon.looked()
+    metrics = scrape(f"http://127.0.0.1:{port}/metrics")
+    assert metrics["thumbd_sources_moved_total"] == 2
+    assert metrics["thumbd_sources_reused_total"] >= 1  # copy.jpg (and a sentinel or two)
+    wait_until(
+        lambda: daemon.status()["daemon"].get("moved") == 2, 10, "the moves in the live figures"
+    )
+    text = thumbd("status", "-c", str(daemon.config)).stdout
+    assert re.search(r"this run: .*\(2 moved, \d+ reused, not rendered\)", text), text
+    assert daemon.stop() == 0
