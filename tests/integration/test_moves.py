@@ -460,3 +460,25 @@ def test_status_and_metrics_count_moves_and_reuses(daemon: Daemon) -> None:
     text = thumbd("status", "-c", str(daemon.config)).stdout
     assert re.search(r"this run: .*\(2 moved, \d+ reused, not rendered\)", text), text
     assert daemon.stop() == 0
+
+
+def test_kept_thumbnails_of_a_deleted_source_stay_when_their_folder_is_renamed(
+    daemon: Daemon,
+) -> None:
+    """on_delete = "keep" leaves a deleted source's thumbnails where they were; a rename of
+    their folder moves the sources' thumbnails, not those (the chaos run's seed 3)."""
+    daemon.start()
+    drop(daemon.incoming / "a", ["gone.jpg"], jpeg_bytes((120, 90), seed=1))
+    drop(daemon.incoming / "a", ["stays.jpg"], jpeg_bytes((120, 90), seed=2))
+    daemon.recorded(done=2)
+    kept = inodes(daemon.thumbs("a/gone.jpg"))
+    stays = inodes(daemon.thumbs("a/stays.jpg"))
+    (daemon.incoming / "a" / "gone.jpg").unlink()
+    wait_until(lambda: daemon.record("a/gone.jpg") is None, 30, "the deletion")
+    os.rename(daemon.incoming / "a", daemon.incoming / "d5")
+    wait_until(lambda: "moved a -> d5: 1 source, 0 rendered" in daemon.read_log(), 30, "the move")
+    daemon.looked()
+    assert inodes(daemon.thumbs("d5/stays.jpg")) == stays
+    assert inodes(daemon.thumbs("a/gone.jpg")) == kept
+    assert not any(p.exists() for p in daemon.thumbs("d5/gone.jpg"))
+    assert daemon.stop() == 0

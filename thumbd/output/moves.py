@@ -17,10 +17,13 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from thumbd.output import names
+from thumbd.output.gallery_html import GALLERY
 from thumbd.output.writer import UnsafePath, Writer, plain_key
 from thumbd.render.placeholder import with_files
 from thumbd.service.shared import Shared
@@ -154,7 +157,10 @@ class Mover:
         writer = self.writer()
         whole = False
         try:
-            whole = writer.rename_folder(src, dest)
+            # One rename, unless the folder holds files no row below it lists (kept thumbnails
+            # of sources deleted there): those stay where they are, so file by file.
+            if _only(writer.root / src, src, state.places.outputs_under(src)):
+                whole = writer.rename_folder(src, dest)
         except (UnsafePath, OSError) as e:
             log.warning("cannot move %s to %s in %s: %s", src, dest, writer.root, e)
         moved = state.places.move_under(src, dest)
@@ -168,6 +174,17 @@ class Mover:
             self.changed(old)
             self.changed(new)
         return moved
+
+
+def _only(folder: Path, rel: str, listed: set[str]) -> bool:
+    """Whether every file below `folder` (outgoing/`rel`) is one of `listed` or a gallery page."""
+    for top, _dirs, files in os.walk(folder):
+        where = os.path.relpath(top, folder)
+        prefix = rel if where == "." else f"{rel}/{where}"
+        for name in files:
+            if name != GALLERY and f"{prefix}/{name}" not in listed:
+                return False
+    return True
 
 
 def _parse(src: str, outputs: tuple[str, ...]) -> tuple[list[tuple[str, str]], str | None] | None:

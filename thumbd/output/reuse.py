@@ -327,6 +327,8 @@ class Reuse:
             if self.holds(twin):
                 continue
             self._drop_waiting(rel)
+            if _identity(job.path) != job.signature:
+                continue  # moved, changed or gone meanwhile: its own events take it from here
             record = state.get(twin)
             done = record is not None and record.status == "done"
             if not (done and (self.moved(job) or self.take(job))):

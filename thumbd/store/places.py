@@ -58,6 +58,13 @@ class Places:
         self._db.executemany("UPDATE sources SET path = ?, outputs = ? WHERE path = ?", updates)
         return [(old, new) for new, _, old in updates]
 
+    def outputs_under(self, folder: str) -> set[str]:
+        """Every output the rows below `folder` list."""
+        rows = self._db.execute(
+            "SELECT outputs FROM sources WHERE path > ?1 || '/' AND path < ?1 || '0'", (folder,)
+        )
+        return {name for (outputs,) in rows for name in json.loads(outputs)}
+
     def invalidate(self, path: str) -> None:
         """Make `path`'s row match no file (as `redo` does): it is rendered again, and its
         outputs are what the new render replaces."""
