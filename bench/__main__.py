@@ -27,6 +27,7 @@ from bench import (
     daemon_bench,
     download_bench,
     formats_bench,
+    moves_bench,
     profile,
     render_bench,
     report,
@@ -48,6 +49,7 @@ PARTS = (
     "formats",
     "downloads",
     "dask",
+    "moves",
 )
 # The phone photos in the corpus: the issue's targets are for phone JPEGs (none is 12 MP; the
 # largest are 8-9 MP).
@@ -74,6 +76,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=[1_000, 10_000, 100_000],
         help="sizes of done trees to start over",
     )
+    p.add_argument("--moves", type=int, default=10_000, help="sources in the renamed folder")
+    p.add_argument("--copies", type=int, default=10_000, help="photos (half copies) imported")
     p.add_argument("--skip", nargs="*", choices=PARTS, default=[], help="parts to leave out")
     p.add_argument("--only", nargs="*", choices=PARTS, default=None, help="run just these parts")
     p.add_argument("--quick", action="store_true", help="small sizes: a smoke run in ~1 min")
@@ -109,6 +113,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.photos, args.repeat, args.magick_photos = 120, 5, 12
         args.light_seconds, args.soak, args.startup = 5.0, 0, [1_000, 10_000]
         args.tree_burst, args.backlog = 60, 600
+        args.moves, args.copies = 1_000, 200
     return args
 
 
@@ -219,6 +224,9 @@ def main(argv: list[str] | None = None) -> int:
             small = ["--urls", "400", "--one-host-urls", "100", "--daemon-urls", "0"]
             dl_args = download_bench.parse_args(small if args.quick else [])
             results["downloads"] = download_bench.run(dl_args)
+        if "moves" in wanted:
+            before("moves")
+            results["moves"] = part_moves(photos, work, args, env)
         if "dask" in wanted:
             before("dask")
             results["dask"] = part_dask(corpus, work / "dask", args.workers)
@@ -234,10 +242,31 @@ def main(argv: list[str] | None = None) -> int:
         print("\n" + formats_bench.table(results["formats"]))
     if "downloads" in results:
         print("\n" + download_bench.table(results["downloads"]))
+    if "moves" in results:
+        print("\n" + moves_bench.table(results["moves"]))
     if "dask" in results:
         print(f"\nDask: {results['dask'].get('line') or results['dask'].get('skipped')}")
     write_outputs(results, args, stamp)
     return 0
+
+
+def part_moves(
+    photos: list[Photo], work: Path, args: argparse.Namespace, env: dict[str, str]
+) -> dict[str, Any]:
+    """Renames and copies: the rows of issue 17."""
+    sample = photos[0].path.read_bytes()
+    out: dict[str, Any] = {}
+    say(f"moves: rename a folder of {args.moves} done sources while running")
+    out["rename_running"] = moves_bench.rename_running(work, args.moves, sample, args.workers, env)
+    say("moves: the same while stopped, then start")
+    out["rename_stopped"] = moves_bench.rename_stopped(work, args.moves, sample, args.workers, env)
+    if args.copies:
+        copies = Copies(photos, args.copies // 2, work / "moves-copies")
+        say(f"moves: import {args.copies} photos, half of them copies; then the unique half alone")
+        out["copies"] = moves_bench.copies(copies, work, args.copies, args.workers, env)
+        say(f"moves: {args.copies // 2} photos of distinct sizes, digests taken by the main loop")
+        out["hashing"] = moves_bench.hashing(copies, work, args.copies // 2, args.workers, env)
+    return out
 
 
 def part_dask(corpus: Path, work: Path, workers: int) -> dict[str, Any]:

@@ -65,11 +65,20 @@ class Copies:
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
         self.files: list[Path] = []
+        sizes: set[int] = set()
         for i in range(n):
             photo = photos[i % len(photos)]
             dest = folder / f"{i:06d}-{photo.path.stem}.jpg"
+            data = photo.path.read_bytes()
+            # Distinct bytes and sizes: after the JPEG's end, which decoders never read. Copies
+            # of one photo would otherwise be reused, not rendered (output/reuse.py), and
+            # photos of one size would make the daemon hash them to tell them apart.
+            pad = 1
+            while len(data) + pad in sizes:
+                pad += 1
+            sizes.add(len(data) + pad)
             if not dest.exists():
-                shutil.copyfile(photo.path, dest)
+                dest.write_bytes(data + b"\0" * pad)
             self.files.append(dest)
 
     def photo_of(self, index: int) -> Photo:

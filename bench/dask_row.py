@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -77,7 +76,9 @@ def _once(root: Path, sources: list[Path], copies: int, workers: int, extra: str
         folder = incoming / f"copy{i:02d}"
         folder.mkdir(parents=True)
         for src in sources:
-            shutil.copyfile(src, folder / src.name)
+            # Bytes of its own after the file's end (decoders never read it): copies of one
+            # file would be given its thumbnails, not rendered (output/reuse.py).
+            (folder / src.name).write_bytes(src.read_bytes() + b"\0" * (i + 1))
     config = root / "thumbd.toml"
     config.write_text(f"[resize]\nworkers = {workers}\n{extra}")
     env = dict(os.environ, PYTHONPATH=str(ROOT))

@@ -62,8 +62,9 @@ def heic_end_to_end(work: Path, n: int, workers: int) -> dict[str, Any]:
     copies = work / "heic-copies"
     copies.mkdir(parents=True)
     files = [copies / f"h{i:05d}.HEIC" for i in range(n)]
-    for f in files:
-        shutil.copyfile(source, f)
+    data = source.read_bytes()
+    for i, f in enumerate(files):  # each its own bytes past the end: copies are not rendered
+        f.write_bytes(data + b"\0" * (i + 1))
     run = DaemonRun(work / "heic-burst", workers)
     staged = work / "heic-staged"
     staged.mkdir()

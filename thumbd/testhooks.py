@@ -24,6 +24,8 @@ import it.
   `<text> read=<path> write=<path> connect=<port>` tries exactly that (read a file, create one,
   connect to 127.0.0.1:<port>), as a decoder an exploit took over would, and fails the source
   with what happened to each try as its reason: the sandbox tested from inside a real worker.
+- THUMBD_TEST_REUSE_WINDOW=<seconds>: how long a deleted source's thumbnails stay candidates
+  for a new file (output/reuse.py), instead of minutes: the tests see the window close.
 """
 
 from __future__ import annotations
@@ -119,3 +121,9 @@ def escape(f: IO[bytes]) -> str | None:
         else:
             said.append(f"{what} {target}: done")
     return "escape tries: " + "; ".join(said)
+
+
+def reuse_window(default: float) -> float:
+    """THUMBD_TEST_REUSE_WINDOW: the reuse window in seconds, or `default` when unset."""
+    value = os.environ.get("THUMBD_TEST_REUSE_WINDOW")
+    return float(value) if value else default

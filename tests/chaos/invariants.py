@@ -86,6 +86,8 @@ def check_no_temporaries(w: World) -> None:
         for p in root.rglob("*"):
             if p == w.filler or p.is_dir():  # the daemon's own dot folders may stay, empty
                 continue
+            if root == w.outgoing and p.relative_to(root).parts[:2] == (".thumbd-tmp", "held"):
+                continue  # deleted sources' thumbnails, kept for the reuse window (complete)
             if any(part.startswith(".") for part in p.relative_to(root).parts):
                 found.append(str(p.relative_to(w.tmp)))
     if found:

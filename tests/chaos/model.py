@@ -54,6 +54,13 @@ class Model:
         if source.good:
             self.renders[rel] += 1
 
+    def moved(self, rel: str, new: str) -> None:
+        """rel was renamed to new inside incoming/: its thumbnails follow it (nothing is left
+        under the old names, whatever on_delete says), and it is rendered no more often than
+        it still could have been at its old name."""
+        self.sources[new] = self.sources.pop(rel)
+        self.renders[new] += self.renders.pop(rel, 0)
+
     def crashed(self) -> None:
         """A kill: a render in flight, or a record not committed yet, may be done again."""
         self.slack += 1

@@ -210,12 +210,9 @@ def rename_file(w: World, x: int) -> None:
     new = _new_rel(w, x // 7) if rel is not None else None
     if rel is None or new is None:
         return
-    names = w.thumb_names(rel)
     (w.incoming / new).parent.mkdir(parents=True, exist_ok=True)
     os.rename(w.incoming / rel, w.incoming / new)
-    source = w.model.sources[rel]
-    w.model.deleted(rel, names)
-    w.model.arrived(new, source)
+    w.model.moved(rel, new)
 
 
 def _under(w: World, folder: str) -> list[str]:
@@ -229,14 +226,9 @@ def rename_dir(w: World, x: int) -> None:
     old = dirs[x % len(dirs)]
     new = w.model.fresh("d")
     rels = _under(w, old)
-    names = _names(w, rels)
     os.rename(w.incoming / old, w.incoming / new)
     for rel in rels:
-        source = w.model.sources[rel]
-        w.model.deleted(rel, set())
-        w.model.arrived(new + rel[len(old) :], source)
-    if w.model.on_delete == "keep":
-        w.model.kept_names |= names
+        w.model.moved(rel, new + rel[len(old) :])
 
 
 def move_out(w: World, x: int) -> None:

@@ -150,21 +150,26 @@ def inotify_masks() -> list[int]:
     return masks
 
 
-def test_a_folder_renamed_inside_is_also_gone_under_its_old_name(tmp_path: Path) -> None:
-    """Its per-file moves are made up from a listing of the new folder, which misses a file
-    deleted from there first: DirGone for the old name lets the main loop forget its row."""
-    from thumbd.intake.watcher import DirArrived, DirGone
+def test_a_folder_renamed_inside_is_one_move_without_the_made_up_moves_of_its_files(
+    tmp_path: Path,
+) -> None:
+    """watchdog follows a folder's move with a made-up move per file in it (a listing of the
+    new folder); the folder's own move covers them, so only it is posted."""
+    from thumbd.intake.watcher import DirArrived, DirGone, Moved
 
-    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "sub").mkdir(parents=True)
     (tmp_path / "a" / "x.jpg").write_bytes(b"data")
+    (tmp_path / "a" / "sub" / "y.jpg").write_bytes(b"data")
     inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
     w = Watcher(str(tmp_path), inbox, polling=False)
     w.start()
     try:
         os.rename(tmp_path / "a", tmp_path / "b")
-        got = collect(inbox, lambda got: DirArrived("b") in got and DirGone("a", True) in got)
-        assert got.index(DirGone("a", True)) < got.index(DirArrived("b"))
-        assert DirGone("a", False) not in got  # not taken for a folder moved out
+        os.rename(tmp_path / "b" / "x.jpg", tmp_path / "b" / "z.jpg")  # a file's own move
+        got = collect(inbox, lambda got: Moved("b/x.jpg", "b/z.jpg", folder=False) in got)
+        moves = [m for m in got if isinstance(m, Moved)]
+        assert moves == [Moved("a", "b", folder=True), Moved("b/x.jpg", "b/z.jpg", folder=False)]
+        assert not any(isinstance(m, DirGone | DirArrived) for m in got)
     finally:
         w.stop()
 

@@ -33,7 +33,8 @@ def test_any_utf8_name_works_and_one_that_is_not_is_skipped_with_a_warning(
     daemon.start()
     late = os.fsdecode(b"late\xff.jpg")
     forged = "x\n2001-01-01 00:00:00,000 ERROR   [main] \x1b[2Jforged.jpg"  # a name, one line
-    drop(daemon.incoming, [late, "good.jpg", forged], data)  # arrives while it runs: an event
+    drop(daemon.incoming, [late, "good.jpg"], data)  # arrives while it runs: an event
+    drop(daemon.incoming, [forged], jpeg_bytes((300, 200), seed=1))  # rendered: "done ..."
     staged = daemon.tmp / "staged"
     (staged / "y.jpg").parent.mkdir()
     (staged / "y.jpg").write_bytes(data)

@@ -106,7 +106,8 @@ def dask_settings(address: str, **extra: Any) -> dict[str, dict[str, Any]]:
 
 
 def make_sources(folder: Path, n: int, size: tuple[int, int] = (640, 480)) -> list[str]:
-    """n JPEGs, four different pictures in turn (making a big picture takes a while)."""
+    """n JPEGs, four different pictures in turn (making a big picture takes a while), each
+    with its path after the JPEG's end: copies would share one render (output/reuse.py)."""
     folder.mkdir(parents=True, exist_ok=True)
     pictures = []
     for seed in range(min(n, 4)):
@@ -115,7 +116,7 @@ def make_sources(folder: Path, n: int, size: tuple[int, int] = (640, 480)) -> li
         pictures.append(buf.getvalue())
     rels = [f"s{i:03d}.jpg" for i in range(n)]
     for i, rel in enumerate(rels):
-        (folder / rel).write_bytes(pictures[i % len(pictures)])
+        (folder / rel).write_bytes(pictures[i % len(pictures)] + str(folder / rel).encode())
     return rels
 
 

@@ -37,10 +37,12 @@ def png_bytes(size: tuple[int, int]) -> bytes:
 
 
 def drop(daemon: Daemon, names: list[str], data: bytes) -> None:
-    """Write each file beside incoming/ and rename it in: it arrives complete."""
+    """Write each file beside incoming/ and rename it in: it arrives complete. Each gets its
+    name after the image's end (decoders never read there), so that each is rendered: copies
+    of one file would be given one render's thumbnails (output/reuse.py)."""
     for name in names:
         staged = daemon.tmp / f".staged-{name}"
-        staged.write_bytes(data)
+        staged.write_bytes(data + name.encode())
         os.rename(staged, daemon.incoming / name)
 
 

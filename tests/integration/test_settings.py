@@ -100,8 +100,10 @@ def test_an_older_database_is_upgraded_without_rendering_and_a_newer_one_refused
     # What a thumbd from before schema versions left: no `settings` column, user_version 0.
     conn = sqlite3.connect(_db(daemon))
     conn.execute("DROP INDEX sources_content")
+    conn.execute("DROP INDEX sources_size")
     conn.execute("ALTER TABLE sources DROP COLUMN settings")
     conn.execute("ALTER TABLE sources DROP COLUMN content_id")
+    conn.execute("ALTER TABLE sources DROP COLUMN hash")
     conn.execute("PRAGMA user_version = 0")
     conn.close()
     assert daemon.status()["stale"] is None  # status reads it as it is, and says it cannot tell
@@ -109,9 +111,11 @@ def test_an_older_database_is_upgraded_without_rendering_and_a_newer_one_refused
     assert r.returncode == 0, r.stderr
     assert _inodes(daemon.outgoing) == before  # nothing rendered
     conn = sqlite3.connect(_db(daemon))
-    assert conn.execute("PRAGMA user_version").fetchone() == (3,)
+    assert conn.execute("PRAGMA user_version").fetchone() == (4,)
     columns = [row[1] for row in conn.execute("PRAGMA table_info(sources)")]
-    assert columns[-2:] == ["settings", "content_id"]
+    assert columns[-3:] == ["settings", "content_id", "hash"]
+    indexes = {row[1] for row in conn.execute("PRAGMA index_list(sources)")}
+    assert {"sources_content", "sources_size"} <= indexes
     settings = {row[0] for row in conn.execute("SELECT settings FROM sources")}
     assert len(settings) == 1 and None not in settings  # adopted: the upgrade made none stale
     conn.close()
@@ -119,14 +123,14 @@ def test_an_older_database_is_upgraded_without_rendering_and_a_newer_one_refused
     assert status["done"] == 3 and status["stale"] == 0
 
     conn = sqlite3.connect(_db(daemon))
-    conn.execute("PRAGMA user_version = 4")
+    conn.execute("PRAGMA user_version = 5")
     conn.close()
     for command in ("once", "status"):
         r = thumbd(command, "-c", str(daemon.config))
         assert r.returncode == 2, (command, r.stdout, r.stderr)
-        assert f"state database {_db(daemon)} was written by a newer thumbd (schema 4" in r.stderr
+        assert f"state database {_db(daemon)} was written by a newer thumbd (schema 5" in r.stderr
         assert "Traceback" not in r.stderr
     assert _inodes(daemon.outgoing) == before
     conn = sqlite3.connect(_db(daemon))
-    assert conn.execute("PRAGMA user_version").fetchone() == (4,)  # left as it was
+    assert conn.execute("PRAGMA user_version").fetchone() == (5,)  # left as it was
     conn.close()

@@ -162,7 +162,8 @@ def test_after_the_machine_restarts_thumbnails_a_power_loss_took_are_made_again(
 ) -> None:
     names = ["gone.jpg", "empty.jpg", "zeros.jpg", "whole.jpg"]
     daemon.start(env={"THUMBD_TEST_BOOT_ID": "boot-1"})
-    drop(daemon.incoming, names, jpeg_bytes((300, 200)))
+    for i, name in enumerate(names):  # four pictures: copies would share thumbnail files
+        drop(daemon.incoming, [name], jpeg_bytes((300, 200), seed=i))
     wait_until(lambda: daemon.status()["done"] == 4, 30, "the four recorded")
     daemon.kill_group()  # the machine goes down...
     # ... and what the kernel had not written back is lost: one thumbnail gone, one empty, one

@@ -36,7 +36,7 @@ def test_records_of_a_burst_share_commits_and_none_is_lost(
     monkeypatch.setattr(threading.current_thread(), "name", threading.current_thread().name)
     (tmp_path / "incoming").mkdir()
     for i in range(100):
-        images.make_jpeg(tmp_path / "incoming" / f"b{i:02d}.jpg", (96, 72))
+        images.make_jpeg(tmp_path / "incoming" / f"b{i:02d}.jpg", (96, 72), comment=b"%d" % i)
     assert Daemon(load_config(_config(tmp_path)), once=True).run() == 0
 
     state = State(tmp_path / ".thumbd" / "thumbd.db", readonly=True)

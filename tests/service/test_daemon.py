@@ -130,8 +130,12 @@ def folders(tmp_path: Path) -> Iterator[tuple[Path, Path, Path]]:
 
 
 def photo(path: Path, size: tuple[int, int] = (400, 300)) -> Path:
+    """A JPEG with its path after the image's end: each its own source (copies of one file
+    would wait for one render and share its thumbnails, output/reuse.py)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.new("RGB", size, (200, 30, 40)).save(path, quality=90)
+    with path.open("ab") as f:
+        f.write(str(path).encode())
     return path
 
 

@@ -42,6 +42,9 @@ LIVE_KEYS = (
     "problem",
     "waiting",
     "sandbox",
+    "moved",
+    "reused",
+    "hashed",
 )
 
 
@@ -89,7 +92,8 @@ def _daemon_line(d: dict[str, Any]) -> str:
         f"  in flight: {d['in_flight']}",
         f"  rate:      {d['rate']:.1f} files/s over the last minute"
         + (f", about {_duration(d['eta'])} left" if d.get("eta") else ""),
-        f"  this run:  {d['done']} done, {d['failed']} failed",
+        f"  this run:  {d['done']} done, {d['failed']} failed"
+        + (f" ({d['moved']} moved, {d['reused']} reused, not rendered)" if "moved" in d else ""),
     ]
     if d.get("sandbox"):
         lines.append(f"  sandbox:   {d['sandbox']}")

@@ -247,6 +247,32 @@ class Settler:
         self._pending.pop(rel, None)
         self._opens.pop(rel, None)
 
+    def identities(self) -> dict[Signature, str]:
+        """signature -> path of what is tracked (as first seen): a recorded source gone from
+        its path that is here under another one has moved."""
+        return {p.sig: rel for rel, p in self._pending.items() if p.sig is not None}
+
+    def move(self, src: str, dest: str, now: float) -> list[str]:
+        """`src` (a file, or a folder with everything below it) was renamed to `dest`: what is
+        tracked there is tracked under the new name, a write still going on included (it goes
+        on waiting for its close or quiet time, its opens counted under the new name). Returns
+        the new paths of what was tracked."""
+        prefix = f"{src}/"
+        olds = [r for r in self._pending if r == src or r.startswith(prefix)]
+        moved = []
+        for old in olds:
+            new = dest + old[len(src) :]
+            p = self._pending.pop(old)
+            p.sig = signature(os.path.join(self.root, new))
+            p.stable_since = now
+            self._pending[new] = p
+            self._schedule(new, p, now + self.settle)
+            moved.append(new)
+        for old in [r for r in self._opens if r == src or r.startswith(prefix)]:
+            new = dest + old[len(src) :]  # its writer's close comes under the new name
+            self._opens[new] = self._opens.get(new, 0) + self._opens.pop(old)
+        return moved
+
     def next_due(self) -> float | None:
         while self._heap and self._heap[0].rel not in self._pending:
             heapq.heappop(self._heap)

@@ -17,13 +17,24 @@ from typing import TYPE_CHECKING
 
 from thumbd.downloads.stage import Downloads
 from thumbd.intake import scanner
-from thumbd.intake.settle import Kind, Settler, classify, ignored_extension, shown, storable
-from thumbd.intake.watcher import FsEvent
+from thumbd.intake.settle import (
+    Kind,
+    Settler,
+    classify,
+    ignored_extension,
+    shown,
+    signature,
+    storable,
+)
+from thumbd.intake.watcher import FsEvent, Moved
 from thumbd.output import names
+from thumbd.output.moves import Mover
 from thumbd.output.publish import thumbnails_fate
+from thumbd.output.reuse import Reuse
 from thumbd.output.writer import plain_key
 from thumbd.render import formats
 from thumbd.render.spec import FailKind, Failure
+from thumbd.service import metrics
 from thumbd.service.messages import Job
 from thumbd.service.shared import Shared
 from thumbd.store import recovery
@@ -58,15 +69,20 @@ class Tracker:
         self.ignored_said: set[str] = set()  # extensions passed over and logged this run
         self.fresh: set[str] = set()  # sources an event brought: they go ahead of the backlog
         self.observer = 0  # the running observer's number: only its opens are counted
+        self.mover = Mover(shared, lambda: publisher.writer)
+        self.mover.changed = lambda rel: publisher.changed(rel)
+        self.reuse = Reuse(shared, self.mover, dispatcher.holds, dispatcher.enqueue)
+        publisher.hold = self.reuse.hold
 
     def __len__(self) -> int:
-        return len(self.settler)
+        return len(self.settler) + len(self.reuse)  # and copies waiting for their twins
 
     def next_due(self) -> float | None:
-        return self.settler.next_due()
+        dues = [d for d in (self.settler.next_due(), self.reuse.next_due()) if d is not None]
+        return min(dues, default=None)
 
     def busy(self) -> bool:
-        return bool(self.settler)
+        return bool(self.settler) or self.reuse.busy()
 
     def settings_changed(self) -> None:
         watch = self.shared.config.watch
@@ -84,13 +100,17 @@ class Tracker:
         self.root = str(self.shared.config.paths.incoming)
         self.real_root = os.path.realpath(self.root)
         self.settler = Settler(self.root, self.settler.settle, self.settler.quiet)
+        self.reuse.clear()
         self.dispatcher.drop_ready()
 
     # -- paths in --------------------------------------------------------------------------
 
-    def on_event(self, e: FsEvent) -> None:
+    def on_event(self, e: FsEvent | Moved) -> None:
         if e.root and e.root != self.real_root:
             return  # queued by the watcher of an earlier incoming/ (a reload moved it)
+        if isinstance(e, Moved):
+            self.on_moved(e)
+            return
         if e.opens and e.observer == self.observer and self._is_work(e.rel):
             self.settler.count_open(e.rel, e.opens, time.monotonic())
         if e.opens and e.closed is None:
@@ -118,6 +138,75 @@ class Tracker:
         if self._is_work(e.rel) and not scanner.opted_out(self.root, e.rel, self.opted_out):
             self.settler.touch(e.rel, time.monotonic(), closed=e.closed)
             self.fresh.add(e.rel)
+
+    def on_moved(self, m: Moved) -> None:
+        """A file or folder renamed within incoming/: its thumbnails and rows follow it (no
+        render), unless one of the names is not work (then it is a deletion, or an arrival)."""
+        src_work = self._movable(m.src, m.folder)
+        dest_work = self._movable(m.dest, m.folder)
+        if not (src_work and dest_work):
+            if m.folder:
+                if src_work:
+                    self.gone_dir(m.src)
+                if storable(m.dest):
+                    self.on_dir(m.dest)
+            else:
+                if src_work:
+                    self.on_event(FsEvent(m.src, None, deleted=True))
+                self.on_event(FsEvent(m.dest, True))
+            return
+        now = time.monotonic()
+        tracked = set(self.settler.move(m.src, m.dest, now))
+        for rel in tracked:
+            self.fresh.add(rel)
+        if m.folder:
+            self._moved_folder(m.src, m.dest, tracked, now)
+            return
+        renamed = self.mover.move_file(m.src, m.dest, replace=self._replaced)
+        if renamed is not None and not renamed.complete:
+            self.shared.state.places.invalidate(m.dest)  # some were missing: rendered again
+        if m.dest not in tracked:
+            self.settler.touch(m.dest, now, closed=True)  # unchanged since its row: nothing
+            self.fresh.add(m.dest)
+        if renamed is not None:
+            self.shared.stats.moved += 1
+            metrics.source_moved()
+            rendered = 0 if renamed.complete else 1
+            log.info("moved %s -> %s: 1 source, %d rendered", m.src, m.dest, rendered)
+
+    def _moved_folder(self, src: str, dest: str, tracked: set[str], now: float) -> None:
+        moved = self.mover.move_folder(src, dest)
+        state = self.shared.state
+        rendered = 0
+        for sub, _ in scanner.walk(os.path.join(self.root, dest), self.shared.config.watch.ignore):
+            rel = f"{dest}/{sub}"
+            if rel in tracked:
+                continue  # being written still, or settling: it goes on as it was
+            record = state.get(rel)
+            if record is not None and record.signature == signature(os.path.join(self.root, rel)):
+                continue
+            rendered += record is None or record.status != "manifest"
+            self.settler.touch(rel, now, closed=True)
+            self.fresh.add(rel)
+        self.shared.stats.moved += len(moved)
+        metrics.source_moved(len(moved))
+        log.info(
+            "moved %s -> %s: %s, %d rendered", src, dest, plural(len(moved), "source"), rendered
+        )
+
+    def _movable(self, rel: str, folder: bool) -> bool:
+        """Whether a move's end is a path thumbd takes images at (a folder: one it takes the
+        images in). A manifest is not moved: it is deleted and read anew."""
+        probe = f"{rel}/x.jpg" if folder else rel
+        ignore = self.shared.config.watch.ignore
+        if not storable(rel) or classify(probe, ignore) is not Kind.IMAGE:
+            return False
+        return not scanner.opted_out(self.root, probe, self.opted_out)
+
+    def _replaced(self, rel: str) -> None:
+        self.settler.discard(rel)
+        self.publisher.forget(rel, log_each=False, replaced=True)
+        log.info("%s was replaced by a move: its thumbnails go", rel, extra={"source": rel})
 
     def on_dir(self, rel: str) -> None:
         """A folder moved in from outside: its files are complete as they are."""
@@ -205,14 +294,18 @@ class Tracker:
             log.info("%s moved away: forgot its %s (%s)", rel, what, fate)
 
     def gone_scanned(self, rels: list[str]) -> None:
-        """Recorded sources a complete scan did not find."""
-        with self.shared.state.transaction():
+        """Recorded sources a complete scan did not find (those whose file the scan found
+        under another path stay: taking that path moves them, output/reuse.py)."""
+        state = self.shared.state
+        moved = self.settler.identities()
+        with state.transaction():
             forgotten = sum(
                 self.publisher.forget(rel, log_each=False)
                 for rel in rels
                 if not self.dispatcher.holds(rel)
                 and rel not in self.settler
                 and not os.path.lexists(os.path.join(self.root, rel))
+                and not ((r := state.get(rel)) is not None and r.signature in moved)
             )
         if forgotten:
             fate = thumbnails_fate(self.shared.config)
@@ -240,9 +333,13 @@ class Tracker:
                 self.downloads.take(rel, sig)  # its URLs go to the downloader
                 continue
             job = Job(rel, os.path.join(self.root, rel), sig, now, new=new)
-            if self._refused(job) or (record is None and self._adopted(job)):
+            if self._refused(job):
                 continue
+            reuse = self.reuse
+            if record is None and (reuse.moved(job) or self._adopted(job) or reuse.take(job)):
+                continue  # moved, its thumbnails already there, or a copy
             self.dispatcher.enqueue(job)
+        self.reuse.tick(now)
 
     def _refused(self, job: Job) -> bool:
         """Sources not worth a worker: too big, or reached through a symlinked folder."""

@@ -84,14 +84,22 @@ class DirArrived:
 
 
 @dataclass(frozen=True, slots=True)
+class Moved:
+    """A file or folder was renamed or moved within incoming/ (one rename: its thumbnails
+    follow it)."""
+
+    src: str
+    dest: str
+    folder: bool
+    root: str = field(default="", compare=False)  # the folder watched, as FsEvent's
+
+
+@dataclass(frozen=True, slots=True)
 class DirGone:
-    """A folder was moved out of incoming/: inotify says nothing about the files it took along.
-    Also posted for a folder renamed within the tree (`within`): watchdog makes up its per-file
-    moves by listing the new folder later, so a file deleted or moved on from there first has
-    no event at all, and its row under the old name would stay."""
+    """A folder was moved out of incoming/: inotify says nothing about the files it took
+    along."""
 
     rel: str
-    within: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,11 +136,23 @@ class Handler(FileSystemEventHandler):
             log.exception("cannot handle %r", event)
 
     def _dispatch(self, event: FileSystemEvent) -> None:
-        if isinstance(event, DirMovedEvent):
+        if isinstance(event, FileMovedEvent | DirMovedEvent):
             src = self._rel(str(event.src_path)) if event.src_path else None
             dest = self._rel(str(event.dest_path)) if event.dest_path else None
+            if src is not None and dest is not None:
+                # Within the tree: the thumbnails follow. watchdog follows a folder's move with
+                # a made-up move of everything in it (is_synthetic); the folder's covers them.
+                if not event.is_synthetic:
+                    self.inbox.put(Moved(src, dest, event.is_directory, self.root))
+                return
+            if not event.is_directory:
+                if src is not None:
+                    self.inbox.put(FsEvent(src, None, deleted=True))
+                if dest is not None:
+                    self.inbox.put(FsEvent(dest, True))
+                return
             if src is not None:
-                self.inbox.put(DirGone(src, within=dest is not None))
+                self.inbox.put(DirGone(src))
             if dest is not None:
                 self.inbox.put(DirArrived(dest))
             return
@@ -145,12 +165,7 @@ class Handler(FileSystemEventHandler):
             elif isinstance(event, DirCreatedEvent) and not listable(str(event.src_path)):
                 self.inbox.put(Unlisted(rel))
             return
-        if isinstance(event, FileMovedEvent):
-            if event.src_path:
-                self._put(str(event.src_path), None, deleted=True)
-            if event.dest_path:
-                self._put(str(event.dest_path), True)
-        elif isinstance(event, FileDeletedEvent):
+        if isinstance(event, FileDeletedEvent):
             self._put(str(event.src_path), None, deleted=True)
         elif isinstance(event, FileClosedEvent):
             self._put(str(event.src_path), True, opens=-1)

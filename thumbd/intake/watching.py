@@ -35,6 +35,7 @@ class Watching:
         self.scan_thread: threading.Thread | None = None
         self.rescan_wanted = False
         self.scan_found = 0
+        self.gone: list[str] = []  # what the running scan reported gone, until its last batch
         self.scan_started = 0.0
         self.next_rescan = 0.0
         self.stale_watches = False  # a folder moved out keeps its watches until a new observer
@@ -88,10 +89,18 @@ class Watching:
         self.scan_thread = threading.Thread(target=self._scan, name="scanner", daemon=True)
         self.scan_thread.start()
 
+    def on_gone(self, rels: list[str]) -> None:
+        """Recorded sources the scan did not find: forgotten once its last paths are in (one
+        of them may be such a source, moved: output/reuse.py finds it by identity)."""
+        self.gone.extend(rels)
+
     def on_scan(self, batch: ScanBatch) -> None:
         self.tracker.found(batch.rels)
         self.scan_found += len(batch.rels)
         if batch.final:
+            gone, self.gone = self.gone, []
+            if gone:
+                self.tracker.gone_scanned(gone)
             log.info("scan of %s: %d to look at", self.root, self.scan_found)
             self.scan_thread = None
             if self.rescan_wanted:

@@ -56,6 +56,9 @@ class Publisher:
         self.spared: dict[str, Signature] = {}  # failed while fresh: tried again at this signature
         # Told the source whose thumbnails were written or removed (the gallery's).
         self.changed: Callable[[str], None] = lambda rel: None
+        # Keeps a forgotten source's thumbnails for a while (output/reuse.Reuse.hold; True
+        # when it took them away, as `remove` asks).
+        self.hold: Callable[[str, bool], bool] = lambda rel, remove: False
 
     # -- the stage's clock -----------------------------------------------------------------
 
@@ -168,7 +171,9 @@ class Publisher:
         size = result.signature[0]
         settings = job.settings or self.shared.settings
         outputs = list(chosen.all)
-        state.record_done(job.rel, result.signature, outputs, size, written, settings, cid)
+        state.record_done(
+            job.rel, result.signature, outputs, size, written, settings, cid, result.digest
+        )
         self.spared.pop(job.rel, None)
         self.changed(job.rel)
         self._count_done(job, result, written)
@@ -307,9 +312,10 @@ class Publisher:
 
     # -- deleted sources -------------------------------------------------------------------
 
-    def forget(self, rel: str, *, log_each: bool = True) -> bool:
+    def forget(self, rel: str, *, log_each: bool = True, replaced: bool = False) -> bool:
         """A source is gone: forget its record; `[thumbnails] on_delete` says what happens to
-        its thumbnails. A source never processed has no record: nothing to say."""
+        its thumbnails (`replaced`: another source was moved onto its path, and they go). A
+        source never processed has no record: nothing to say."""
         self.spared.pop(rel, None)
         config = self.shared.config
         if classify(rel, config.watch.ignore) is Kind.MANIFEST:
@@ -318,15 +324,20 @@ class Publisher:
             self.downloads.on_rendered(rel)  # a downloaded image no manifest should wait for
         state = self.shared.state
         cid = state.content_id(rel)
-        record = state.forget(rel)
-        if record is None:
+        if state.get(rel) is None:
             return False
         motion = self._motion_of(rel, cid)
         # A Live Photo's still: its motion becomes a video of its own, whose thumbnails take
         # the still's names (kept, they would pass for the motion's own: output/names.py).
-        remove = config.thumbnails.on_delete == "remove" or motion is not None
+        remove = config.thumbnails.on_delete == "remove" or motion is not None or replaced
+        held = self.hold(rel, remove)  # candidates for a while: it may come back (a move)
+        record = state.forget(rel)
+        if record is None:
+            return False
         if remove:  # not the names a sibling's row lists too (a state from before names.py)
-            for name in names.unowned(record.outputs, state.outputs_near(plain_key(rel))):
+            for name in (
+                () if held else names.unowned(record.outputs, state.outputs_near(plain_key(rel)))
+            ):
                 self.writer.remove(name, prune=True)
             self.changed(rel)
         if motion is not None:

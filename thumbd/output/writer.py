@@ -20,6 +20,7 @@ import itertools
 import logging
 import os
 import shutil
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -118,6 +119,147 @@ class Writer:
                 os.unlink(tmp_name, dir_fd=tmp_fd)
             raise
         return len(data)
+
+    def rename(self, old: str, new: str, *, prune: bool = False) -> bool:
+        """Move root/old to root/new (replacing what is there), creating new's folders; with
+        prune, remove the folders old leaves empty. False when root/old is not there (moved
+        already, or never written). UnsafePath for a name or folder that leaves the root."""
+        *old_folders, old_name = plain_parts(old)
+        *new_folders, new_name = plain_parts(new)
+        with self._root() as root_fd:
+            try:
+                src_fd = self._open_existing(root_fd, old_folders)
+            except FileNotFoundError:
+                return False
+            try:
+                with self._folder(root_fd, new_folders) as dst_fd:
+                    os.replace(old_name, new_name, src_dir_fd=src_fd, dst_dir_fd=dst_fd)
+            except FileNotFoundError:
+                return False
+            finally:
+                os.close(src_fd)
+            if prune:
+                self._prune(root_fd, old_folders)
+        return True
+
+    def link(self, old: str, new: str) -> bool:
+        """Give root/new the content of root/old atomically: a hard link made in the temporary
+        folder and renamed into place (a copy where the filesystem refuses links). False when
+        root/old is not there."""
+        *old_folders, old_name = plain_parts(old)
+        *new_folders, new_name = plain_parts(new)
+        tmp_name = f"{os.getpid()}.{next(self._seq)}.tmp"
+        with self._root() as root_fd, self._folder(root_fd, [TMP_DIR]) as tmp_fd:
+            try:
+                src_fd = self._open_existing(root_fd, old_folders)
+            except FileNotFoundError:
+                return False
+            try:
+                try:
+                    os.link(
+                        old_name,
+                        tmp_name,
+                        src_dir_fd=src_fd,
+                        dst_dir_fd=tmp_fd,
+                        follow_symlinks=False,
+                    )
+                except FileNotFoundError:
+                    return False
+                except OSError as e:
+                    if e.errno not in (errno.EPERM, errno.EMLINK, errno.EXDEV, errno.EOPNOTSUPP):
+                        raise
+                    fd = os.open(
+                        old_name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=src_fd
+                    )
+                    with os.fdopen(fd, "rb") as f:
+                        data = f.read()
+                    fd = os.open(tmp_name, _FILE_FLAGS, 0o666, dir_fd=tmp_fd)
+                    with os.fdopen(fd, "wb") as f:
+                        f.write(data)
+                with self._folder(root_fd, new_folders) as dst_fd:
+                    os.replace(tmp_name, new_name, src_dir_fd=tmp_fd, dst_dir_fd=dst_fd)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp_name, dir_fd=tmp_fd)
+                raise
+            finally:
+                os.close(src_fd)
+        return True
+
+    def rename_folder(self, old: str, new: str) -> bool:
+        """Move the folder root/old to root/new in one rename, if root/new is not there (or
+        empty): False otherwise, and when root/old is not there."""
+        *old_up, old_name = plain_parts(old)
+        *new_up, new_name = plain_parts(new)
+        with self._root() as root_fd:
+            try:
+                src_fd = self._open_existing(root_fd, old_up)
+            except FileNotFoundError:
+                return False
+            try:
+                st = os.stat(old_name, dir_fd=src_fd, follow_symlinks=False)
+                if not stat.S_ISDIR(st.st_mode):
+                    return False
+                with self._folder(root_fd, new_up) as dst_fd:
+                    os.rename(old_name, new_name, src_dir_fd=src_fd, dst_dir_fd=dst_fd)
+            except OSError as e:
+                if e.errno in (errno.ENOENT, errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR):
+                    return False
+                raise
+            finally:
+                os.close(src_fd)
+            self._prune(root_fd, old_up)
+        return True
+
+    def exists(self, rel: str) -> bool:
+        try:
+            *folders, name = plain_parts(rel)
+        except UnsafePath:
+            return False
+        with self._root() as root_fd:
+            try:
+                fd = self._open_existing(root_fd, folders)
+            except FileNotFoundError:
+                return False
+            try:
+                os.stat(name, dir_fd=fd, follow_symlinks=False)
+            except OSError:
+                return False
+            finally:
+                os.close(fd)
+        return True
+
+    def _open_existing(self, root_fd: int, folders: list[str]) -> int:
+        """A new fd for root/folders, which must all be there; FileNotFoundError otherwise
+        (also for a symlink or a file in the way: nothing is read through one)."""
+        fd = os.dup(root_fd)
+        try:
+            for folder in folders:
+                try:
+                    fd = _replace_fd(fd, os.open(folder, _DIR_FLAGS, dir_fd=fd))
+                except OSError as e:
+                    if e.errno in (errno.ELOOP, errno.ENOTDIR):
+                        raise FileNotFoundError(e.errno, e.strerror) from e
+                    raise
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def _prune(self, root_fd: int, folders: list[str]) -> None:
+        """Remove root/folders and the folders above it while they are empty."""
+        while folders:
+            try:
+                fd = self._open_existing(root_fd, folders[:-1])
+            except OSError:
+                return
+            try:
+                os.rmdir(folders[-1], dir_fd=fd)
+            except OSError:
+                return
+            finally:
+                os.close(fd)
+            folders = folders[:-1]
 
     def remove(self, rel: str, *, prune: bool = False) -> None:
         """Remove root/rel if it is there; with prune, also the folders it leaves empty.

@@ -17,7 +17,7 @@ import io
 import os
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import IO
 
 from PIL import Image, ImageColor, ImageFilter
@@ -25,7 +25,7 @@ from PIL import Image, ImageColor, ImageFilter
 from thumbd import testhooks
 from thumbd.config import Config, ConfigError
 from thumbd.output.writer import thumbnail_name
-from thumbd.render import colour, decoders, encode, placeholder, sizing
+from thumbd.render import colour, decoders, digest, encode, placeholder, sizing
 from thumbd.render.decoders import Animation
 from thumbd.render.decoders.jpeg import DRAFT_MARGIN as _DRAFT_MARGIN
 from thumbd.render.decoders.pillow import ALLOWED_FORMATS, extrema
@@ -134,7 +134,8 @@ def render(path: str, spec: RenderSpec) -> RenderResult:
         testhooks.trip(f)
         if (escaped := testhooks.escape(f)) is not None:  # tests only: the sandbox's proof
             raise Refused(FailKind.UNREADABLE, escaped)
-        return _render_source(f, spec, os.path.basename(path), signature, started)
+        result = _render_source(f, spec, os.path.basename(path), signature, started)
+        return replace(result, digest=digest.of_file(f)) if result.ok else result
 
     return with_source(path, make)
 
@@ -151,7 +152,8 @@ def render_bytes(
             raise Refused(FailKind.EMPTY, "empty file (0 bytes)")
         f = io.BytesIO(data)
         testhooks.trip(f)
-        return _render_source(f, spec, name, signature, started)
+        result = _render_source(f, spec, name, signature, started)
+        return replace(result, digest=digest.of_bytes(data)) if result.ok else result
     except Refused as refused:
         return refusal(refused, signature, started)
 

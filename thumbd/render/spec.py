@@ -110,6 +110,7 @@ class RenderResult:
     # What the decoders printed on fd 2 or warned while rendering (a local worker captures
     # them, executors/worker.py), one line each: the daemon logs them as records of the source.
     said: tuple[str, ...] = ()
+    digest: str | None = None  # BLAKE3 of the source's bytes (render/digest.py), or None
 
     @property
     def ok(self) -> bool:

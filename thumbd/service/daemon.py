@@ -31,7 +31,15 @@ from thumbd.executors.factory import PoolFactory, PoolUnavailable, make_pool, sa
 from thumbd.intake.retries import Retries
 from thumbd.intake.settle import shown
 from thumbd.intake.tracker import Tracker
-from thumbd.intake.watcher import DirArrived, DirChanged, DirGone, FsEvent, Overflow, Unlisted
+from thumbd.intake.watcher import (
+    DirArrived,
+    DirChanged,
+    DirGone,
+    FsEvent,
+    Moved,
+    Overflow,
+    Unlisted,
+)
 from thumbd.intake.watching import Watching
 from thumbd.output.gallery import Gallery
 from thumbd.output.publish import Publisher, size_text
@@ -233,7 +241,7 @@ class Daemon:
         self.gallery.flush()
         self.publisher.writer.cleanup()
         left = (
-            len(self.tracker.settler)
+            len(self.tracker)  # settling, and copies waiting for their twins
             + len(self.dispatcher.in_flight)
             + len(self.publisher.unwritten)
             + self.shared.stats.dropped
@@ -340,7 +348,7 @@ class Daemon:
 
     def handle(self, message: Message) -> None:
         match message:
-            case FsEvent():
+            case FsEvent() | Moved():
                 self.tracker.on_event(message)
             case Completed():
                 self.dispatcher.on_completed(message)
@@ -349,12 +357,11 @@ class Daemon:
             case ScanBatch():
                 self.watching.on_scan(message)
             case Gone(rels=rels):
-                self.tracker.gone_scanned(rels)
+                self.watching.on_gone(rels)
             case DirArrived(rel=rel):
                 self.tracker.on_dir(rel)
-            case DirGone(rel=rel, within=within):
-                if not within:  # a folder renamed inside keeps valid watches
-                    self.watching.on_dir_gone()
+            case DirGone(rel=rel):
+                self.watching.on_dir_gone()
                 self.tracker.gone_dir(rel)
             case Unlisted(rel=rel):
                 self.tracker.unlisted.add(rel)
@@ -396,7 +403,7 @@ class Daemon:
     def snapshot(self) -> Snapshot:
         s, pool = self.shared.stats, self.dispatcher.pool
         return Snapshot(
-            settling=len(self.tracker.settler),
+            settling=len(self.tracker),  # and copies waiting for their twins
             ready=self.dispatcher.ready(),
             in_flight=len(self.dispatcher.in_flight),
             done=s.done,
@@ -408,6 +415,7 @@ class Daemon:
             pool_restarts=self.dispatcher.restarts(),
             problem=self.health_problem(),
             waiting=pool.waiting() if pool is not None else None,
+            **{"moved": s.moved, "reused": s.reused, "hashed": self.tracker.reuse.hashed},
         )
 
     def show_progress(self) -> None:

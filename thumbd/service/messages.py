@@ -12,7 +12,15 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 
 from thumbd.downloads.stage import Fetched
-from thumbd.intake.watcher import DirArrived, DirChanged, DirGone, FsEvent, Overflow, Unlisted
+from thumbd.intake.watcher import (
+    DirArrived,
+    DirChanged,
+    DirGone,
+    FsEvent,
+    Moved,
+    Overflow,
+    Unlisted,
+)
 from thumbd.render.spec import RenderResult, Signature
 
 
@@ -67,6 +75,7 @@ class Signalled:
 
 Message = (
     FsEvent
+    | Moved
     | DirArrived
     | DirGone
     | DirChanged

@@ -65,6 +65,14 @@ FILES_FAILED = Counter(
 )  # fmt: skip
 BYTES_IN = Counter("thumbd_bytes_in", "Bytes of sources rendered", registry=REGISTRY)
 BYTES_OUT = Counter("thumbd_bytes_out", "Bytes of thumbnails written", registry=REGISTRY)
+MOVED = Counter(
+    "thumbd_sources_moved", "Sources whose thumbnails followed them to a new path, not rendered",
+    registry=REGISTRY,
+)  # fmt: skip
+REUSED = Counter(
+    "thumbd_sources_reused", "Sources given the thumbnails of a copy already done, not rendered",
+    registry=REGISTRY,
+)  # fmt: skip
 QUEUE_DEPTH = Gauge(
     "thumbd_queue_depth", "Files waiting: settling plus ready to render", registry=REGISTRY
 )
@@ -104,6 +112,14 @@ def reason_kind(reason: str) -> str:
         if lowered.startswith(prefix):
             return kind
     return "other"
+
+
+def source_moved(n: int = 1) -> None:
+    MOVED.inc(n)
+
+
+def source_reused() -> None:
+    REUSED.inc()
 
 
 def file_done(bytes_in: int, bytes_out: int, render_seconds: float) -> None:

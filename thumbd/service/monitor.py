@@ -47,6 +47,9 @@ class Snapshot:
     problem: str | None  # why the daemon is unhealthy, or None
     waiting: str | None = None  # what it waits for without being unhealthy (a Dask scheduler)
     finished: int = 0  # renders recorded, done or failed (a file failed then done: two)
+    moved: int = 0  # sources whose thumbnails followed them (output/moves, output/reuse)
+    reused: int = 0  # copies given a done source's thumbnails, not rendered
+    hashed: int = 0  # digests the main loop took of new files (output/reuse)
 
 
 class Monitor:

@@ -30,6 +30,8 @@ class Stats:
     finished: int = 0
     bytes_in: int = 0
     bytes_out: int = 0
+    moved: int = 0  # sources whose thumbnails followed them to a new path
+    reused: int = 0  # sources given thumbnails another source already had, not rendered
     dropped: int = 0  # jobs left on disk by a shutdown: no longer queued, still pending
     started: float = field(default_factory=time.monotonic)
 

@@ -26,7 +26,8 @@ CREATE TABLE IF NOT EXISTS sources (
     attempts  INTEGER NOT NULL DEFAULT 0,
     updated   REAL NOT NULL,
     settings  TEXT,  -- render/fingerprint of the settings a done source was rendered with
-    content_id TEXT  -- Apple's content identifier (render/apple.py): a Live Photo's halves
+    content_id TEXT,  -- Apple's content identifier (render/apple.py): a Live Photo's halves
+    hash      TEXT  -- render/digest of the bytes a done source was rendered from (copies)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS sources_status ON sources(status);
 CREATE TABLE IF NOT EXISTS urls (
@@ -46,11 +47,15 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITH
 """
 
 
-# PRAGMA user_version: 0 is thumbd before versions; 2 adds `settings`, 3 `content_id`. A change
-# of tables raises it and adds a step to `migrate`.
-SCHEMA_VERSION = 3
+# PRAGMA user_version: 0 is thumbd before versions; 2 adds `settings`, 3 `content_id`, 4 `hash`
+# and the index by size and inode (a moved source's identity, a copy's candidates). A change of
+# tables raises it and adds a step to `migrate`.
+SCHEMA_VERSION = 4
 # Made once the columns are there (a database being upgraded has no content_id before that).
-INDEXES = "CREATE INDEX IF NOT EXISTS sources_content ON sources(content_id);"
+INDEXES = """
+CREATE INDEX IF NOT EXISTS sources_content ON sources(content_id);
+CREATE INDEX IF NOT EXISTS sources_size ON sources(size, inode);
+"""
 
 
 class StateError(Exception):
@@ -86,7 +91,11 @@ def migrate(conn: sqlite3.Connection, db: Path) -> None:
             conn.execute("ALTER TABLE sources ADD COLUMN settings TEXT")
         if "content_id" not in columns:  # 2 -> 3
             conn.execute("ALTER TABLE sources ADD COLUMN content_id TEXT")
-        conn.execute(INDEXES)
+        if "hash" not in columns:  # 3 -> 4
+            conn.execute("ALTER TABLE sources ADD COLUMN hash TEXT")
+        for statement in INDEXES.split(";"):
+            if statement.strip():
+                conn.execute(statement)
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         conn.execute("COMMIT")
     except BaseException:

@@ -31,6 +31,7 @@ from thumbd.store.database import (
     migrate,
     open_readonly,
 )
+from thumbd.store.places import Places
 from thumbd.store.records import (
     DONE,
     FAILED,
@@ -94,6 +95,9 @@ class State(UrlRecords, RunRecords):
             if is_damage(e):
                 raise damaged(db, e) from e
             raise StateError(f"{db}: {e}") from e
+        self.places = Places(
+            self._db, self._unrun
+        )  # moves and reuse: where a source's thumbnails go
         self._in_tx = False
         self._tx_since = 0.0
         self._data_version = self._version()
@@ -193,10 +197,14 @@ class State(UrlRecords, RunRecords):
         bytes_out: int,
         settings: str | None = None,
         content_id: str | None = None,
+        digest: str | None = None,
     ) -> None:
         """`path` at `sig` is done: `outputs` made with the settings fingerprinted `settings`
-        (render/fingerprint); `content_id` pairs a Live Photo's halves (render/apple)."""
+        (render/fingerprint); `content_id` pairs a Live Photo's halves (render/apple);
+        `digest` is the content's (render/digest), for copies to find it."""
         self._put(path, sig, DONE, None, outputs, bytes_in, bytes_out, settings, content_id)
+        if digest is not None:
+            self.places.set_digest(path, digest)
 
     def record_failed(self, path: str, sig: Signature, reason: str, bytes_in: int = 0) -> None:
         """The source at `sig` failed. Thumbnails an earlier version of it left stay listed as
