@@ -88,6 +88,7 @@ class Daemon:
     def start(self, *, ready: bool = True, env: dict[str, str] | None = None) -> Daemon:
         """`env` adds variables (NOTIFY_SOCKET, say) to the daemon's environment."""
         starts = self.read_log().count("thumbd started")  # the log is kept across restarts
+        _STARTED.append(self)  # killed after the test, whether or not it stopped it
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
                 [*self.prefix, sys.executable, "-m", "thumbd", "run", "-c", str(self.config)],
@@ -274,6 +275,20 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         "this test; fix the machine or the test, or list it in CI_MAY_SKIP (tests/conftest.py) "
         "with the reason"
     )
+
+
+_STARTED: list[Daemon] = []  # every Daemon a test started, also those it made itself
+
+
+@pytest.fixture(autouse=True)
+def no_daemon_left() -> Iterator[None]:
+    """A test that fails before it stops its daemon leaves no process group behind to load
+    the machine for the tests after it."""
+    yield
+    while _STARTED:
+        d = _STARTED.pop()
+        if d.proc is not None and d.proc.poll() is None:
+            d.kill_group()
 
 
 @pytest.fixture
