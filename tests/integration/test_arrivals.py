@@ -255,11 +255,12 @@ def test_readers_never_hold_a_file_and_a_closed_writer_holds_it_no_longer(
     try:
         wait_until(lambda: daemon.done("read.jpg"), 15, "a file a reader holds open")
         # Written in place while a reader has it open too: the writer's close is what counts.
+        other_data = jpeg_bytes((300, 200), seed=2)  # not a copy of read.jpg: rendered
         with (daemon.incoming / "both.jpg").open("wb") as writer:
-            writer.write(data[:100])
+            writer.write(other_data[:100])
             writer.flush()
             with (daemon.incoming / "both.jpg").open("rb") as early:
-                writer.write(data[100:])
+                writer.write(other_data[100:])
                 writer.flush()
                 other = (daemon.incoming / "both.jpg").open("rb")
                 early.read()

@@ -54,14 +54,16 @@ def jpeg_bytes(size: tuple[int, int], seed: int = 0, comment: bytes | None = Non
     return buf.getvalue()
 
 
-def drop(folder: Path, names: list[str], data: bytes) -> list[Path]:
-    """Write files outside incoming/ and rename them in: each arrives complete, at once."""
+def drop(folder: Path, names: list[str], data: bytes, *, unique: bool = False) -> list[Path]:
+    """Write files outside incoming/ and rename them in: each arrives complete, at once.
+    `unique`: each with its name after the image's end, so that none is a copy of another
+    (a copy is given its twin's thumbnails, not rendered: output/reuse.py)."""
     staging = next(p for p in folder.parents if (p / "incoming").is_dir()) / "staging"
     staging.mkdir(exist_ok=True)
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for name in names:
-        (staging / name).write_bytes(data)
+        (staging / name).write_bytes(data + name.encode() if unique else data)
         os.rename(staging / name, folder / name)
         paths.append(folder / name)
     return paths
@@ -215,7 +217,7 @@ def test_ten_kill9_of_the_process_group_during_a_burst_lose_nothing(daemon: Daem
     # The last kill comes after at most 250 of 500 files: room for a test process slowed by load.
     targets = sorted(rng.sample(range(15, 250), 7))
     daemon.start()
-    drop(daemon.incoming / "burst", names, data)
+    drop(daemon.incoming / "burst", names, data, unique=True)  # renders, not copies, are killed
     for kill in range(10):
         if kill > 0:
             daemon.start(ready=kill % 3 != 1)  # every third kill lands during start-up
