@@ -362,3 +362,18 @@ def test_opens_that_may_be_wrong_are_dropped_and_release_their_holds(tmp_path: P
     s.discard("b.jpg")  # deleted or renamed away while open
     s.touch("b.jpg", 201.0, closed=False)  # a new file of that name, written
     assert not s.is_held("b.jpg")
+
+
+def test_a_move_carries_a_held_files_opens_to_its_new_name(tmp_path: Path) -> None:
+    (tmp_path / "d").mkdir()
+    s = aged(tmp_path)
+    s.count_open("a.jpg", 1, 100.0)  # its writer still has it open
+    s.touch("a.jpg", 100.0, closed=False)
+    os.rename(tmp_path / "a.jpg", tmp_path / "d" / "a.jpg")  # renamed while written
+    assert s.move("a.jpg", "d/a.jpg", 101.0) == ["d/a.jpg"]
+    assert s.is_held("d/a.jpg") and not s.is_held("a.jpg")
+    assert s.pop_ready(140.0) == []  # quiet_seconds are over: held for its writer still
+    s.count_open("d/a.jpg", -1, 150.0)  # the writer's close comes under the new name
+    s.touch("d/a.jpg", 150.0, closed=True)
+    assert not s.is_held("d/a.jpg")
+    assert [rel for rel, _ in s.pop_ready(150.25)] == ["d/a.jpg"]

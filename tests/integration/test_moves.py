@@ -11,11 +11,13 @@ import json
 import os
 import re
 import signal
+import time
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import Daemon, made, wait_until
+from tests.integration.test_arrivals import live_after
 from tests.integration.test_robustness import drop, jpeg_bytes
 
 
@@ -160,7 +162,9 @@ def test_a_rename_cycle_and_a_swap_by_name_move_only_thumbnails(daemon: Daemon) 
 def test_a_folder_moved_while_a_file_in_it_is_written_takes_that_file_once_complete(
     daemon: Daemon,
 ) -> None:
-    daemon.write_config({"watch": {"settle_seconds": 0.1, "quiet_seconds": 30}})
+    # quiet_seconds is short: what keeps the half-written file back is its writer holding it
+    # open, counted under its new name after the move (intake/settle.py).
+    daemon.write_config({"watch": {"settle_seconds": 0.1, "quiet_seconds": 2}})
     daemon.start()
     drop(daemon.incoming / "album", ["done.jpg"], jpeg_bytes((120, 90), seed=1))
     daemon.recorded(done=1)
@@ -170,6 +174,8 @@ def test_a_folder_moved_while_a_file_in_it_is_written_takes_that_file_once_compl
         f.flush()
         os.rename(daemon.incoming / "album", daemon.incoming / "moved")
         wait_until(lambda: "moved album -> moved" in daemon.read_log(), 30, "the move")
+        live_after(daemon, time.time() + 3)  # longer than quiet_seconds: still held
+        assert daemon.record("moved/late.jpg") is None
         f.write(data[1000:])
     wait_until(lambda: daemon.done("moved/late.jpg"), 30, "the file written on after the move")
     daemon.looked()
