@@ -291,3 +291,21 @@ def test_remove_says_why_it_could_not(writer: Writer, caplog: pytest.LogCaptureF
         f"cannot remove {writer.root}/a/x_200.jpg: Is a directory",
     ]
     assert (writer.root / "a" / "x_200.jpg").is_dir()
+
+
+def test_a_link_or_rename_onto_a_link_of_the_same_file_leaves_nothing_behind(
+    tmp_path: Path,
+) -> None:
+    # rename() onto another name of the same file does nothing (POSIX): a copy's thumbnail
+    # linked onto a name that already is that file, or one moved onto a link of itself.
+    w = Writer(tmp_path / "out")
+    w.prepare()
+    w.write("a_200.jpg", b"picture")
+    assert w.link("a_200.jpg", "b_200.jpg")
+    assert w.link("a_200.jpg", "b_200.jpg")  # again: b_200 is that file already
+    assert sorted(p.name for p in (tmp_path / "out" / TMP_DIR).iterdir()) == []
+    assert w.rename("a_200.jpg", "b_200.jpg")  # onto its own link: a_200 goes
+    assert not (tmp_path / "out" / "a_200.jpg").exists()
+    assert (tmp_path / "out" / "b_200.jpg").read_bytes() == b"picture"
+    assert w.rename("b_200.jpg", "b_200.jpg")  # onto itself: it stays
+    assert (tmp_path / "out" / "b_200.jpg").read_bytes() == b"picture"

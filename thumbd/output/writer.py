@@ -134,6 +134,8 @@ class Writer:
             try:
                 with self._folder(root_fd, new_folders) as dst_fd:
                     os.replace(old_name, new_name, src_dir_fd=src_fd, dst_dir_fd=dst_fd)
+                    if old != new:
+                        _drop_if_linked(old_name, src_fd, new_name, dst_fd)
             except FileNotFoundError:
                 return False
             finally:
@@ -178,6 +180,7 @@ class Writer:
                         f.write(data)
                 with self._folder(root_fd, new_folders) as dst_fd:
                     os.replace(tmp_name, new_name, src_dir_fd=tmp_fd, dst_dir_fd=dst_fd)
+                    _drop_if_linked(tmp_name, tmp_fd, new_name, dst_fd)
             except BaseException:
                 with contextlib.suppress(OSError):
                     os.unlink(tmp_name, dir_fd=tmp_fd)
@@ -346,3 +349,16 @@ class Writer:
 def _replace_fd(old: int, new: int) -> int:
     os.close(old)
     return new
+
+
+def _drop_if_linked(old: str, old_fd: int, new: str, new_fd: int) -> None:
+    """rename() onto a hard link of the same file does nothing and leaves `old` (POSIX): a
+    thumbnail linked again onto its own name (a copy of a copy), or moved onto a link of
+    itself. Then `old` goes; after a rename that did its work it is not there."""
+    try:
+        st_old = os.stat(old, dir_fd=old_fd, follow_symlinks=False)
+        st_new = os.stat(new, dir_fd=new_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return
+    if (st_old.st_dev, st_old.st_ino) == (st_new.st_dev, st_new.st_ino):
+        os.unlink(old, dir_fd=old_fd)
