@@ -47,6 +47,7 @@ log = logging.getLogger("thumbd")
 WINDOW = 600.0  # seconds a deleted source's thumbnails stay candidates
 HELD = f"{TMP_DIR}/held"
 RELEASE_EVERY = 0.25  # seconds between looks at the twins copies wait for
+WAIT_AT_MOST = 30.0  # a copy whose twin is not through by then is rendered: none waits for ever
 PRUNE_EVERY = 5.0  # seconds between clean-ups of the sizes of sources being rendered
 
 
@@ -84,6 +85,7 @@ class Reuse:
         self.rendering: dict[int, set[str]] = {}  # size -> new sources sent to render
         self.waiting: dict[str, Job] = {}  # a copy -> its job, until its twin is through
         self.twin_of: dict[str, str] = {}
+        self.since: dict[str, float] = {}  # when each copy began to wait
         self.due: float | None = None
         self.hashed = 0  # digests the main loop took (status, bench)
         self.found = [0, 0]  # moves found by identity since the last line: moved, rendered
@@ -108,6 +110,7 @@ class Reuse:
         """incoming/ is another folder: the copies waiting are dropped (they stay on disk)."""
         self.waiting.clear()
         self.twin_of.clear()
+        self.since.clear()
         self.rendering.clear()
 
     # -- a new source ----------------------------------------------------------------------
@@ -139,6 +142,7 @@ class Reuse:
             for twin in twins:
                 if self._digest(os.path.join(str(self.shared.config.paths.incoming), twin)) == mine:
                     self.waiting[job.rel] = job
+                    self.since.setdefault(job.rel, time.monotonic())
                     self.twin_of[job.rel] = twin
                     self.due = self.due or time.monotonic() + RELEASE_EVERY
                     return True
@@ -323,7 +327,7 @@ class Reuse:
         state = self.shared.state
         for rel, job in list(self.waiting.items()):
             twin = self.twin_of[rel]
-            if self.holds(twin):
+            if self.holds(twin) and now - self.since.get(rel, now) < WAIT_AT_MOST:
                 continue
             self._drop_waiting(rel)
             if _identity(job.path) != job.signature:
@@ -338,6 +342,7 @@ class Reuse:
     def _drop_waiting(self, rel: str) -> None:
         self.waiting.pop(rel, None)
         self.twin_of.pop(rel, None)
+        self.since.pop(rel, None)
 
 
 def _identity(path: str) -> Signature | None:
