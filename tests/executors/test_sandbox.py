@@ -14,7 +14,10 @@ from thumbd.executors import sandbox
 from thumbd.executors.process_pool import ProcessPool
 from thumbd.executors.worker import init_worker
 
-pytestmark = pytest.mark.skipif(sandbox.abi() < 4, reason="needs Landlock ABI 4 (TCP rules)")
+pytestmark = pytest.mark.skipif(
+    sandbox.abi() < 4,
+    reason="this kernel has no Landlock ABI 4 (its TCP rules confine the workers)",
+)
 
 
 @pytest.fixture

@@ -18,7 +18,10 @@ from tests.integration.test_core import jpeg_bytes
 from tests.render.test_raw import make_dng, preview_jpeg
 from thumbd.executors import sandbox
 
-needs_landlock = pytest.mark.skipif(sandbox.abi() < 4, reason="needs Landlock ABI 4")
+needs_landlock = pytest.mark.skipif(
+    sandbox.abi() < 4,
+    reason="this kernel has no Landlock ABI 4 (its TCP rules confine the workers)",
+)
 ESCAPE = "THUMBD-TEST-ESCAPE"
 
 
