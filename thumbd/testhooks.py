@@ -7,7 +7,10 @@ unset. This module stays import-cheap (standard library only): workers and `thum
 import it.
 
 - THUMBD_TEST_CRASH_MARKER=<text>: a worker calls os.abort() on a source that contains <text>;
-- THUMBD_TEST_HANG_MARKER=<text>: a worker sleeps forever on a source that contains <text>.
+- THUMBD_TEST_HANG_MARKER=<text>: a worker sleeps forever on a source that contains <text>;
+- THUMBD_TEST_SLOW_MARKER=<text>: a worker sleeps a second on a source that contains <text>
+  (a render of known length, so that what must happen meanwhile does not race the machine's
+  load).
   No real input reliably crashes or hangs Pillow's decoders (those that did are fixed), yet the
   daemon's answers to a decoder that kills its process or never returns must be tested with the
   real daemon: `trip` looks exactly like a crashing or hung native decoder from outside.
@@ -40,6 +43,7 @@ from typing import IO
 # Read once, at import: `trip` runs for every source a worker renders.
 _CRASH = os.environ.get("THUMBD_TEST_CRASH_MARKER", "").encode()
 _HANG = os.environ.get("THUMBD_TEST_HANG_MARKER", "").encode()
+_SLOW = os.environ.get("THUMBD_TEST_SLOW_MARKER", "").encode()
 _ESCAPE = os.environ.get("THUMBD_TEST_ESCAPE_MARKER", "").encode()
 
 RESOLVE = "THUMBD_TEST_RESOLVE"
@@ -48,8 +52,8 @@ BOOT_ID = "THUMBD_TEST_BOOT_ID"
 
 
 def trip(f: IO[bytes]) -> None:
-    """Crash or hang if the source carries a test marker; otherwise do nothing."""
-    if not (_CRASH or _HANG):
+    """Crash, hang or dawdle if the source carries a test marker; otherwise do nothing."""
+    if not (_CRASH or _HANG or _SLOW):
         return
     data = f.read()
     f.seek(0)
@@ -58,6 +62,8 @@ def trip(f: IO[bytes]) -> None:
     if _HANG and _HANG in data:
         while True:
             time.sleep(3600)
+    if _SLOW and _SLOW in data:
+        time.sleep(1)
 
 
 def hooks_enabled() -> bool:

@@ -77,8 +77,13 @@ def _stop(proc: subprocess.Popen[bytes], signum: int = signal.SIGTERM) -> None:
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """One cluster for the tests that leave it as they found it (a killed worker is restarted
-    by its nanny): starting one takes seconds."""
-    yield from _cluster(tmp_path_factory.mktemp("cluster"))
+    by its nanny): starting one takes seconds. Its workers take a second over a source carrying
+    the slow marker."""
+    env = {"THUMBD_TEST_SLOW_MARKER": SLOW}
+    yield from _cluster(tmp_path_factory.mktemp("cluster"), env=env)
+
+
+SLOW = "THUMBD-TEST-SLOW-MARKER"
 
 
 def _cluster(
@@ -105,9 +110,12 @@ def dask_settings(address: str, **extra: Any) -> dict[str, dict[str, Any]]:
     return {"executor": {"kind": "dask", "address": address, **extra}}
 
 
-def make_sources(folder: Path, n: int, size: tuple[int, int] = (640, 480)) -> list[str]:
+def make_sources(
+    folder: Path, n: int, size: tuple[int, int] = (640, 480), tail: str = ""
+) -> list[str]:
     """n JPEGs, four different pictures in turn (making a big picture takes a while), each
-    with its path after the JPEG's end: copies would share one render (output/reuse.py)."""
+    with its path after the JPEG's end (copies would share one render, output/reuse.py), and
+    `tail` after that (a test marker)."""
     folder.mkdir(parents=True, exist_ok=True)
     pictures = []
     for seed in range(min(n, 4)):
@@ -116,7 +124,7 @@ def make_sources(folder: Path, n: int, size: tuple[int, int] = (640, 480)) -> li
         pictures.append(buf.getvalue())
     rels = [f"s{i:03d}.jpg" for i in range(n)]
     for i, rel in enumerate(rels):
-        (folder / rel).write_bytes(pictures[i % len(pictures)] + str(folder / rel).encode())
+        (folder / rel).write_bytes(pictures[i % len(pictures)] + f"{folder / rel}{tail}".encode())
     return rels
 
 
@@ -599,10 +607,12 @@ def test_new_files_go_ahead_of_the_backlog_on_the_cluster_too(
 ) -> None:
     """A backlog the start-up scan finds, all of it handed to the cluster (max_in_flight 64),
     and a file that arrives meanwhile: it is submitted with a higher priority, and done long
-    before the backlog is."""
+    before the backlog is. Each backlog render takes a second (the slow marker): the backlog
+    lasts half a minute on the two workers whatever the machine's load, so the new file's
+    settling does not race it."""
     settings = dask_settings(cluster.address, shared_storage=True, max_in_flight=64)
     daemon = Daemon(tmp_path, settings)
-    rels = make_sources(daemon.incoming / "old", 60, (3200, 2400))  # all on the cluster at once
+    rels = make_sources(daemon.incoming / "old", 60, tail=SLOW)  # all on the cluster at once
     daemon.start()
     backlog = [f"old/{rel}" for rel in rels]
     wait_until(lambda: done_count(daemon, backlog) >= 2, 120, "the backlog to get going")
