@@ -492,6 +492,44 @@ def files_in(root: Path) -> int:
     return count
 
 
+def make_noise(folder: Path, numbers: range) -> None:
+    for i in numbers:
+        (folder / f"n{i}.tmp").touch()
+
+
+def test_a_file_whose_close_an_overflow_lost_is_taken_by_the_quiet_rule(daemon: Daemon) -> None:
+    """A writer opens a file, the queue overflows, the writer closes it: the open reached the
+    daemon, the close was lost. The overflow must be taken where it happened, behind the open
+    (watchdog's in-band EventsLostEvent), not when watchdog's reader thread first warns of it,
+    while the open is still on its way: an open counted after the loss was forgotten would hold
+    the file for HOLD_OPEN (ten minutes)."""
+    daemon.start()
+    assert daemon.proc is not None
+    noise = daemon.incoming / "noise"
+    noise.mkdir()
+    wait_until(lambda: watches_of(daemon.proc.pid) >= 2, 30, "a watch on noise/")
+    events = int(Path(QUEUE_SYSCTL).read_text())
+    os.kill(daemon.proc.pid, signal.SIGSTOP)
+    try:
+        # The open goes in just before the queue is full (create, open, close per noise file),
+        # so that watchdog reads it in the same chunk as the overflow.
+        make_noise(noise, range(events // 3 - 100))
+        with (daemon.incoming / "held.jpg").open("wb") as held:
+            buf = io.BytesIO()
+            images.natural((64, 48)).save(buf, "JPEG")
+            held.write(buf.getvalue())
+            held.flush()
+            make_noise(noise, range(events // 3, events // 3 + 1000))  # the queue overflows
+        # held.jpg's close is lost.
+        for entry in os.scandir(noise):
+            os.unlink(entry.path)
+    finally:
+        os.kill(daemon.proc.pid, signal.SIGCONT)
+    wait_until(lambda: daemon.done("held.jpg"), 60, "held.jpg, its close lost")
+    assert "inotify queue overflowed: events were lost; rescanning" in daemon.read_log()
+    assert daemon.stop() == 0
+
+
 @pytest.mark.slow
 def test_a_flood_of_20000_files_with_queue_overflow_gives_one_set_each(daemon: Daemon) -> None:
     daemon.write_config(

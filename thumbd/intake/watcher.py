@@ -2,9 +2,15 @@
 
 The handler runs on watchdog's observer thread, and in watchdog an exception there kills the
 observer for good, so it does as little as possible (make the path relative, put a message on a
-queue) and never lets an exception out. After a kernel queue overflow watchdog only logs a
-warning and delivers nothing for the lost events; a log filter turns that warning into a message
-so that the daemon rescans.
+queue) and never lets an exception out. After a kernel queue overflow watchdog delivers nothing
+for the lost events, only an EventsLostEvent, queued behind the events it read before the loss:
+it becomes an Overflow message, and the daemon rescans. Where it falls matters. An open read
+before the loss arrives before it, so the daemon forgets that open with the others (its close
+may be among what was lost). watchdog's reader thread also logs a warning as soon as it reads
+the overflow, while events read before it are still on their way; taking that warning as the
+loss (as thumbd once did) forgot the opens too early, and an open that arrived after it held
+its file for HOLD_OPEN. A log filter now only keeps those warnings (one per overflow, thousands
+in a flood) out of the log: the daemon logs its own line, once per rescan.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from watchdog.events import (
     DirAttribEvent,
     DirCreatedEvent,
     DirMovedEvent,
+    EventsLostEvent,
     FileAttribEvent,
     FileClosedEvent,
     FileClosedNoWriteEvent,
@@ -56,6 +63,7 @@ EVENTS: list[type[FileSystemEvent]] = [
     DirMovedEvent,
     DirCreatedEvent,
     DirAttribEvent,
+    EventsLostEvent,  # the kernel queue overflowed
 ]
 
 
@@ -136,6 +144,9 @@ class Handler(FileSystemEventHandler):
             log.exception("cannot handle %r", event)
 
     def _dispatch(self, event: FileSystemEvent) -> None:
+        if isinstance(event, EventsLostEvent):
+            self.inbox.put(Overflow())
+            return
         if isinstance(event, FileMovedEvent | DirMovedEvent):
             src = self._rel(str(event.src_path)) if event.src_path else None
             dest = self._rel(str(event.dest_path)) if event.dest_path else None
@@ -194,18 +205,11 @@ class Handler(FileSystemEventHandler):
 
 
 class _OverflowFilter(logging.Filter):
-    """Turns watchdog's 'queue overflowed' warnings into an Overflow message (the daemon logs
-    its own line, once per rescan; a flood would otherwise log thousands of them)."""
-
-    def __init__(self, inbox: queue.SimpleQueue[Any]) -> None:
-        super().__init__()
-        self.inbox = inbox
+    """Keeps watchdog's 'queue overflowed' warnings out of the log: the EventsLostEvent that
+    follows is the message, and the daemon logs its own line, once per rescan."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if "overflow" in record.getMessage().lower():
-            self.inbox.put(Overflow())
-            return False
-        return True
+        return "overflow" not in record.getMessage().lower()
 
 
 class Watcher:
@@ -217,7 +221,7 @@ class Watcher:
         self.polling = polling
         self.observer: BaseObserver | None = None
         self.generation = 0  # of the observer running: one of this process's OBSERVERS
-        self._filter = _OverflowFilter(inbox)
+        self._filter = _OverflowFilter()
         self._loggers = [
             logging.getLogger("watchdog.observers.inotify_c"),
             logging.getLogger("watchdog.observers.inotify"),
