@@ -69,6 +69,7 @@ class Tracker:
         self.ignored_said: set[str] = set()  # extensions passed over and logged this run
         self.fresh: set[str] = set()  # sources an event brought: they go ahead of the backlog
         self.observer = 0  # the running observer's number: only its opens are counted
+        self.maybe_moved: set[str] = set()  # gone from a scan, its identity seen settling
         self.mover = Mover(shared, lambda: publisher.writer)
         self.mover.changed = lambda rel: publisher.changed(rel)
         self.reuse = Reuse(shared, self.mover, dispatcher.holds, dispatcher.enqueue)
@@ -101,6 +102,7 @@ class Tracker:
         self.real_root = os.path.realpath(self.root)
         self.settler = Settler(self.root, self.settler.settle, self.settler.quiet)
         self.reuse.clear()
+        self.maybe_moved.clear()
         self.dispatcher.drop_ready()
 
     # -- paths in --------------------------------------------------------------------------
@@ -294,25 +296,59 @@ class Tracker:
             log.info("%s moved away: forgot its %s (%s)", rel, what, fate)
 
     def gone_scanned(self, rels: list[str]) -> None:
-        """Recorded sources a complete scan did not find (those whose file the scan found
-        under another path stay: taking that path moves them, output/reuse.py)."""
+        """Recorded sources a complete scan did not find. Those whose file is settling under
+        another path (its identity) wait: taking that path moves them (output/reuse.py), and
+        if it changes before it is taken, `_forget_unmoved` forgets them then."""
         state = self.shared.state
         moved = self.settler.identities()
-        with state.transaction():
-            forgotten = sum(
-                self.publisher.forget(rel, log_each=False)
-                for rel in rels
-                if not self.dispatcher.holds(rel)
+        missing = [
+            rel
+            for rel in rels
+            if not self.dispatcher.holds(rel)
+            and rel not in self.settler
+            and not os.path.lexists(os.path.join(self.root, rel))
+        ]
+        gone = []
+        for rel in missing:
+            record = state.get(rel)
+            if record is not None and record.signature in moved:
+                self.maybe_moved.add(rel)
+            else:
+                gone.append(rel)
+        self._forget(gone, "scan")
+
+    def _forget_unmoved(self) -> None:
+        """Sources gone from a scan whose identity was settling elsewhere, and is no longer:
+        that file changed before it was taken (then rendered as new) or went. Checked after
+        what settled was taken, so that a move found by identity has moved its record."""
+        state = self.shared.state
+        settling = self.settler.identities()
+        gone = []
+        for rel in list(self.maybe_moved):
+            record = state.get(rel)
+            if record is not None and record.signature in settling:
+                continue
+            self.maybe_moved.discard(rel)
+            if (
+                record is not None
+                and not self.dispatcher.holds(rel)
                 and rel not in self.settler
                 and not os.path.lexists(os.path.join(self.root, rel))
-                and not ((r := state.get(rel)) is not None and r.signature in moved)
-            )
+            ):
+                gone.append(rel)
+        self._forget(gone, "a file found moved changed before it was taken")
+
+    def _forget(self, rels: list[str], why: str) -> None:
+        if not rels:
+            return
+        with self.shared.state.transaction():
+            forgotten = sum(self.publisher.forget(rel, log_each=False) for rel in rels)
         if forgotten:
             fate = thumbnails_fate(self.shared.config)
             gone = plural(
                 forgotten, "recorded source no longer exists", "recorded sources no longer exist"
             )
-            log.info("scan: %s; forgot them (%s)", gone, fate)
+            log.info("%s: %s; forgot them (%s)", why, gone, fate)
 
     # -- ready to render -------------------------------------------------------------------
 
@@ -339,6 +375,8 @@ class Tracker:
             if record is None and (reuse.moved(job) or self._adopted(job) or reuse.take(job)):
                 continue  # moved, its thumbnails already there, or a copy
             self.dispatcher.enqueue(job)
+        if self.maybe_moved:
+            self._forget_unmoved()
         self.reuse.tick(now)
 
     def _refused(self, job: Job) -> bool:
