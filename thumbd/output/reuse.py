@@ -47,6 +47,7 @@ log = logging.getLogger("thumbd")
 WINDOW = 600.0  # seconds a deleted source's thumbnails stay candidates
 HELD = f"{TMP_DIR}/held"
 RELEASE_EVERY = 0.25  # seconds between looks at the twins copies wait for
+DIGESTS_KEPT = 4096  # recent digests the main loop took, by path and identity
 WAIT_AT_MOST = 30.0  # a copy whose twin is not through by then is rendered: none waits for ever
 PRUNE_EVERY = 5.0  # seconds between clean-ups of the sizes of sources being rendered
 
@@ -88,6 +89,9 @@ class Reuse:
         self.since: dict[str, float] = {}  # when each copy began to wait
         self.due: float | None = None
         self.hashed = 0  # digests the main loop took (status, bench)
+        # path -> (identity, digest): a copy waiting for its twin is asked again when the twin
+        # is through, and copies of one twin all compare with it; each file is read once.
+        self.digests: dict[str, tuple[Signature, str | None]] = {}
         self.found = [0, 0]  # moves found by identity since the last line: moved, rendered
         self.said = 0.0
         self.pruned = 0.0
@@ -112,6 +116,7 @@ class Reuse:
         self.twin_of.clear()
         self.since.clear()
         self.rendering.clear()
+        self.digests.clear()
 
     # -- a new source ----------------------------------------------------------------------
 
@@ -130,7 +135,7 @@ class Reuse:
         if not (candidates or self.held_sizes[size] or twins):
             self.rendering[size].add(job.rel)
             return False
-        mine = self._digest(job.path)
+        mine = self._digest(job.path, job.signature)
         if mine is not None:
             settings = self.shared.settings
             for c in candidates:
@@ -140,7 +145,8 @@ class Reuse:
             if self._taken_back(job, by_identity=False, digest_=mine):
                 return True
             for twin in twins:
-                if self._digest(os.path.join(str(self.shared.config.paths.incoming), twin)) == mine:
+                path = os.path.join(str(self.shared.config.paths.incoming), twin)
+                if self._digest(path, _identity(path)) == mine:
                     self.waiting[job.rel] = job
                     self.since.setdefault(job.rel, time.monotonic())
                     self.twin_of[job.rel] = twin
@@ -149,9 +155,21 @@ class Reuse:
         self.rendering[size].add(job.rel)
         return False
 
-    def _digest(self, path: str) -> str | None:
+    def _digest(self, path: str, identity: Signature | None) -> str | None:
+        """The digest of the file at `path`, whose identity is `identity` (taken again only
+        when that changed); None when it cannot be read."""
+        if identity is None:
+            return None  # gone
+        known = self.digests.get(path)
+        if known is not None and known[0] == identity:
+            return known[1]
         self.hashed += 1
-        return digest.of_path(path)
+        found = digest.of_path(path)
+        self.digests.pop(path, None)  # the newest last: the oldest go first
+        self.digests[path] = (identity, found)
+        if len(self.digests) > DIGESTS_KEPT:
+            del self.digests[next(iter(self.digests))]
+        return found
 
     def _moved(self, job: Job) -> bool:
         """A recorded source whose path no longer holds its file, with this file's identity."""
