@@ -57,6 +57,8 @@ def check_thumbnails(w: World) -> None:
     on_disk = _outputs(w)
     wanted: set[str] = set()
     tolerated = set(w.model.kept_names)
+    for rel in w.model.kept_failed:
+        tolerated |= set(stale_names(w.outgoing, rel))
     for rel, source in sorted(w.model.present().items()):
         result = w.render_of(rel)
         if result is None:

@@ -24,6 +24,10 @@ class Model:
     manifests: dict[str, list[str]] = field(default_factory=dict)  # manifest rel -> its URLs
     downloads: dict[str, str] = field(default_factory=dict)  # URL -> the source it becomes
     kept_names: set[str] = field(default_factory=set)  # thumbnails a kept deletion may leave
+    # Failed sources a kept deletion took: what an earlier version left in their names may
+    # stay, looked for when checked (the daemon may still move them along with a folder
+    # renamed a moment before, after the deletion's look at outgoing/).
+    kept_failed: set[str] = field(default_factory=set)
     running: bool = False
     exit_code: int | None = None  # what the daemon's last exit should have been
     renders: Counter[str] = field(default_factory=Counter)  # allowed "done" lines since quiet
@@ -44,9 +48,11 @@ class Model:
 
     def deleted(self, rel: str, names: set[str]) -> None:
         """rel is gone; `names` are the thumbnails it had (the reference render's)."""
-        self.sources.pop(rel, None)
+        source = self.sources.pop(rel, None)
         if self.on_delete == "keep":
             self.kept_names |= names
+            if source is not None and not source.good:
+                self.kept_failed.add(rel)
 
     def arrived(self, rel: str, source: Source) -> None:
         """rel came in by a rename (a file's or its folder's)."""
