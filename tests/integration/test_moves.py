@@ -240,13 +240,14 @@ def test_a_folder_renamed_while_thumbd_was_stopped_is_moved_at_start_not_rendere
 
 
 @pytest.mark.parametrize("on_delete", ["keep", "remove"])
-def test_a_file_moved_while_stopped_then_changed_before_it_is_taken_is_new_and_the_old_goes(
+def test_a_file_moved_while_stopped_then_changed_before_it_is_taken_is_a_move_and_an_edit(
     daemon: Daemon, on_delete: str
 ) -> None:
     """The start-up scan finds album/p.jpg gone and moved/p.jpg settling with its identity, so
     it keeps album/p.jpg's record for the move. Then moved/p.jpg is overwritten in place (same
-    inode) before it is taken: it is a new source, rendered, and album/p.jpg is forgotten at
-    once, not left in the state until the next periodic rescan (found by the chaos run)."""
+    inode) before it is taken: a move, then an edit. The record and thumbnails move, and it is
+    rendered once, as an edit; nothing stays under album/ whatever on_delete says (a move is not
+    a deletion), and no record is left for album/p.jpg (found by the chaos run)."""
     daemon.write_config(
         {
             "thumbnails": {"on_delete": on_delete},
@@ -263,13 +264,34 @@ def test_a_file_moved_while_stopped_then_changed_before_it_is_taken_is_new_and_t
     with (daemon.incoming / "moved" / "p.jpg").open("r+b") as f:  # in place: the same inode
         f.write(jpeg_bytes((160, 120), seed=2))
         f.truncate()
-    wait_until(lambda: daemon.done("moved/p.jpg"), 30, "moved/p.jpg")
+    wait_until(lambda: rendered(daemon, "moved/p.jpg") == 1, 30, "moved/p.jpg rendered")
     daemon.recorded(done=1, pending=0)
+    daemon.looked()
     assert daemon.record("album/p.jpg") is None
+    assert daemon.record("moved/p.jpg") == "done"
     assert rendered(daemon, "moved/p.jpg") == 1
+    assert thumbs_under(daemon, "album") == []
+    assert len(thumbs_under(daemon, "moved")) == 3
+    assert daemon.stop() == 0
+
+
+def test_a_file_moved_while_stopped_then_deleted_before_it_is_taken_is_forgotten(
+    daemon: Daemon,
+) -> None:
+    """As above, but moved/p.jpg is deleted before it is taken: album/p.jpg is forgotten at
+    once, not left in the state until the next periodic rescan."""
+    daemon.write_config({"watch": {"settle_seconds": 3.0, "quiet_seconds": 3.0}})
+    daemon.start()
+    drop(daemon.incoming / "album", ["p.jpg"], jpeg_bytes((120, 90), seed=1))
+    daemon.recorded(done=1)
+    assert daemon.stop() == 0
+    os.rename(daemon.incoming / "album", daemon.incoming / "moved")
+    daemon.start()
+    wait_until(lambda: ": 1 to look at" in since_start(daemon), 30, "the start-up scan")
+    (daemon.incoming / "moved" / "p.jpg").unlink()
+    daemon.recorded(done=0, pending=0)
+    assert daemon.record("album/p.jpg") is None
     assert "recorded source no longer exists; forgot them" in since_start(daemon)
-    if on_delete == "remove":
-        assert thumbs_under(daemon, "album") == []
     assert daemon.stop() == 0
 
 

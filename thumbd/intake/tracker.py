@@ -297,8 +297,9 @@ class Tracker:
 
     def gone_scanned(self, rels: list[str]) -> None:
         """Recorded sources a complete scan did not find. Those whose file is settling under
-        another path (its identity) wait: taking that path moves them (output/reuse.py), and
-        if it changes before it is taken, `_forget_unmoved` forgets them then."""
+        another path (its identity) wait: taking that path moves them (output/reuse.py, or
+        `_moved_then_changed` if it changed meanwhile); if it goes first, `_forget_unmoved`
+        forgets them."""
         state = self.shared.state
         moved = self.settler.identities()
         missing = [
@@ -317,16 +318,45 @@ class Tracker:
                 gone.append(rel)
         self._forget(gone, "scan")
 
-    def _forget_unmoved(self) -> None:
-        """Sources gone from a scan whose identity was settling elsewhere, and is no longer:
-        that file changed before it was taken (then rendered as new) or went. Checked after
-        what settled was taken, so that a move found by identity has moved its record."""
+    def _needs_no_render(self, job: Job) -> bool:
+        """A new source (no record) that is one moved (its thumbnails follow), one whose
+        thumbnails are already there, or a copy. One a scan saw moved, changed since, takes
+        its record and thumbnails along and is rendered as an edit: False."""
+        reuse = self.reuse
+        if reuse.moved(job):
+            return True
+        if self._moved_then_changed(job):
+            return False
+        return self._adopted(job) or reuse.take(job)
+
+    def _moved_then_changed(self, job: Job) -> bool:
+        """`job`'s file is a source a scan found gone and saw settling here (its inode), that
+        changed before it was taken: a move, then an edit. Its record and thumbnails move
+        here (none stay under the old name: a move is not a deletion)."""
         state = self.shared.state
-        settling = self.settler.identities()
+        for rel in self.maybe_moved:
+            record = state.get(rel)
+            if record is None or record.signature[2] != job.signature[2]:
+                continue
+            if os.path.lexists(os.path.join(self.root, rel)) or self.dispatcher.holds(rel):
+                continue
+            self.maybe_moved.discard(rel)
+            self.mover.move_file(rel, job.rel, replace=lambda rel: None)
+            log.debug("moved %s -> %s (found by a scan), changed since", rel, job.rel)
+            return True
+        return False
+
+    def _forget_unmoved(self) -> None:
+        """Sources gone from a scan whose file was settling elsewhere, and no longer is
+        (deleted, or moved out, before it was taken): forgotten. Checked after what settled
+        was taken, so that a move found then has moved its record; a file still settling
+        (changed or not: its inode tells) keeps them waiting."""
+        state = self.shared.state
+        settling = {sig[2] for sig in self.settler.identities()}
         gone = []
         for rel in list(self.maybe_moved):
             record = state.get(rel)
-            if record is not None and record.signature in settling:
+            if record is not None and record.signature[2] in settling:
                 continue
             self.maybe_moved.discard(rel)
             if (
@@ -336,7 +366,7 @@ class Tracker:
                 and not os.path.lexists(os.path.join(self.root, rel))
             ):
                 gone.append(rel)
-        self._forget(gone, "a file found moved changed before it was taken")
+        self._forget(gone, "a file found moved went before it was taken")
 
     def _forget(self, rels: list[str], why: str) -> None:
         if not rels:
@@ -371,8 +401,7 @@ class Tracker:
             job = Job(rel, os.path.join(self.root, rel), sig, now, new=new)
             if self._refused(job):
                 continue
-            reuse = self.reuse
-            if record is None and (reuse.moved(job) or self._adopted(job) or reuse.take(job)):
+            if record is None and self._needs_no_render(job):
                 continue  # moved, its thumbnails already there, or a copy
             self.dispatcher.enqueue(job)
         if self.maybe_moved:
