@@ -149,7 +149,8 @@ def copies(
         run2.wait_ready()
         t1 = time.monotonic()
         drop(alone, run2.incoming)
-        run2.wait_done(half, timeout=max(600, n))
+        # Timed as the mixed run is, by the records: the log's done lines come before them.
+        run2.wait_for("every file done", lambda: _recorded(alone_dir) >= half, timeout=max(600, n))
         unique_alone = time.monotonic() - t1
     return {
         "files": n,

@@ -48,7 +48,6 @@ WINDOW = 600.0  # seconds a deleted source's thumbnails stay candidates
 HELD = f"{TMP_DIR}/held"
 RELEASE_EVERY = 0.25  # seconds between looks at the twins copies wait for
 DIGESTS_KEPT = 4096  # recent digests the main loop took, by path and identity
-WAIT_AT_MOST = 30.0  # a copy whose twin is not through by then is rendered: none waits for ever
 PRUNE_EVERY = 5.0  # seconds between clean-ups of the sizes of sources being rendered
 
 
@@ -86,7 +85,6 @@ class Reuse:
         self.rendering: dict[int, set[str]] = {}  # size -> new sources sent to render
         self.waiting: dict[str, Job] = {}  # a copy -> its job, until its twin is through
         self.twin_of: dict[str, str] = {}
-        self.since: dict[str, float] = {}  # when each copy began to wait
         self.due: float | None = None
         self.hashed = 0  # digests the main loop took (status, bench)
         # path -> (identity, digest): a copy waiting for its twin is asked again when the twin
@@ -114,7 +112,6 @@ class Reuse:
         """incoming/ is another folder: the copies waiting are dropped (they stay on disk)."""
         self.waiting.clear()
         self.twin_of.clear()
-        self.since.clear()
         self.rendering.clear()
         self.digests.clear()
 
@@ -148,7 +145,6 @@ class Reuse:
                 path = os.path.join(str(self.shared.config.paths.incoming), twin)
                 if self._digest(path, _identity(path)) == mine:
                     self.waiting[job.rel] = job
-                    self.since.setdefault(job.rel, time.monotonic())
                     self.twin_of[job.rel] = twin
                     self.due = self.due or time.monotonic() + RELEASE_EVERY
                     return True
@@ -345,7 +341,7 @@ class Reuse:
         state = self.shared.state
         for rel, job in list(self.waiting.items()):
             twin = self.twin_of[rel]
-            if self.holds(twin) and now - self.since.get(rel, now) < WAIT_AT_MOST:
+            if self.holds(twin):  # queued or rendering: its worker ends it either way
                 continue
             self._drop_waiting(rel)
             if _identity(job.path) != job.signature:
@@ -360,7 +356,6 @@ class Reuse:
     def _drop_waiting(self, rel: str) -> None:
         self.waiting.pop(rel, None)
         self.twin_of.pop(rel, None)
-        self.since.pop(rel, None)
 
 
 def _identity(path: str) -> Signature | None:
