@@ -49,7 +49,7 @@ CONTAINERS: dict[str, tuple[str, ...]] = {
 def ffmpeg(*args: str | Path) -> None:
     """Run ffmpeg quietly; a failure shows what it said."""
     if FFMPEG is None:
-        pytest.skip("the ffmpeg program makes the test clips (apt-get install ffmpeg)")
+        pytest.skip(reason="the ffmpeg program makes the test clips (apt-get install ffmpeg)")
     cmd = [FFMPEG, "-nostdin", "-hide_banner", "-v", "error", "-y", *map(str, args)]
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if done.returncode != 0:

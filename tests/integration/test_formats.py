@@ -170,7 +170,7 @@ def test_heic_thumbnails_come_from_the_embedded_one_unless_it_shows_another_pict
     from tests.render.heic_files import heic
 
     if "HEIF" not in h.pillow.ALLOWED_FORMATS:
-        pytest.skip("pillow-heif is not installed")
+        pytest.skip(reason="pillow-heif is not installed")
     daemon.start()
     fast = heic(h.primary_probe(), h.thumbnail_probe())
     (daemon.incoming / "fast.heic").write_bytes(fast)

@@ -239,19 +239,14 @@ def test_a_folder_renamed_while_thumbd_was_stopped_is_moved_at_start_not_rendere
     assert daemon.stop() == 0
 
 
-@pytest.mark.parametrize("on_delete", ["keep", "remove"])
-def test_a_file_moved_while_stopped_then_changed_before_it_is_taken_is_a_move_and_an_edit(
-    daemon: Daemon, on_delete: str
-) -> None:
-    """The start-up scan finds album/p.jpg gone and moved/p.jpg settling with its identity, so
-    it keeps album/p.jpg's record for the move. Then moved/p.jpg is overwritten in place (same
-    inode) before it is taken: a move, then an edit. The record and thumbnails move, and it is
-    rendered once, as an edit; nothing stays under album/ whatever on_delete says (a move is not
-    a deletion), and no record is left for album/p.jpg (found by the chaos run)."""
+def moved_while_stopped(daemon: Daemon, on_delete: str) -> None:
+    """album/p.jpg done, album renamed to moved/ while thumbd is stopped, thumbd started again:
+    returns once the start-up scan has found moved/p.jpg, still settling (three seconds, time
+    to change it before it is taken)."""
     daemon.write_config(
         {
             "thumbnails": {"on_delete": on_delete},
-            "watch": {"settle_seconds": 3.0, "quiet_seconds": 3.0},  # time to overwrite it
+            "watch": {"settle_seconds": 3.0, "quiet_seconds": 3.0},
         }
     )
     daemon.start()
@@ -261,6 +256,18 @@ def test_a_file_moved_while_stopped_then_changed_before_it_is_taken_is_a_move_an
     os.rename(daemon.incoming / "album", daemon.incoming / "moved")
     daemon.start()
     wait_until(lambda: ": 1 to look at" in since_start(daemon), 30, "the start-up scan")
+
+
+@pytest.mark.parametrize("on_delete", ["keep", "remove"])
+def test_a_file_moved_while_stopped_then_changed_before_it_is_taken_is_a_move_and_an_edit(
+    daemon: Daemon, on_delete: str
+) -> None:
+    """The start-up scan finds album/p.jpg gone and moved/p.jpg settling with its identity, so
+    it keeps album/p.jpg's record for the move. Then moved/p.jpg is overwritten in place (same
+    inode) before it is taken: a move, then an edit. The record and thumbnails move, and it is
+    rendered once, as an edit; nothing stays under album/ whatever on_delete says (a move is not
+    a deletion), and no record is left for album/p.jpg (found by the chaos run)."""
+    moved_while_stopped(daemon, on_delete)
     with (daemon.incoming / "moved" / "p.jpg").open("r+b") as f:  # in place: the same inode
         f.write(jpeg_bytes((160, 120), seed=2))
         f.truncate()
@@ -280,14 +287,7 @@ def test_a_file_moved_while_stopped_then_deleted_before_it_is_taken_is_forgotten
 ) -> None:
     """As above, but moved/p.jpg is deleted before it is taken: album/p.jpg is forgotten at
     once, not left in the state until the next periodic rescan."""
-    daemon.write_config({"watch": {"settle_seconds": 3.0, "quiet_seconds": 3.0}})
-    daemon.start()
-    drop(daemon.incoming / "album", ["p.jpg"], jpeg_bytes((120, 90), seed=1))
-    daemon.recorded(done=1)
-    assert daemon.stop() == 0
-    os.rename(daemon.incoming / "album", daemon.incoming / "moved")
-    daemon.start()
-    wait_until(lambda: ": 1 to look at" in since_start(daemon), 30, "the start-up scan")
+    moved_while_stopped(daemon, "keep")
     (daemon.incoming / "moved" / "p.jpg").unlink()
     daemon.recorded(done=0, pending=0)
     assert daemon.record("album/p.jpg") is None

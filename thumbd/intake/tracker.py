@@ -5,7 +5,8 @@ complete (intake/settle.py); then the tracker decides what it is: unchanged sinc
 (nothing to do), a manifest (its URLs go to the downloads stage), a source not worth a worker
 (too large, reached through a symlinked folder), one whose thumbnails are already there (adopted
 without rendering), or a job for the dispatcher. It also forgets sources deleted while nobody
-was looking (a folder moved out, a scan that no longer finds them). Runs on the main loop only.
+was looking (a folder moved out; what a scan no longer finds goes through intake/unseen.py,
+which also tells a move thumbd did not see). Runs on the main loop only.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from thumbd.intake.settle import (
     signature,
     storable,
 )
+from thumbd.intake.unseen import Unseen
 from thumbd.intake.watcher import FsEvent, Moved
 from thumbd.output import names
 from thumbd.output.moves import Mover
@@ -69,10 +71,12 @@ class Tracker:
         self.ignored_said: set[str] = set()  # extensions passed over and logged this run
         self.fresh: set[str] = set()  # sources an event brought: they go ahead of the backlog
         self.observer = 0  # the running observer's number: only its opens are counted
-        self.maybe_moved: set[str] = set()  # gone from a scan, its identity seen settling
         self.mover = Mover(shared, lambda: publisher.writer)
         self.mover.changed = lambda rel: publisher.changed(rel)
         self.reuse = Reuse(shared, self.mover, dispatcher.holds, dispatcher.enqueue)
+        self.unseen = Unseen(
+            shared, self.mover, dispatcher.holds, lambda rel: publisher.forget(rel, log_each=False)
+        )
         publisher.hold = self.reuse.hold
 
     def __len__(self) -> int:
@@ -102,7 +106,7 @@ class Tracker:
         self.real_root = os.path.realpath(self.root)
         self.settler = Settler(self.root, self.settler.settle, self.settler.quiet)
         self.reuse.clear()
-        self.maybe_moved.clear()
+        self.unseen.clear()
         self.dispatcher.drop_ready()
 
     # -- paths in --------------------------------------------------------------------------
@@ -296,27 +300,8 @@ class Tracker:
             log.info("%s moved away: forgot its %s (%s)", rel, what, fate)
 
     def gone_scanned(self, rels: list[str]) -> None:
-        """Recorded sources a complete scan did not find. Those whose file is settling under
-        another path (its identity) wait: taking that path moves them (output/reuse.py, or
-        `_moved_then_changed` if it changed meanwhile); if it goes first, `_forget_unmoved`
-        forgets them."""
-        state = self.shared.state
-        moved = self.settler.identities()
-        missing = [
-            rel
-            for rel in rels
-            if not self.dispatcher.holds(rel)
-            and rel not in self.settler
-            and not os.path.lexists(os.path.join(self.root, rel))
-        ]
-        gone = []
-        for rel in missing:
-            record = state.get(rel)
-            if record is not None and record.signature in moved:
-                self.maybe_moved.add(rel)
-            else:
-                gone.append(rel)
-        self._forget(gone, "scan")
+        """Recorded sources a complete scan did not find (intake/unseen.py)."""
+        self.unseen.gone_scanned(rels, self.settler)
 
     def _needs_no_render(self, job: Job) -> bool:
         """A new source (no record) that is one moved (its thumbnails follow), one whose
@@ -325,60 +310,9 @@ class Tracker:
         reuse = self.reuse
         if reuse.moved(job):
             return True
-        if self._moved_then_changed(job):
+        if self.unseen.moved_then_changed(job):
             return False
         return self._adopted(job) or reuse.take(job)
-
-    def _moved_then_changed(self, job: Job) -> bool:
-        """`job`'s file is a source a scan found gone and saw settling here (its inode), that
-        changed before it was taken: a move, then an edit. Its record and thumbnails move
-        here (none stay under the old name: a move is not a deletion)."""
-        state = self.shared.state
-        for rel in self.maybe_moved:
-            record = state.get(rel)
-            if record is None or record.signature[2] != job.signature[2]:
-                continue
-            if os.path.lexists(os.path.join(self.root, rel)) or self.dispatcher.holds(rel):
-                continue
-            self.maybe_moved.discard(rel)
-            self.mover.move_file(rel, job.rel, replace=lambda rel: None)
-            log.debug("moved %s -> %s (found by a scan), changed since", rel, job.rel)
-            return True
-        return False
-
-    def _forget_unmoved(self) -> None:
-        """Sources gone from a scan whose file was settling elsewhere, and no longer is
-        (deleted, or moved out, before it was taken): forgotten. Checked after what settled
-        was taken, so that a move found then has moved its record; a file still settling
-        (changed or not: its inode tells) keeps them waiting."""
-        state = self.shared.state
-        settling = {sig[2] for sig in self.settler.identities()}
-        gone = []
-        for rel in list(self.maybe_moved):
-            record = state.get(rel)
-            if record is not None and record.signature[2] in settling:
-                continue
-            self.maybe_moved.discard(rel)
-            if (
-                record is not None
-                and not self.dispatcher.holds(rel)
-                and rel not in self.settler
-                and not os.path.lexists(os.path.join(self.root, rel))
-            ):
-                gone.append(rel)
-        self._forget(gone, "a file found moved went before it was taken")
-
-    def _forget(self, rels: list[str], why: str) -> None:
-        if not rels:
-            return
-        with self.shared.state.transaction():
-            forgotten = sum(self.publisher.forget(rel, log_each=False) for rel in rels)
-        if forgotten:
-            fate = thumbnails_fate(self.shared.config)
-            gone = plural(
-                forgotten, "recorded source no longer exists", "recorded sources no longer exist"
-            )
-            log.info("%s: %s; forgot them (%s)", why, gone, fate)
 
     # -- ready to render -------------------------------------------------------------------
 
@@ -404,8 +338,8 @@ class Tracker:
             if record is None and self._needs_no_render(job):
                 continue  # moved, its thumbnails already there, or a copy
             self.dispatcher.enqueue(job)
-        if self.maybe_moved:
-            self._forget_unmoved()
+        if self.unseen:
+            self.unseen.forget_unmoved(self.settler)
         self.reuse.tick(now)
 
     def _refused(self, job: Job) -> bool:
